@@ -1,0 +1,3 @@
+"""UpCoach AI: privacy-first hybrid local/cloud LLM backend for coaching."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,93 @@
+"""The one place where exceptions become HTTP answers, always in OpenAI's error shape:
+``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from upcoach.errors import UpcoachError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: ("invalid_request", "invalid_request_error"),
+    401: ("unauthorized", "authentication_error"),
+    403: ("forbidden", "permission_error"),
+    404: ("not_found", "invalid_request_error"),
+    405: ("method_not_allowed", "invalid_request_error"),
+    413: ("payload_too_large", "invalid_request_error"),
+    415: ("unsupported_media_type", "invalid_request_error"),
+    429: ("rate_limited", "rate_limit_error"),
+    503: ("unavailable", "server_error"),
+}
+
+
+def error_body(message: str, *, type_: str, code: str, param: str | None = None) -> dict[str, object]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(
+    status: int, message: str, *, code: str, type_: str, param: str | None = None, retry_after: float | None = None
+) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return JSONResponse(
+        error_body(message, type_=type_, code=code, param=param), status_code=status, headers=headers
+    )
+
+
+def _field(loc: tuple[object, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+async def _on_upcoach_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UpcoachError)
+    if exc.status >= 500 and exc.status != 503:
+        log.error("%s: %s", exc.code, exc.message)
+    return error_response(
+        exc.status, exc.message, code=exc.code, type_=exc.type, param=exc.param, retry_after=exc.retry_after
+    )
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
+    if first.get("type") == "json_invalid":
+        return error_response(
+            400, f"request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}",
+            code="invalid_json", type_="invalid_request_error",
+        )  # fmt: skip
+    param = _field(tuple(first.get("loc", ())))
+    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return error_response(400, message, code="invalid_request", type_="invalid_request_error", param=param)
+
+
+async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, type_ = _HTTP_CODES.get(exc.status_code, ("http_error", "invalid_request_error"))
+    response = error_response(exc.status_code, str(exc.detail), code=code, type_=type_)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal error", code="internal_error", type_="server_error")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(UpcoachError, _on_upcoach_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,74 @@
+"""One exception tree for the service. api/errors.py maps it to HTTP, in OpenAI's error shape, in one place."""
+
+from __future__ import annotations
+
+
+class UpcoachError(Exception):
+    """Base class. ``status`` and ``code`` say how the API answers; ``param`` names the offending field."""
+
+    status = 500
+    code = "internal_error"
+    type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+
+class InvalidRequest(UpcoachError):
+    status = 400
+    code = "invalid_request"
+    type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class NotFound(UpcoachError):
+    status = 404
+    code = "not_found"
+    type = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class PayloadTooLarge(UpcoachError):
+    status = 413
+    code = "payload_too_large"
+    type = "invalid_request_error"
+
+
+class Overloaded(UpcoachError):
+    """The backend's queue is full: try again later."""
+
+    status = 429
+    code = "queue_full"
+    type = "rate_limit_error"
+
+
+class Unavailable(UpcoachError):
+    """The backend cannot serve now (model not loaded, engine stopped)."""
+
+    status = 503
+    code = "unavailable"
+    type = "server_error"
+
+
+class ModelStoreError(UpcoachError):
+    code = "model_store_error"
+
+
+class ChecksumMismatch(ModelStoreError):
+    status = 400
+    code = "checksum_mismatch"
+    type = "invalid_request_error"
+
+
+class FetchFailed(ModelStoreError):
+    status = 502
+    code = "fetch_failed"

@@ -1,0 +1,426 @@
+"""In-process llama.cpp engine: one worker thread owns the model; requests wait in a bounded queue.
+
+Why this shape: on a few CPU cores one decode stream already saturates memory bandwidth, so the engine runs one
+generation at a time on a dedicated thread (never the event loop) and spends its cleverness on time to first
+token: every new conversation behind a known system prompt restores that prefix's KV cells from an LRU
+(``PrefixCache``) instead of recomputing them. Tokens reach the event loop through a ``Channel`` that wakes the
+loop once per batch, so streaming costs the decode thread almost nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from upcoach.errors import ContextLengthExceeded, Overloaded, Unavailable, UpcoachError
+from upcoach.llm.base import (
+    BackendInfo,
+    ChatRequest,
+    Chunk,
+    Completion,
+    Health,
+    Usage,
+)
+from upcoach.llm.channel import Channel
+from upcoach.llm.prefix_cache import PrefixCache, Tokens, common_prefix
+from upcoach.llm.prompt import PromptFormatter
+from upcoach.llm.stops import StopMatcher
+
+log = logging.getLogger(__name__)
+
+# A cached prefix must beat what the live context already holds by this many tokens to be worth a restore.
+RESTORE_MARGIN = 16
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model_path: Path
+    model_id: str
+    threads: int
+    context_size: int = 4096
+    batch_size: int = 512
+    queue_depth: int = 16
+    prefix_cache_bytes: int = 256 << 20
+    prefix_min_tokens: int = 32
+    default_max_tokens: int = 512
+
+
+@dataclass
+class EngineStats:
+    """Live measurements the routing engine reads (EWMA, alpha 0.2)."""
+
+    ttft_ms: float | None = None
+    decode_tps: float | None = None
+    prefill_tps: float | None = None
+    completed: int = 0
+    cancelled: int = 0
+
+    def observe(self, ttft_ms: float | None, decode_tps: float | None, prefill_tps: float | None) -> None:
+        def ewma(old: float | None, new: float | None) -> float | None:
+            if new is None:
+                return old
+            return new if old is None else 0.8 * old + 0.2 * new
+
+        self.ttft_ms = ewma(self.ttft_ms, ttft_ms)
+        self.decode_tps = ewma(self.decode_tps, decode_tps)
+        self.prefill_tps = ewma(self.prefill_tps, prefill_tps)
+
+
+@dataclass
+class _Job:
+    request: ChatRequest
+    channel: Channel[Chunk | UpcoachError]
+    enqueued: float = field(default_factory=time.perf_counter)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+_SHUTDOWN = object()
+
+
+class LlamaCppEngine:
+    """The local backend. ``start()`` loads the model on the worker thread; ``stop()`` ends it."""
+
+    kind = "local"
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.stats = EngineStats()
+        self._queue: queue.Queue[_Job | object] = queue.Queue()
+        self._pending = 0  # jobs admitted and not finished; touched on the event loop only
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._load_error: str | None = None
+        self._llama: object | None = None
+        self._formatter: PromptFormatter | None = None
+        self._cache = PrefixCache(config.prefix_cache_bytes)
+        self._pieces: dict[int, bytes] = {}
+        self.name = f"local:{config.model_id}"
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loaded = asyncio.get_running_loop().create_future()
+        self._thread = threading.Thread(target=self._run, args=(loaded,), name="llama-worker", daemon=True)
+        self._thread.start()
+        await loaded
+
+    async def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_SHUTDOWN)
+        await asyncio.to_thread(self._thread.join, 30)
+        self._thread = None
+        self._ready.clear()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def _load(self) -> None:
+        from llama_cpp import Llama
+
+        started = time.perf_counter()
+        llama = Llama(
+            model_path=str(self.config.model_path),
+            n_ctx=self.config.context_size,
+            n_batch=self.config.batch_size,
+            n_threads=self.config.threads,
+            n_threads_batch=self.config.threads,
+            logits_all=False,
+            verbose=False,
+        )
+        self._llama = llama
+        self._formatter = PromptFormatter.from_llama(llama)
+        log.info(
+            "loaded %s in %.1f s (ctx %d, %d threads)",
+            self.config.model_path.name, time.perf_counter() - started, self.config.context_size,
+            self.config.threads,
+        )  # fmt: skip
+
+    def _run(self, loaded: asyncio.Future[None]) -> None:
+        loop = loaded.get_loop()
+        try:
+            self._load()
+        except Exception as exc:  # a bad file must not take the service down: readiness reports it
+            self._load_error = f"model failed to load: {exc}"
+            log.error(self._load_error)
+            loop.call_soon_threadsafe(_resolve, loaded)
+            return
+        self._ready.set()
+        loop.call_soon_threadsafe(_resolve, loaded)
+        while True:
+            job = self._queue.get()
+            if job is _SHUTDOWN:
+                break
+            assert isinstance(job, _Job)
+            try:
+                self._generate(job)
+            except UpcoachError as exc:
+                job.channel.put(exc)
+            except Exception as exc:  # llama.cpp failures become a clean error for that one request
+                log.exception("generation failed")
+                job.channel.put(Unavailable(f"local generation failed: {exc}"))
+        self._llama = None
+
+    # ---- Backend interface ------------------------------------------------------------------------------------
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            name=self.name,
+            kind="local",
+            model=self.config.model_id,
+            context_size=self.config.context_size,
+            details={
+                "threads": self.config.threads,
+                "queue_depth": self._pending,
+                "queue_capacity": self.capacity,
+                "ttft_ms_ewma": self.stats.ttft_ms,
+                "decode_tps_ewma": self.stats.decode_tps,
+                "prefix_cache_entries": len(self._cache),
+                "prefix_cache_bytes": self._cache.nbytes,
+                "completed": self.stats.completed,
+                "cancelled": self.stats.cancelled,
+            },
+        )
+
+    @property
+    def capacity(self) -> int:
+        return 1 + self.config.queue_depth
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def health(self) -> Health:
+        if not self.ready:
+            return Health(False, self._load_error or "model not loaded", self._pending, self.capacity)
+        if self._pending >= self.capacity:
+            return Health(False, "queue full", self._pending, self.capacity)
+        return Health(True, "", self._pending, self.capacity)
+
+    async def chat(self, request: ChatRequest) -> Completion:
+        text: list[str] = []
+        async for chunk in self.stream(request):
+            if chunk.final is not None:
+                chunk.final.text = "".join(text)
+                return chunk.final
+            text.append(chunk.text)
+        raise Unavailable("local generation ended without a result")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        job = self._admit(request)
+        try:
+            while True:
+                for item in await job.channel.get_batch():
+                    if isinstance(item, UpcoachError):
+                        raise item
+                    yield item
+                    if item.final is not None:
+                        return
+        finally:
+            # Runs on normal end, on error, and when the consumer closes us (client disconnected).
+            job.cancel.set()
+
+    def _admit(self, request: ChatRequest) -> _Job:
+        if not self.ready:
+            raise Unavailable(self._load_error or "local model is not loaded yet")
+        if self._pending >= self.capacity:
+            per_job = (self.stats.ttft_ms or 500) / 1000 + 256 / (self.stats.decode_tps or 40)
+            raise Overloaded(
+                f"local queue is full ({self._pending} requests); retry later",
+                retry_after=max(1.0, round(per_job * self.config.queue_depth / 2)),
+            )
+        loop = asyncio.get_running_loop()
+        job = _Job(request, Channel(loop))
+        self._pending += 1
+        self._queue.put(job)
+        return job
+
+    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon_threadsafe(self._decrement)
+
+    def _decrement(self) -> None:
+        self._pending -= 1
+
+    # ---- worker thread ----------------------------------------------------------------------------------------
+    def _generate(self, job: _Job) -> None:
+        loop = job.channel._loop
+        try:
+            self._generate_inner(job)
+        finally:
+            self._release(loop)
+
+    def _generate_inner(self, job: _Job) -> None:
+        started = time.perf_counter()
+        if job.cancel.is_set():
+            self.stats.cancelled += 1
+            return
+        llama = self._llama
+        formatter = self._formatter
+        assert llama is not None and formatter is not None
+        params = job.request.params
+        prompt = formatter.render(job.request.messages)
+        tokens = np.asarray(prompt.tokens, dtype=np.intc)
+        n_ctx = self.config.context_size
+        if len(tokens) >= n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt is {len(tokens)} tokens; this model's context is {n_ctx} tokens",
+                param="messages",
+            )
+        max_tokens = min(params.max_tokens or self.config.default_max_tokens, n_ctx - len(tokens))
+        job.channel.put(Chunk())  # admitted: the API may now commit to a 200 and start streaming
+        cached = self._reuse_prefix(llama, tokens, prompt.boundary)
+
+        llama.set_seed(params.seed if params.seed is not None else random.getrandbits(31))  # type: ignore[attr-defined]
+        stops = StopMatcher(params.stop + prompt.stops)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        vocab = llama._model  # type: ignore[attr-defined]
+        from llama_cpp import llama_vocab_is_eog
+
+        n_generated = 0
+        first_token_at: float | None = None
+        finish = "length"
+        generator = llama.generate(  # type: ignore[attr-defined]
+            tokens.tolist(), temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05, reset=True
+        )
+        for token in generator:
+            now = time.perf_counter()
+            if first_token_at is None:
+                first_token_at = now
+            if llama_vocab_is_eog(vocab.vocab, token):
+                finish = "stop"
+                break
+            n_generated += 1
+            piece = decoder.decode(self._piece(token))
+            emit, stopped = stops.feed(piece)
+            if emit:
+                job.channel.put(Chunk(emit))
+            if stopped:
+                finish = "stop"
+                break
+            if job.cancel.is_set():
+                finish = "cancelled"
+                break
+            if n_generated >= max_tokens:
+                break
+        generator.close()
+        tail = stops.flush(decoder.decode(b"", final=True)) if finish != "cancelled" else ""
+        if tail:
+            job.channel.put(Chunk(tail))
+        ended = time.perf_counter()
+        self._remember(llama, tokens)
+
+        ttft_ms = (first_token_at - started) * 1000 if first_token_at else None
+        decode_s = ended - first_token_at if first_token_at else 0.0
+        prefill = len(tokens) - cached
+        self.stats.observe(
+            ttft_ms if cached > 0 else None,
+            (n_generated - 1) / decode_s if n_generated > 8 and decode_s > 0 else None,
+            prefill / (ttft_ms / 1000) if ttft_ms and prefill > 64 else None,
+        )
+        if finish == "cancelled":
+            self.stats.cancelled += 1
+        else:
+            self.stats.completed += 1
+        job.channel.put(
+            Chunk(
+                final=Completion(
+                    text="",
+                    finish_reason=finish,  # type: ignore[arg-type]
+                    usage=Usage(len(tokens), n_generated, cached),
+                    model=self.config.model_id,
+                    first_token_ms=ttft_ms,
+                    total_ms=(ended - started) * 1000,
+                    queue_ms=(started - job.enqueued) * 1000,
+                )
+            )
+        )
+
+    def _piece(self, token: int) -> bytes:
+        """The token's text bytes, memoised: the vocabulary is fixed, and this runs once per generated token."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            from llama_cpp import llama_token_to_piece
+
+            vocab = self._llama._model.vocab  # type: ignore[union-attr]
+            buffer = ctypes.create_string_buffer(64)
+            n = llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+            if n < 0:  # the piece is longer than the buffer: llama.cpp says how long
+                buffer = ctypes.create_string_buffer(-n)
+                n = llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+            piece = buffer.raw[: max(n, 0)]
+            self._pieces[token] = piece
+        return piece
+
+    def _reuse_prefix(self, llama: object, tokens: Tokens, boundary: int) -> int:
+        """Put the longest known prefix of ``tokens`` into the context; save the boundary prefix if new.
+
+        Returns how many prompt tokens need no prefill.
+        """
+        live = common_prefix(np.asarray(llama.input_ids[: llama.n_tokens]), tokens)  # type: ignore[attr-defined]
+        entry, shared = self._cache.best(tokens)
+        if entry is not None and shared > live + RESTORE_MARGIN:
+            if self._restore(llama, entry.tokens, entry.state):
+                live = shared
+        # Keep the context at exactly the shared part; generate() evaluates the rest.
+        self._truncate(llama, live)
+        if (
+            boundary >= self.config.prefix_min_tokens
+            and boundary > live
+            and boundary < len(tokens)
+            and not self._cache.contains(tokens[:boundary])
+        ):
+            llama.eval(tokens[live:boundary].tolist())  # type: ignore[attr-defined]
+            self._save(llama, tokens[:boundary])
+            live = boundary
+        return min(live, len(tokens) - 1)
+
+    def _remember(self, llama: object, prompt: Tokens) -> None:
+        """Keep the whole conversation so its next turn starts warm even after other users' requests."""
+        n = llama.n_tokens  # type: ignore[attr-defined]
+        if n >= self.config.prefix_min_tokens and n > len(prompt):
+            self._save(llama, np.asarray(llama.input_ids[:n], dtype=np.intc))  # type: ignore[attr-defined]
+
+    def _truncate(self, llama: object, n: int) -> None:
+        llama._ctx.kv_cache_seq_rm(0, n, -1)  # type: ignore[attr-defined]
+        llama.n_tokens = n  # type: ignore[attr-defined]
+
+    def _save(self, llama: object, tokens: Tokens) -> None:
+        from llama_cpp import llama_state_seq_get_data, llama_state_seq_get_size
+
+        ctx = llama._ctx.ctx  # type: ignore[attr-defined]
+        size = llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_state_seq_get_data(ctx, buffer, size, 0)
+        if written:
+            self._cache.put(tokens, bytes(memoryview(buffer)[:written]))
+
+    def _restore(self, llama: object, tokens: Tokens, state: bytes) -> bool:
+        from llama_cpp import llama_state_seq_set_data
+
+        ctx = llama._ctx.ctx  # type: ignore[attr-defined]
+        llama._ctx.kv_cache_seq_rm(0, 0, -1)  # type: ignore[attr-defined]
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_state_seq_set_data(ctx, buffer, len(state), 0) == 0:
+            llama.n_tokens = 0  # type: ignore[attr-defined]
+            log.warning("prefix restore failed; evaluating the prompt from scratch")
+            return False
+        llama.input_ids[: len(tokens)] = tokens  # type: ignore[attr-defined]
+        llama.n_tokens = len(tokens)  # type: ignore[attr-defined]
+        llama._requires_eval = True  # type: ignore[attr-defined]
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+

@@ -1,0 +1,120 @@
+"""Shared fixtures: the real default model and live `upcoach serve` subprocesses on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from upcoach.config import Settings
+from upcoach.modelstore.catalog import DEFAULT_MODEL, get_entry
+from upcoach.modelstore.fetch import fetch
+
+COACH_SYSTEM_PROMPT = (
+    "You are UpCoach, a warm and practical personal coach. You help people set goals, build habits, "
+    "manage stress, sleep better and stay motivated at work. Keep answers short, concrete and kind. "
+    "Ask one question at a time when you need more context. Never give medical, legal or financial advice; "
+    "suggest a professional when a topic needs one. Use the person's own words when you reflect back what "
+    "they said. Offer at most three options, each with a first small step that takes under five minutes."
+)
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The default catalog model, fetched (and sha256-verified) into the user's data folder once."""
+    override = os.environ.get("UPCOACH_TEST_MODEL")
+    if override:
+        return Path(override)
+    settings = Settings()
+    return fetch(get_entry(DEFAULT_MODEL), settings.models_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def v1(self) -> str:
+        return self.base_url + "/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(
+    tmp: Path, env_overrides: dict[str, str], *, wait_for: str = "/readyz", timeout: float = 120
+) -> LiveServer:
+    """Run `upcoach serve` on a free port and wait until ``wait_for`` answers 200."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "UPCOACH_DATA_DIR": str(tmp / "data"),
+        "UPCOACH_PORT": str(port),
+        "UPCOACH_HOST": "127.0.0.1",
+        **env_overrides,
+    }
+    log_path = tmp / "server.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "upcoach.cli", "serve", "--log-level", "info"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.base_url + wait_for, timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"server not ready within {timeout}s:\n{server.log()}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def data_dir_with_model(tmp: Path, model_path: Path) -> Path:
+    """A fresh data folder whose catalog model is the already-verified file (linked, not copied)."""
+    models = tmp / "data" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    link = models / get_entry(DEFAULT_MODEL).filename
+    if not link.exists():
+        link.symlink_to(model_path)
+    return tmp / "data"
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("server")
+    data_dir_with_model(tmp, model_path)
+    server = start_server(tmp, {})
+    yield server
+    stop_server(server)
