@@ -112,7 +112,9 @@ def models_pull(name: Annotated[str, typer.Argument(help="catalog name")]) -> No
 
 
 @models_app.command("path")
-def models_path(name: Annotated[str | None, typer.Argument(help="catalog name; default model if omitted")] = None) -> None:
+def models_path(
+    name: Annotated[str | None, typer.Argument(help="catalog name; default model if omitted")] = None,
+) -> None:
     """Print the absolute path of a model's GGUF file (fetching it if missing) as the last line."""
     settings = Settings()
     try:
@@ -158,7 +160,8 @@ def chat(
     system: Annotated[str | None, typer.Option(help="system prompt")] = None,
     model: Annotated[str | None, typer.Option(help="catalog name or GGUF path; default: UPCOACH_LOCAL_MODEL")] = None,
     url: Annotated[
-        str | None, typer.Option(help="talk to a running server (e.g. http://127.0.0.1:8080/v1) instead of in-process")
+        str | None,
+        typer.Option(help="talk to a running server (e.g. http://127.0.0.1:8080/v1) instead of in-process"),
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="answer length cap")] = 512,
 ) -> None:

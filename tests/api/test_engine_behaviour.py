@@ -114,4 +114,3 @@ def test_corrupt_model_file_keeps_server_up_and_unready(tmp_path: Path) -> None:
         assert httpx.get(server.base_url + "/healthz").status_code == 200
     finally:
         stop_server(server)
-

@@ -149,9 +149,7 @@ def test_prompt_longer_than_context_is_context_length_exceeded(client: OpenAI) -
         client.chat.completions.create(model="default", messages=[{"role": "user", "content": long_text}])
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(
-            model="default", messages=[{"role": "user", "content": long_text}], stream=True
-        )
+        client.chat.completions.create(model="default", messages=[{"role": "user", "content": long_text}], stream=True)
 
 
 def test_health_and_readiness(live_server: LiveServer) -> None:

@@ -34,12 +34,16 @@ def error_body(message: str, *, type_: str, code: str, param: str | None = None)
 
 
 def error_response(
-    status: int, message: str, *, code: str, type_: str, param: str | None = None, retry_after: float | None = None
+    status: int,
+    message: str,
+    *,
+    code: str,
+    type_: str,
+    param: str | None = None,
+    retry_after: float | None = None,
 ) -> JSONResponse:
     headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
-    return JSONResponse(
-        error_body(message, type_=type_, code=code, param=param), status_code=status, headers=headers
-    )
+    return JSONResponse(error_body(message, type_=type_, code=code, param=param), status_code=status, headers=headers)
 
 
 def _field(loc: tuple[object, ...]) -> str | None:

@@ -36,6 +36,4 @@ async def readyz(request: Request) -> JSONResponse:
     if problems:
         return JSONResponse({"status": "unavailable", "reasons": problems}, status_code=503)
     assert services.local is not None
-    return JSONResponse(
-        {"status": "ready", "model": services.local_model_id, "local": services.local.info().details}
-    )
+    return JSONResponse({"status": "ready", "model": services.local_model_id, "local": services.local.info().details})

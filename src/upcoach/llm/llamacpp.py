@@ -393,6 +393,9 @@ class LlamaCppEngine:
     def _truncate(self, llama: object, n: int) -> None:
         llama._ctx.kv_cache_seq_rm(0, n, -1)  # type: ignore[attr-defined]
         llama.n_tokens = n  # type: ignore[attr-defined]
+        # The logits in the context belong to the last token decoded, not to position n: make generate()
+        # replay the last prompt token instead of sampling from stale logits.
+        llama._requires_eval = True  # type: ignore[attr-defined]
 
     def _save(self, llama: object, tokens: Tokens) -> None:
         from llama_cpp import llama_state_seq_get_data, llama_state_seq_get_size
@@ -423,4 +426,3 @@ class LlamaCppEngine:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-

@@ -142,4 +142,3 @@ def remove(entry: CatalogEntry, models_dir: Path) -> bool:
         target.unlink()
         return True
     return False
-
