@@ -27,7 +27,11 @@ services:
 test: install services model
 	$(BIN)/python -m pytest
 
-bench: install model
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed model
 	$(BIN)/python benchmarks/run.py
 
 lint: install

@@ -62,6 +62,9 @@ async def _sse(
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
     yield _event(chunk_dict(completion_id, model, created, delta={"role": "assistant", "content": ""}))
+    # Content events differ only in the text: encode the frame once and splice each JSON-escaped delta in.
+    frame = _event(chunk_dict(completion_id, model, created, delta={"content": _SPLICE}))
+    head, tail = frame.split(json.dumps(_SPLICE).encode(), 1)
     chunk: Chunk | None = first
     try:
         while chunk is not None:
@@ -72,8 +75,11 @@ async def _sse(
                     yield _event(chunk_dict(completion_id, model, created, usage=final.usage, with_choice=False))
                 break
             if chunk.text:
-                yield _event(chunk_dict(completion_id, model, created, delta={"content": chunk.text}))
+                yield head + json.dumps(chunk.text, ensure_ascii=False).encode() + tail
             chunk = await anext(stream, None)
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
     yield b"data: [DONE]\n\n"
+
+
+_SPLICE = "\x00splice\x00"

@@ -220,12 +220,20 @@ class LlamaCppEngine:
         job = self._admit(request)
         try:
             while True:
-                for item in await job.channel.get_batch():
-                    if isinstance(item, UpcoachError):
-                        raise item
-                    yield item
-                    if item.final is not None:
-                        return
+                batch = await job.channel.get_batch()
+                # When the consumer lags behind the decoder, hand over the text decoded meanwhile as one chunk:
+                # fewer events to encode and send, so the API never slows the decode thread down.
+                text = "".join(item.text for item in batch if isinstance(item, Chunk))
+                last = batch[-1]
+                if isinstance(last, UpcoachError):
+                    if text:
+                        yield Chunk(text)
+                    raise last
+                if text or last.final is None:
+                    yield Chunk(text)
+                if last.final is not None:
+                    yield Chunk(final=last.final)
+                    return
         finally:
             # Runs on normal end, on error, and when the consumer closes us (client disconnected).
             job.cancel.set()

@@ -11,6 +11,7 @@ from typing import Any
 from upcoach.llm.base import ChatMessage
 
 PLAIN_STOPS = ("\nUser:", "\nuser:")
+_PROBE = "\ue000upcoach-probe\ue000"  # private-use characters: never in real text
 
 
 @dataclass(frozen=True)
@@ -48,21 +49,30 @@ class PromptFormatter:
         while n_system < len(messages) and messages[n_system].role in ("system", "developer"):
             n_system += 1
         if self._jinja is None:
-            text, prefix = _plain(messages), _plain(messages[:n_system], open_turn=False) if n_system else ""
-            return self._tokens(text, prefix, add_bos=True, stops=PLAIN_STOPS)
+            text = _plain(messages)
+            prefixes = [_plain(messages[:n_system], open_turn=False)] if n_system else []
+            return self._tokens(text, prefixes, add_bos=True, stops=PLAIN_STOPS)
         as_dicts = [{"role": _template_role(m.role), "content": m.content} for m in messages]
         text = self._jinja(messages=as_dicts).prompt
-        prefix = self._jinja_prefix(messages=as_dicts[:n_system]).prompt if n_system else ""
-        return self._tokens(text, prefix, add_bos=False, stops=())
+        prefixes = []
+        if n_system:
+            # Longest first: the system prompt plus the opener of the next user turn (e.g. ChatML's
+            # "<|im_start|>user\n"), which every new conversation shares too; then the system prompt alone.
+            probe = self._jinja_prefix(messages=[*as_dicts[:n_system], {"role": "user", "content": _PROBE}]).prompt
+            if _PROBE in probe:
+                prefixes.append(probe[: probe.index(_PROBE)])
+            prefixes.append(self._jinja_prefix(messages=as_dicts[:n_system]).prompt)
+        return self._tokens(text, prefixes, add_bos=False, stops=())
 
-    def _tokens(self, text: str, prefix: str, *, add_bos: bool, stops: tuple[str, ...]) -> RenderedPrompt:
+    def _tokens(self, text: str, prefixes: list[str], *, add_bos: bool, stops: tuple[str, ...]) -> RenderedPrompt:
+        """Tokenize ``text``; the boundary is the first candidate prefix whose tokens are a token prefix of it."""
         tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
-        boundary = 0
-        if prefix and text.startswith(prefix):
-            prefix_tokens = self._llama.tokenize(prefix.encode("utf-8"), add_bos=add_bos, special=True)
-            if tokens[: len(prefix_tokens)] == prefix_tokens:
-                boundary = len(prefix_tokens)
-        return RenderedPrompt(tokens, boundary, stops)
+        for prefix in prefixes:
+            if prefix and text.startswith(prefix):
+                prefix_tokens = self._llama.tokenize(prefix.encode("utf-8"), add_bos=add_bos, special=True)
+                if tokens[: len(prefix_tokens)] == prefix_tokens:
+                    return RenderedPrompt(tokens, len(prefix_tokens), stops)
+        return RenderedPrompt(tokens, 0, stops)
 
 
 def _template_role(role: str) -> str:
