@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import platformdirs
 import psutil
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def physical_cores() -> int:
@@ -40,6 +41,47 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     default_max_tokens: int = Field(default=512, ge=1)
     load_model: bool = Field(default=True, description="False serves without a local model (tests, cloud-only).")
+
+    # Cloud: any OpenAI-compatible API. No base URL = everything local.
+    cloud_base_url: str | None = None
+    cloud_api_key: str | None = None
+    cloud_model: str = "gpt-4o-mini"
+    cloud_connect_timeout: float = Field(default=3.0, gt=0)
+    cloud_first_token_timeout: float = Field(default=10.0, gt=0)
+    cloud_total_timeout: float = Field(default=60.0, gt=0)
+
+    # Self-hosted OpenAI-compatible inference servers (vLLM, llama-server, Ollama), comma-separated base URLs.
+    pool_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    pool_model: str = "default"
+    pool_api_key: str | None = None
+    pool_role: str = Field(default="beside", pattern="^(local|beside)$")
+    pool_health_interval: float = Field(default=5.0, gt=0)
+
+    # Routing
+    complexity_threshold: float = Field(default=0.5, ge=0, le=1)
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_window_seconds: float = Field(default=30.0, gt=0)
+    breaker_min_requests: int = Field(default=4, ge=1)
+    breaker_cooldown_seconds: float = Field(default=15.0, gt=0)
+
+    # Cost: USD per 1M tokens. JSON in the environment, e.g.
+    # UPCOACH_PRICES='{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}'
+    prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "gpt-4o-mini": {"input": 0.15, "output": 0.60},
+            "gpt-4o": {"input": 2.50, "output": 10.00},
+            "gpt-4.1-mini": {"input": 0.40, "output": 1.60},
+        }
+    )
+    default_cloud_price: dict[str, float] = Field(default_factory=lambda: {"input": 0.15, "output": 0.60})
+    local_cost_per_1m_tokens: float = Field(default=0.0, ge=0)
+
+    @field_validator("pool_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -59,6 +59,37 @@ class Unavailable(UpcoachError):
     type = "server_error"
 
 
+class LocalUnavailable(Unavailable):
+    """Privacy requires the local model and it cannot answer: never a reason to use the cloud."""
+
+    code = "local_unavailable"
+
+
+class BackendError(UpcoachError):
+    """A remote backend (cloud or self-hosted pool) failed. ``before_first_token`` says whether the caller
+    may still answer the request elsewhere without the user seeing a partial answer."""
+
+    status = 502
+    code = "backend_error"
+    type = "server_error"
+
+    def __init__(self, message: str, *, backend: str = "", before_first_token: bool = True, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.backend = backend
+        self.before_first_token = before_first_token
+
+
+class BackendTimeout(BackendError):
+    status = 504
+    code = "backend_timeout"
+
+
+class BackendRateLimited(BackendError):
+    status = 429
+    code = "backend_rate_limited"
+    type = "rate_limit_error"
+
+
 class ModelStoreError(UpcoachError):
     code = "model_store_error"
 
