@@ -57,6 +57,27 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
+def spawn(
+    cmd: list[str], env: dict[str, str], log_path: Path, ready_url: str, timeout: float
+) -> subprocess.Popen[bytes]:
+    """Start a server process and wait until ``ready_url`` answers 200; its output goes to ``log_path``."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{cmd[:3]} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"{cmd[:3]} not ready within {timeout}s:\n{log_path.read_text(errors='replace')}")
+
+
 def start_server(
     tmp: Path, env_overrides: dict[str, str], *, wait_for: str = "/readyz", timeout: float = 120
 ) -> LiveServer:
@@ -69,27 +90,11 @@ def start_server(
         "UPCOACH_HOST": "127.0.0.1",
         **env_overrides,
     }
+    base_url = f"http://127.0.0.1:{port}"
     log_path = tmp / "server.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "upcoach.cli", "serve", "--log-level", "info"],
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(server.base_url + wait_for, timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_server(server)
-    raise RuntimeError(f"server not ready within {timeout}s:\n{server.log()}")
+    cmd = [sys.executable, "-m", "upcoach.cli", "serve", "--log-level", "info"]
+    process = spawn(cmd, env, log_path, base_url + wait_for, timeout)
+    return LiveServer(base_url, process, log_path)
 
 
 def stop_server(server: LiveServer) -> None:
@@ -118,3 +123,19 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> I
     server = start_server(tmp, {})
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_peer(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m llama_cpp.server`` with the real default model: an OpenAI-compatible peer (cloud or pool).
+
+    ``--interrupt_requests False``: its default cuts a running stream short whenever another request waits.
+    """
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--n_threads", "2",
+           "--n_ctx", "2048", "--port", str(port), "--host", "127.0.0.1", "--interrupt_requests", "False"]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    log_path = tmp_path_factory.mktemp("llama-cpp-server") / "server.log"
+    process = spawn(cmd, dict(os.environ), log_path, url + "/models", 180)
+    yield url
+    stop_server(LiveServer(url, process, log_path))

@@ -1,25 +1,37 @@
-"""create_app(settings): the FastAPI application and the lifespan that wires engine, storage and routes."""
+"""create_app(settings): the FastAPI application and the lifespan that wires engines, storage and routes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 
 from upcoach.api import errors as api_errors
 from upcoach.api.health import router as health_router
+from upcoach.api.hybrid_routes import router as hybrid_router
 from upcoach.api.limits import BodySizeLimit
 from upcoach.api.openai_routes import router as openai_router
 from upcoach.config import Settings
 from upcoach.errors import UpcoachError
+from upcoach.llm.base import Backend
 from upcoach.llm.llamacpp import EngineConfig, LlamaCppEngine
+from upcoach.llm.openai_compat import OpenAICompatBackend
+from upcoach.llm.pool import BackendPool
 from upcoach.modelstore.catalog import model_id_for
 from upcoach.modelstore.fetch import resolve_model
+from upcoach.observability.metrics import Metrics
+from upcoach.observability.records import RecordWriter
+from upcoach.routing.breaker import CircuitBreaker, MemoryBreakerStore, RedisBreakerStore, breaker_config_from_settings
+from upcoach.routing.costs import CloudBudget, PriceTable
+from upcoach.routing.engine import HybridEngine
+from upcoach.routing.policy import PolicyConfig
 from upcoach.services import Services
 from upcoach.storage.database import Database
+from upcoach.storage.requests import RequestRepository
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +52,45 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
+def _redis(settings: Settings) -> object | None:
+    if not settings.redis_url:
+        return None
+    import redis.asyncio as aioredis
+
+    # A blocking pool: under bursts callers wait for a connection instead of failing with "too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=64, timeout=2, socket_timeout=1, socket_connect_timeout=1
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _cloud(settings: Settings) -> OpenAICompatBackend | None:
+    if not settings.cloud_base_url:
+        return None
+    return OpenAICompatBackend(
+        name="cloud",
+        base_url=settings.cloud_base_url,
+        model=settings.cloud_model,
+        api_key=settings.cloud_api_key,
+        kind="cloud",
+        connect_timeout=settings.cloud_connect_timeout,
+        first_token_timeout=settings.cloud_first_token_timeout,
+        total_timeout=settings.cloud_total_timeout,
+    )
+
+
+def _pool(settings: Settings) -> BackendPool | None:
+    if not settings.pool_urls:
+        return None
+    members = [
+        OpenAICompatBackend(
+            name=f"pool-{i}", base_url=url, model=settings.pool_model, api_key=settings.pool_api_key, kind="pool"
+        )
+        for i, url in enumerate(settings.pool_urls)
+    ]
+    return BackendPool("pool", members, health_interval=settings.pool_health_interval)
+
+
 async def _load_local(services: Services, engine: LlamaCppEngine) -> None:
     await engine.start()
     if engine.ready:
@@ -55,34 +106,82 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.effective_database_url)
-        services = Services(settings=settings, db=db, local_model_id=model_id_for(settings.local_model))
-        app.state.services = services
-        engine: LlamaCppEngine | None = None
-        loader: asyncio.Task[None] | None = None
-        if settings.load_model:
-            try:
-                engine = LlamaCppEngine(engine_config(settings))
-            except UpcoachError as exc:
-                services.local_problem = exc.message
-                log.error("local model unavailable: %s", exc.message)
-            else:
-                # Load in the background: /healthz answers at once, /readyz turns 200 when the model is in.
-                loader = asyncio.create_task(_load_local(services, engine))
-        else:
-            services.local_problem = "local model disabled (UPCOACH_LOAD_MODEL=false)"
-        try:
-            yield
-        finally:
-            if loader is not None:
-                await loader
+        async with AsyncExitStack() as stack:
+            db = Database(settings.effective_database_url)
+            stack.push_async_callback(db.dispose)
+            await db.migrate()
+            repository = RequestRepository(db)
+            writer = RecordWriter(repository)
+            await writer.start()
+            stack.push_async_callback(writer.stop)
+            redis = _redis(settings)
+            if redis is not None:
+                stack.push_async_callback(redis.aclose)  # type: ignore[attr-defined]
+            metrics = Metrics()
+
+            engine: LlamaCppEngine | None = None
+            local_problem = "local model disabled (UPCOACH_LOAD_MODEL=false)"
+            # A pool in the "local" role replaces the in-process model; "beside" it takes the overflow.
+            if settings.load_model and not (settings.pool_urls and settings.pool_role == "local"):
+                try:
+                    engine = LlamaCppEngine(engine_config(settings))
+                except UpcoachError as exc:
+                    local_problem = exc.message
+                    log.error("local model unavailable: %s", exc.message)
+            pool = _pool(settings)
+            if pool is not None:
+                await pool.start()
+                stack.push_async_callback(pool.stop)
+            locals_: list[Backend] = [b for b in (engine, pool) if b is not None]
+            cloud = _cloud(settings)
+            if cloud is not None:
+                stack.push_async_callback(cloud.aclose)
+            store = RedisBreakerStore(redis) if redis is not None else MemoryBreakerStore()  # type: ignore[arg-type]
+            breaker = CircuitBreaker("cloud", breaker_config_from_settings(settings), store) if cloud else None
+            hybrid = HybridEngine(
+                local=locals_,
+                cloud=cloud,
+                cloud_breaker=breaker,
+                cloud_model=settings.cloud_model,
+                prices=PriceTable.from_settings(settings),
+                budget=CloudBudget(settings.cloud_budget_usd_per_day, redis),
+                policy=PolicyConfig(settings.complexity_threshold),
+                metrics=metrics,
+                record=writer.submit,
+            )
+            services = Services(
+                settings=settings,
+                db=db,
+                requests=repository,
+                metrics=metrics,
+                hybrid=hybrid,
+                local_model_id=model_id_for(settings.local_model),
+                local=pool if engine is None else None,
+                local_problem=None if engine is None and pool is not None else local_problem,
+            )
+            app.state.services = services
             if engine is not None:
-                await engine.stop()
-            await db.dispose()
+                # Load in the background: /healthz answers at once, /readyz turns 200 when the model is in.
+                services.local_problem = "local model is loading"
+                loader = asyncio.create_task(_load_local(services, engine))
+                stack.push_async_callback(engine.stop)
+                stack.push_async_callback(_await, loader)
+            yield
 
     app = FastAPI(title="UpCoach AI", version="0.1.0", lifespan=lifespan)
     api_errors.install(app)
     app.include_router(health_router)
     app.include_router(openai_router)
+    app.include_router(hybrid_router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        services: Services = request.app.state.services
+        return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+async def _await(task: asyncio.Task[None]) -> None:
+    await task

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     )
     default_cloud_price: dict[str, float] = Field(default_factory=lambda: {"input": 0.15, "output": 0.60})
     local_cost_per_1m_tokens: float = Field(default=0.0, ge=0)
+    cloud_budget_usd_per_day: float | None = Field(default=None, ge=0, description="None: no cap.")
 
     @field_validator("pool_urls", mode="before")
     @classmethod

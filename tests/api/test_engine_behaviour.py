@@ -93,7 +93,7 @@ def test_without_a_model_chat_is_503_and_not_ready(tmp_path: Path) -> None:
     try:
         response = httpx.post(server.v1 + "/chat/completions", json={
             "model": "default", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
-        assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
+        assert response.status_code == 503 and response.json()["error"]["code"] == "local_unavailable"
         ready = httpx.get(server.base_url + "/readyz")
         assert ready.status_code == 503 and ready.json()["reasons"]
     finally:

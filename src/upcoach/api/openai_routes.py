@@ -1,21 +1,25 @@
-"""OpenAI-compatible routes: GET /v1/models, POST /v1/chat/completions (streaming and not)."""
+"""OpenAI-compatible routes: GET /v1/models, POST /v1/chat/completions (streaming and not).
+
+Every chat goes through the hybrid engine, so it is routed, recorded and measured like /api/ai/hybrid/process:
+model ``auto`` lets the policy choose (privacy level from the ``X-Privacy-Level`` header or
+``metadata.privacy_level``, private by default); the local model's id or ``default`` pins the local side.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import get_args
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from upcoach.api.openai_schemas import (
-    ChatCompletionRequest,
-    chunk_dict,
-    completion_dict,
-    new_completion_id,
-)
-from upcoach.llm.base import Chunk
+from upcoach.api.errors import error_body
+from upcoach.api.openai_schemas import ChatCompletionRequest, chunk_dict, completion_dict, new_completion_id
+from upcoach.errors import InvalidRequest, UpcoachError
+from upcoach.routing.engine import Event, HybridRequest
+from upcoach.routing.policy import Hints, PrivacyLevel
 from upcoach.services import Services
 
 router = APIRouter(prefix="/v1")
@@ -28,26 +32,46 @@ def _services(request: Request) -> Services:
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, object]:
     created = int(time.time())
-    data = [{"id": mid, "object": "model", "created": created, "owned_by": "upcoach"}
-            for mid in _services(request).model_ids()]  # fmt: skip
+    data = [
+        {"id": mid, "object": "model", "created": created, "owned_by": "upcoach"}
+        for mid in _services(request).model_ids()
+    ]
     return {"object": "list", "data": data}
+
+
+def _privacy(body: ChatCompletionRequest, request: Request) -> PrivacyLevel:
+    level = request.headers.get("x-privacy-level") or (body.metadata or {}).get("privacy_level") or "private"
+    if level not in get_args(PrivacyLevel):
+        raise InvalidRequest(f"privacy level {level!r} is not one of public, private, sensitive", param="privacy_level")
+    return level  # type: ignore[return-value]
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
-    model_id, backend = _services(request).backend_for(body.model)
+    services = _services(request)
+    force = services.pin_for(body.model)
     completion_id = new_completion_id()
-    internal = body.to_internal(completion_id)
+    hybrid = HybridRequest(
+        messages=body.messages_internal(),
+        params=body.params(),
+        hints=Hints(privacy_level=_privacy(body, request)),
+        request_id=completion_id,
+        endpoint="openai",
+        user_id=services.user_of(request, body.user),
+        force=force,
+    )
+    engine = services.hybrid
     if not body.stream:
-        completion = await backend.chat(internal)
-        return JSONResponse(completion_dict(completion_id, model_id, completion))
+        outcome = await engine.process(hybrid)
+        model = outcome.model or services.local_model_id
+        return JSONResponse(completion_dict(completion_id, model, outcome.text, outcome.finish_reason, outcome.usage))
 
-    stream = backend.stream(internal)
-    # Wait until the backend admitted the request (queue, context checks) so errors still get a proper status.
-    first = await anext(stream)
+    events = engine.stream(hybrid)
+    await anext(events)  # admitted: errors up to here still get a proper status code
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    model = body.model if body.model != "default" else services.local_model_id
     return StreamingResponse(
-        _sse(stream, first, completion_id, model_id, include_usage),
+        _sse(events, completion_id, model, include_usage),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -58,27 +82,28 @@ def _event(payload: dict[str, object]) -> bytes:
 
 
 async def _sse(
-    stream: AsyncIterator[Chunk], first: Chunk, completion_id: str, model: str, include_usage: bool
+    events: AsyncIterator[Event], completion_id: str, model: str, include_usage: bool
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
     yield _event(chunk_dict(completion_id, model, created, delta={"role": "assistant", "content": ""}))
     # Content events differ only in the text: encode the frame once and splice each JSON-escaped delta in.
     frame = _event(chunk_dict(completion_id, model, created, delta={"content": _SPLICE}))
     head, tail = frame.split(json.dumps(_SPLICE).encode(), 1)
-    chunk: Chunk | None = first
     try:
-        while chunk is not None:
-            if chunk.final is not None:
-                final = chunk.final
+        async for event in events:
+            if event.outcome is not None:
+                final = event.outcome
                 yield _event(chunk_dict(completion_id, model, created, finish_reason=final.finish_reason))
                 if include_usage:
                     yield _event(chunk_dict(completion_id, model, created, usage=final.usage, with_choice=False))
                 break
-            if chunk.text:
-                yield head + json.dumps(chunk.text, ensure_ascii=False).encode() + tail
-            chunk = await anext(stream, None)
+            if event.text:
+                yield head + json.dumps(event.text, ensure_ascii=False).encode() + tail
+    except UpcoachError as exc:
+        # The 200 is already on the wire: report the failure the way OpenAI streams do, as an error event.
+        yield _event(error_body(exc.message, type_=exc.type, code=exc.code, param=exc.param))
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await events.aclose()  # type: ignore[attr-defined]
     yield b"data: [DONE]\n\n"
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from upcoach.llm.base import ChatMessage, ChatRequest, Completion, GenerationParams, Usage
+from upcoach.llm.base import ChatMessage, GenerationParams, Usage
 
 
 class TextPart(BaseModel):
@@ -59,18 +59,17 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("at most 4 stop sequences")
         return value
 
-    def to_internal(self, request_id: str) -> ChatRequest:
+    def messages_internal(self) -> tuple[ChatMessage, ...]:
+        return tuple(ChatMessage(m.role, m.text()) for m in self.messages)
+
+    def params(self) -> GenerationParams:
         stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        return ChatRequest(
-            messages=tuple(ChatMessage(m.role, m.text()) for m in self.messages),
-            params=GenerationParams(
-                max_tokens=self.max_completion_tokens or self.max_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                stop=stops,
-                seed=self.seed,
-            ),
-            request_id=request_id,
+        return GenerationParams(
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=stops,
+            seed=self.seed,
         )
 
 
@@ -91,7 +90,7 @@ def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-def completion_dict(completion_id: str, model: str, completion: Completion) -> dict[str, Any]:
+def completion_dict(completion_id: str, model: str, text: str, finish_reason: str, usage: Usage) -> dict[str, Any]:
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -100,12 +99,12 @@ def completion_dict(completion_id: str, model: str, completion: Completion) -> d
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": completion.text},
-                "finish_reason": _finish(completion.finish_reason),
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": _finish(finish_reason),
                 "logprobs": None,
             }
         ],
-        "usage": usage_dict(completion.usage),
+        "usage": usage_dict(usage),
     }
 
 

@@ -39,6 +39,8 @@ class ChatRequest:
     messages: tuple[ChatMessage, ...]
     params: GenerationParams = field(default_factory=GenerationParams)
     request_id: str = ""
+    # Text the assistant already said: generation continues it (a cloud answer that broke off mid-stream).
+    continuation: str = ""
 
 
 @dataclass

@@ -63,10 +63,13 @@ class EngineStats:
     ttft_ms: float | None = None
     decode_tps: float | None = None
     prefill_tps: float | None = None
+    service_ms: float | None = None
     completed: int = 0
     cancelled: int = 0
 
-    def observe(self, ttft_ms: float | None, decode_tps: float | None, prefill_tps: float | None) -> None:
+    def observe(
+        self, ttft_ms: float | None, decode_tps: float | None, prefill_tps: float | None, service_ms: float | None
+    ) -> None:
         def ewma(old: float | None, new: float | None) -> float | None:
             if new is None:
                 return old
@@ -75,6 +78,7 @@ class EngineStats:
         self.ttft_ms = ewma(self.ttft_ms, ttft_ms)
         self.decode_tps = ewma(self.decode_tps, decode_tps)
         self.prefill_tps = ewma(self.prefill_tps, prefill_tps)
+        self.service_ms = ewma(self.service_ms, service_ms)
 
 
 @dataclass
@@ -97,7 +101,7 @@ class LlamaCppEngine:
         self.config = config
         self.stats = EngineStats()
         self._queue: queue.Queue[_Job | object] = queue.Queue()
-        self._pending = 0  # jobs admitted and not finished; touched on the event loop only
+        self._pending = 0  # streams admitted and not closed; touched on the event loop only
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._load_error: str | None = None
@@ -185,6 +189,7 @@ class LlamaCppEngine:
                 "queue_capacity": self.capacity,
                 "ttft_ms_ewma": self.stats.ttft_ms,
                 "decode_tps_ewma": self.stats.decode_tps,
+                "service_ms_ewma": self.stats.service_ms,
                 "prefix_cache_entries": len(self._cache),
                 "prefix_cache_bytes": self._cache.nbytes,
                 "completed": self.stats.completed,
@@ -235,8 +240,11 @@ class LlamaCppEngine:
                     yield Chunk(final=last.final)
                     return
         finally:
-            # Runs on normal end, on error, and when the consumer closes us (client disconnected).
+            # Runs on normal end, on error, and when the consumer closes us (client disconnected). The slot is
+            # released here, on the loop, so the next request sees it free as soon as this one has its answer;
+            # a cancelled generation stops within one token, before the worker takes the next job.
             job.cancel.set()
+            self._pending -= 1
 
     def _admit(self, request: ChatRequest) -> _Job:
         if not self.ready:
@@ -253,21 +261,8 @@ class LlamaCppEngine:
         self._queue.put(job)
         return job
 
-    def _release(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.call_soon_threadsafe(self._decrement)
-
-    def _decrement(self) -> None:
-        self._pending -= 1
-
     # ---- worker thread ----------------------------------------------------------------------------------------
     def _generate(self, job: _Job) -> None:
-        loop = job.channel._loop
-        try:
-            self._generate_inner(job)
-        finally:
-            self._release(loop)
-
-    def _generate_inner(self, job: _Job) -> None:
         started = time.perf_counter()
         if job.cancel.is_set():
             self.stats.cancelled += 1
@@ -276,7 +271,7 @@ class LlamaCppEngine:
         formatter = self._formatter
         assert llama is not None and formatter is not None
         params = job.request.params
-        prompt = formatter.render(job.request.messages)
+        prompt = formatter.render(job.request.messages, job.request.continuation)
         tokens = np.asarray(prompt.tokens, dtype=np.intc)
         n_ctx = self.config.context_size
         if len(tokens) >= n_ctx:
@@ -334,6 +329,7 @@ class LlamaCppEngine:
             ttft_ms if cached > 0 else None,
             (n_generated - 1) / decode_s if n_generated > 8 and decode_s > 0 else None,
             prefill / (ttft_ms / 1000) if ttft_ms and prefill > 64 else None,
+            (ended - started) * 1000 if finish != "cancelled" else None,
         )
         if finish == "cancelled":
             self.stats.cancelled += 1

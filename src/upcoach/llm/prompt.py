@@ -44,16 +44,16 @@ class PromptFormatter:
     def has_template(self) -> bool:
         return self._jinja is not None
 
-    def render(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
+    def render(self, messages: Sequence[ChatMessage], continuation: str = "") -> RenderedPrompt:
         n_system = 0
         while n_system < len(messages) and messages[n_system].role in ("system", "developer"):
             n_system += 1
         if self._jinja is None:
-            text = _plain(messages)
+            text = _plain(messages) + (" " + continuation if continuation else "")
             prefixes = [_plain(messages[:n_system], open_turn=False)] if n_system else []
             return self._tokens(text, prefixes, add_bos=True, stops=PLAIN_STOPS)
         as_dicts = [{"role": _template_role(m.role), "content": m.content} for m in messages]
-        text = self._jinja(messages=as_dicts).prompt
+        text = self._jinja(messages=as_dicts).prompt + continuation
         prefixes = []
         if n_system:
             # Longest first: the system prompt plus the opener of the next user turn (e.g. ChatML's

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 _ASYNC_DRIVERS = {
@@ -13,6 +15,11 @@ _ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
 }
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# Any fixed 64-bit number works: it only has to be the same in every process that migrates this database.
+_MIGRATION_LOCK_KEY = 0x7570636F61636800
 
 
 def async_url(url: str) -> str:
@@ -22,6 +29,20 @@ def async_url(url: str) -> str:
     if backend not in _ASYNC_DRIVERS:
         raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://")
     return parsed.set(drivername=_ASYNC_DRIVERS[backend]).render_as_string(hide_password=False)
+
+
+def alembic_config() -> Config:
+    """Alembic configuration built in code: the migrations ship inside the package, no alembic.ini needed."""
+    config = Config()
+    # Config options go through configparser interpolation, where "%" is special.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    return config
+
+
+def _upgrade(connection: Connection, config: Config) -> None:
+    # Alembic's asyncio cookbook: env.py runs on this connection instead of opening an engine of its own.
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
 
 
 class Database:
@@ -40,6 +61,23 @@ class Database:
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision (``alembic upgrade head``).
+
+        Idempotent and safe at every start, also when several processes start at once: the whole upgrade runs
+        in one transaction that first takes a database-wide lock, so the later processes wait and then find the
+        schema already at head.
+        """
+        config = alembic_config()
+        async with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            elif self.dialect == "sqlite":
+                # The sqlite3 driver would run DDL outside any transaction; an explicit write transaction makes
+                # the upgrade atomic and serializes concurrent migrators.
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            await conn.run_sync(_upgrade, config)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

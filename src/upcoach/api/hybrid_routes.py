@@ -1,0 +1,89 @@
+"""The plan's hybrid API: process a coaching request, ask for a routing decision, read usage and cost."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from upcoach.api.errors import error_body
+from upcoach.api.hybrid_schemas import HybridProcessRequest, outcome_body, route_body
+from upcoach.errors import InvalidRequest, UpcoachError
+from upcoach.routing.engine import Event
+from upcoach.services import Services
+
+router = APIRouter(prefix="/api/ai")
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+@router.post("/hybrid/process", response_model=None)
+async def process(body: HybridProcessRequest, request: Request) -> JSONResponse | StreamingResponse:
+    services = _services(request)
+    engine_request = body.to_engine(f"req_{uuid.uuid4().hex}", services.user_of(request))
+    if not body.stream:
+        outcome = await services.hybrid.process(engine_request)
+        return JSONResponse(outcome_body(outcome))
+    events = services.hybrid.stream(engine_request)
+    await anext(events)  # admitted: routing and admission errors still answer with their status code
+    return StreamingResponse(
+        _sse(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+def _frame(event: str, payload: object) -> bytes:
+    return f"event: {event}\ndata: ".encode() + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+
+async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    """``token`` events with {"content"}, then one ``done`` event with the whole response (metrics, routing)."""
+    try:
+        async for event in events:
+            if event.outcome is not None:
+                yield _frame("done", outcome_body(event.outcome))
+                break
+            if event.text:
+                yield _frame("token", {"content": event.text})
+    except UpcoachError as exc:
+        yield _frame("error", error_body(exc.message, type_=exc.type, code=exc.code, param=exc.param))
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+@router.post("/hybrid/route")
+async def route(body: HybridProcessRequest, request: Request) -> dict[str, object]:
+    services = _services(request)
+    decision, _, state = await services.hybrid.route(body.to_engine("route", services.user_of(request)))
+    return route_body(decision, state)
+
+
+@router.get("/usage/summary")
+async def usage_summary(
+    request: Request,
+    since: Annotated[datetime | None, Query(description="ISO 8601 with a timezone")] = None,
+    user: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    if since is not None and since.utcoffset() is None:
+        raise InvalidRequest("since must carry a timezone, e.g. 2026-11-25T00:00:00Z", param="since")
+    summary = await _services(request).requests.summary(user_id=user, since=since)
+    return JSONResponse(
+        {
+            "total": summary.total,
+            "byMode": summary.by_mode,
+            "localShare": summary.local_share,
+            "fallbacks": summary.fallbacks,
+            "errors": summary.errors,
+            "costIncurredUsd": round(summary.cost_incurred_usd, 8),
+            "cloudEquivalentUsd": round(summary.cloud_equivalent_usd, 8),
+            "costAvoidedUsd": round(summary.cost_avoided_usd, 8),
+            "promptTokens": summary.prompt_tokens,
+            "completionTokens": summary.completion_tokens,
+        }
+    )

@@ -1,0 +1,359 @@
+"""Any OpenAI-compatible server as a backend: a cloud API, or self-hosted vLLM / llama-server / Ollama replicas.
+
+Why this shape: the hybrid engine chooses where a request goes and does its own fallback, so this adapter never
+retries (``max_retries=0``); instead it says precisely how a request failed. ``before_first_token`` on every error
+tells the caller whether the request can still go elsewhere without the user seeing a partial answer.
+The deadlines are ours, not the SDK's: httpx timeouts are per read, while routing needs "first token within N s"
+and "whole answer within M s". Live measurements (EWMA time to first token and decode speed, outstanding
+requests) feed the routing engine and ``BackendPool``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import Any, Literal, cast
+
+import openai
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionChunk
+from openai.types.completion_usage import CompletionUsage
+
+from upcoach.errors import BackendError, BackendRateLimited, BackendTimeout
+from upcoach.llm.base import BackendInfo, ChatRequest, Chunk, Completion, FinishReason, Health, Usage
+
+log = logging.getLogger(__name__)
+
+# After a connection failure health() stays false this long: long enough for routing to steer around a dead peer,
+# short enough that one blip does not exile a cloud backend, which has no health loop to bring it back.
+DOWN_HOLD_S = 5.0
+EWMA_ALPHA = 0.2
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether a backend error means the peer itself is failing (unreachable, dropped the connection, 5xx), so
+    another replica may answer, as opposed to the peer judging the request (4xx) or being merely slow or busy."""
+    cause = exc.__cause__
+    if isinstance(cause, openai.APIConnectionError):
+        return True
+    return isinstance(cause, openai.APIStatusError) and cause.status_code >= 500
+
+
+class OpenAICompatBackend:
+    """One OpenAI-compatible endpoint through the official ``AsyncOpenAI`` client. ``aclose()`` releases it."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        kind: Literal["cloud", "pool"] = "cloud",
+        connect_timeout: float = 3.0,
+        first_token_timeout: float = 10.0,
+        total_timeout: float = 60.0,
+        *,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.kind: Literal["cloud", "pool"] = kind
+        self.connect_timeout = connect_timeout
+        self.first_token_timeout = first_token_timeout
+        self.total_timeout = total_timeout
+        self._client = AsyncOpenAI(
+            base_url=self.base_url,
+            # Never let the SDK fall back to OPENAI_API_KEY: a self-hosted peer must not receive the cloud's key.
+            api_key=api_key or "unused",
+            max_retries=0,
+            # The read timeout is only a backstop: stream() enforces first-token and total deadlines itself.
+            timeout=openai.Timeout(total_timeout, connect=connect_timeout),
+            default_headers=dict(default_headers or {}),
+        )
+        self._outstanding = 0
+        self._ttft_ms: float | None = None
+        self._decode_tps: float | None = None
+        self._down_at: float | None = None  # monotonic time of the last connection failure or failed probe
+        self._down_reason = ""
+        self._last_error_at: float | None = None  # wall clock, for the dashboard
+        self._last_error = ""
+
+    # ---- Backend interface ------------------------------------------------------------------------------------
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            name=self.name,
+            kind=self.kind,
+            model=self.model,
+            details={
+                "base_url": self.base_url,
+                "model": self.model,
+                "ttft_ms_ewma": self._ttft_ms,
+                "decode_tps_ewma": self._decode_tps,
+                "outstanding": self._outstanding,
+                "last_error_at": self._last_error_at,
+                "last_error": self._last_error,
+            },
+        )
+
+    @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+    async def health(self) -> Health:
+        down = self._down_at is not None and time.monotonic() - self._down_at < DOWN_HOLD_S
+        return Health(not down, self._down_reason if down else "", self._outstanding, 0)
+
+    async def probe(self) -> bool:
+        """GET {base_url}/models within the connect timeout; the pool's health checker calls this."""
+        try:
+            await self._client.models.list(timeout=self.connect_timeout)
+        except Exception as exc:  # never raises: any failure is simply "not healthy"
+            self._mark_down(f"health probe failed: {_describe(exc)}")
+            return False
+        self._down_at = None
+        return True
+
+    async def chat(self, request: ChatRequest) -> Completion:
+        text: list[str] = []
+        async with aclosing(self.stream(request)) as chunks:
+            async for chunk in chunks:
+                if chunk.final is not None:
+                    chunk.final.text = "".join(text)
+                    return chunk.final
+                text.append(chunk.text)
+        raise BackendError(f"{self.name}: the stream ended without a result", backend=self.name)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        # Counted before the first await, so concurrent pool picks already see this request.
+        self._outstanding += 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first_deadline = started + min(self.first_token_timeout, self.total_timeout)
+        total_deadline = started + self.total_timeout
+        response: AsyncStream[ChatCompletionChunk] | None = None
+        first_at: float | None = None
+        pieces = 0
+        finish: str | None = None
+        usage: CompletionUsage | None = None
+        try:
+            try:
+                async with asyncio.timeout_at(first_deadline):
+                    response = await self._create(request)
+            except TimeoutError as exc:
+                raise self._timeout(before_first_token=True) from exc
+            except Exception as exc:
+                raise self._translate(exc, before_first_token=True) from exc
+            self._down_at = None
+            yield Chunk()  # admitted: the peer answered 200 and is streaming
+
+            while True:
+                try:
+                    # Only the wait for the peer sits under the deadline, never our yield: the consumer's time
+                    # between chunks must not be cancelled by our timer.
+                    async with asyncio.timeout_at(first_deadline if first_at is None else total_deadline):
+                        chunk = await anext(response)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    raise self._timeout(before_first_token=first_at is None) from exc
+                except Exception as exc:  # the SDK's errors, or a body it could not parse
+                    raise self._translate(exc, before_first_token=first_at is None) from exc
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                if choice.delta.content:
+                    if first_at is None:
+                        first_at = loop.time()
+                    pieces += 1
+                    yield Chunk(choice.delta.content)
+                if choice.finish_reason:
+                    finish = choice.finish_reason
+
+            if finish is None:
+                # The body ended cleanly but the answer did not: a proxy or a crashed worker cut it short.
+                error = BackendError(
+                    f"{self.name}: the stream ended without a finish_reason",
+                    backend=self.name,
+                    before_first_token=first_at is None,
+                )
+                self._note_error(str(error))
+                raise error
+            ended = loop.time()
+            final = self._completion(request, started, first_at, ended, pieces, finish, usage)
+            yield Chunk(final=final)
+        finally:
+            # Runs on success, on error, and when the consumer closes us early: closing the response closes the
+            # connection, which is how the peer learns to stop generating.
+            self._outstanding -= 1
+            if response is not None:
+                await response.close()
+
+    # ---- lifecycle --------------------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    # ---- internals --------------------------------------------------------------------------------------------
+    async def _create(self, request: ChatRequest) -> AsyncStream[ChatCompletionChunk]:
+        params = request.params
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        if request.continuation:
+            # An answer another backend began: a trailing assistant message is how OpenAI-style servers take a
+            # prefill (llama.cpp's llama-server continues it; vLLM does with continue_final_message).
+            messages.append({"role": "assistant", "content": request.continuation})
+        return await self._client.chat.completions.create(
+            model=self.model,
+            messages=cast(Any, messages),
+            stream=True,
+            stream_options={"include_usage": True},
+            temperature=params.temperature,
+            top_p=params.top_p,
+            # max_tokens rather than max_completion_tokens: it is the one every self-hosted server understands.
+            max_tokens=params.max_tokens if params.max_tokens is not None else openai.omit,
+            stop=list(params.stop) if params.stop else openai.omit,
+            seed=params.seed if params.seed is not None else openai.omit,
+        )
+
+    def _completion(
+        self,
+        request: ChatRequest,
+        started: float,
+        first_at: float | None,
+        ended: float,
+        pieces: int,
+        finish: str,
+        usage: CompletionUsage | None,
+    ) -> Completion:
+        if usage is not None:
+            details = usage.prompt_tokens_details
+            cached = (details.cached_tokens or 0) if details is not None else 0
+            counted = Usage(usage.prompt_tokens, usage.completion_tokens, cached)
+        else:
+            # Servers that ignore include_usage (llama_cpp.server does) still need a bill: chunks are close to
+            # tokens, and four characters per token is the usual estimate for the prompt.
+            chars = sum(len(m.content) for m in request.messages) + len(request.continuation)
+            counted = Usage(math.ceil(chars / 4), pieces)
+        ttft_ms = (first_at - started) * 1000 if first_at is not None else None
+        decode_s = ended - first_at if first_at is not None else 0.0
+        self._observe(
+            ttft_ms,
+            (counted.completion_tokens - 1) / decode_s if counted.completion_tokens > 1 and decode_s > 0 else None,
+        )
+        reason: FinishReason = "length" if finish == "length" else "stop"
+        return Completion(
+            text="",
+            finish_reason=reason,
+            usage=counted,
+            model=self.model,
+            first_token_ms=ttft_ms,
+            total_ms=(ended - started) * 1000,
+        )
+
+    def _observe(self, ttft_ms: float | None, decode_tps: float | None) -> None:
+        def ewma(old: float | None, new: float | None) -> float | None:
+            if new is None:
+                return old
+            return new if old is None else (1 - EWMA_ALPHA) * old + EWMA_ALPHA * new
+
+        self._ttft_ms = ewma(self._ttft_ms, ttft_ms)
+        self._decode_tps = ewma(self._decode_tps, decode_tps)
+
+    def _timeout(self, *, before_first_token: bool) -> BackendTimeout:
+        if before_first_token:
+            limit = min(self.first_token_timeout, self.total_timeout)
+            message = f"{self.name}: no first token within {limit:g} s"
+        else:
+            message = f"{self.name}: the answer did not finish within {self.total_timeout:g} s"
+        self._note_error(message)
+        return BackendTimeout(message, backend=self.name, before_first_token=before_first_token)
+
+    def _translate(self, exc: Exception, *, before_first_token: bool) -> BackendError:
+        """Our error for a vendor error. The SDK's message already carries the peer's own words."""
+        name = self.name
+        error: BackendError
+        if isinstance(exc, openai.APITimeoutError):
+            self._mark_down(f"timed out reaching {self.base_url}")
+            error = BackendTimeout(
+                f"{name}: timed out reaching {self.base_url}", backend=name, before_first_token=before_first_token
+            )
+        elif isinstance(exc, openai.APIConnectionError):
+            self._mark_down(f"connection failed: {_describe(exc)}")
+            error = BackendError(
+                f"{name}: connection to {self.base_url} failed: {_describe(exc)}",
+                backend=name,
+                before_first_token=before_first_token,
+            )
+        elif isinstance(exc, openai.APIStatusError) and exc.status_code == 429:
+            error = BackendRateLimited(
+                f"{name}: rate limited by the peer: {exc.message}",
+                backend=name,
+                before_first_token=before_first_token,
+                retry_after=_retry_after(exc.response.headers),
+            )
+        elif isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
+            error = BackendError(
+                f"{name}: the peer failed: {exc.message}", backend=name, before_first_token=before_first_token
+            )
+        elif isinstance(exc, openai.APIStatusError):
+            # A 4xx here (say, the peer's context is smaller than ours) is our upstream's fault, not the user's:
+            # BackendError answers 502, and the peer's message says what went wrong.
+            error = BackendError(
+                f"{name}: the peer rejected the request: {exc.message}",
+                backend=name,
+                before_first_token=before_first_token,
+            )
+        else:
+            error = BackendError(
+                f"{name}: unusable answer from the peer: {_describe(exc)}",
+                backend=name,
+                before_first_token=before_first_token,
+            )
+        self._note_error(error.message)
+        return error
+
+    def _mark_down(self, reason: str) -> None:
+        if self._down_at is None:
+            log.warning("%s is down: %s", self.name, reason)
+        self._down_at = time.monotonic()
+        self._down_reason = reason
+
+    def _note_error(self, message: str) -> None:
+        self._last_error_at = time.time()
+        self._last_error = message
+
+
+def _describe(exc: BaseException) -> str:
+    """The SDK says only "Connection error."; the httpx cause says which (refused, reset, incomplete body)."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause):
+        return f"{text} ({cause})"
+    return text
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from Retry-After (seconds or an HTTP date), or OpenAI's retry-after-ms; None when absent."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

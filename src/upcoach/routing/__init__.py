@@ -1,0 +1,1 @@
+"""Hybrid decision engine: request features -> pure policy -> decision with reasons; fallback; breakers."""

@@ -1,0 +1,385 @@
+"""The hybrid engine: decide (pure policy), run on the chosen side, fall back, account, record.
+
+Fallback directions are asymmetric on purpose: the cloud may always fall back to our local side (nothing
+leaves), but local falls back to the cloud only when the decision said the content may go there. A cloud
+answer that breaks off mid-stream is finished by the local model from where it stopped ("hybrid").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from upcoach.errors import BackendError, LocalUnavailable, Overloaded, Unavailable, UpcoachError
+from upcoach.llm.base import Backend, ChatMessage, ChatRequest, Completion, GenerationParams, Usage
+from upcoach.observability.metrics import BREAKER_VALUES, Metrics
+from upcoach.routing.costs import CloudBudget, PriceTable
+from upcoach.routing.features import RequestFeatures, extract
+from upcoach.routing.policy import Decision, Device, Hints, LiveState, PolicyConfig, Target, decide
+
+log = logging.getLogger(__name__)
+
+ProcessingMode = Literal["local", "cloud", "hybrid", "none"]
+DEFAULT_LOCAL_TTFT_MS = 300.0
+DEFAULT_CLOUD_TTFT_MS = 800.0
+DEFAULT_ANSWER_TOKENS = 150
+
+
+class Breaker(Protocol):
+    async def allow(self) -> bool: ...
+    async def record_success(self) -> None: ...
+    async def record_failure(self) -> None: ...
+    async def state(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class HybridRequest:
+    messages: tuple[ChatMessage, ...]
+    params: GenerationParams
+    hints: Hints
+    request_id: str
+    endpoint: Literal["hybrid", "openai"] = "hybrid"
+    user_id: str | None = None
+    device: Device | None = None
+    force: Target | None = None  # a caller that named a concrete model
+
+
+@dataclass
+class Outcome:
+    request_id: str
+    text: str
+    processing_mode: ProcessingMode
+    decision: Target | None
+    backend: str
+    model: str
+    reasons: list[str]
+    fallback_used: bool
+    finish_reason: str
+    latency_ms: float
+    first_token_ms: float | None
+    usage: Usage
+    cost_usd: float
+    cloud_equivalent_usd: float
+    privacy_level: str
+    user_id: str | None = None
+    endpoint: str = "hybrid"
+    outcome: Literal["ok", "error", "cancelled"] = "ok"
+    error_code: str | None = None
+    complexity: float = 0.0
+
+
+@dataclass
+class Event:
+    """What stream() yields: ``admitted`` once, then ``text`` pieces, then one ``final``."""
+
+    kind: Literal["admitted", "text", "final"]
+    text: str = ""
+    outcome: Outcome | None = None
+
+
+@dataclass(eq=False)
+class _Side:
+    name: str
+    backend: Backend
+    is_cloud: bool
+
+
+@dataclass
+class _Run:
+    text: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    fallback_used: bool = False
+    sides_used: list[_Side] = field(default_factory=list)
+    first_token_at: float | None = None
+    cloud_usage: Usage = field(default_factory=Usage)
+    local_usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "stop"
+    model: str = ""
+
+
+RecordFn = Callable[[Outcome], Awaitable[None]]
+
+
+class HybridEngine:
+    def __init__(
+        self,
+        *,
+        local: Sequence[Backend],
+        cloud: Backend | None,
+        cloud_breaker: Breaker | None,
+        cloud_model: str,
+        prices: PriceTable,
+        budget: CloudBudget,
+        policy: PolicyConfig,
+        metrics: Metrics,
+        record: RecordFn,
+    ) -> None:
+        self.local = list(local)
+        self.cloud = cloud
+        self.cloud_breaker = cloud_breaker
+        self.cloud_model = cloud_model
+        self.prices = prices
+        self.budget = budget
+        self.policy = policy
+        self.metrics = metrics
+        self._record = record
+
+    # ---- state and decision ------------------------------------------------------------------------------------
+    async def live_state(self) -> LiveState:
+        available, full, reason = False, True, "no local backend configured"
+        ttft = DEFAULT_LOCAL_TTFT_MS
+        for index, backend in enumerate(self.local):
+            health = await backend.health()
+            if health.ok or health.reason == "queue full":
+                if not available:
+                    ttft = _estimate_local_ttft(backend, health.queue_depth)
+                available = True
+                full = full and not health.ok
+                if index == 0:
+                    self.metrics.queue_depth.set(health.queue_depth)
+            elif index == 0:
+                reason = health.reason or "local model unavailable"
+        breaker_open = False
+        if self.cloud_breaker is not None:
+            raw = await self.cloud_breaker.state()
+            state = str(getattr(raw, "value", raw))
+            self.metrics.breaker_state.labels(backend="cloud").set(BREAKER_VALUES.get(state, 0))
+            breaker_open = state == "open"
+        cloud_ttft = DEFAULT_CLOUD_TTFT_MS
+        if self.cloud is not None:
+            measured = self.cloud.info().details.get("ttft_ms_ewma")
+            cloud_ttft = float(measured) if isinstance(measured, int | float) else DEFAULT_CLOUD_TTFT_MS
+        return LiveState(
+            local_available=available,
+            local_queue_full=available and full,
+            local_ttft_ms=ttft,
+            cloud_configured=self.cloud is not None,
+            cloud_breaker_open=breaker_open,
+            cloud_over_budget=await self.budget.over(),
+            cloud_ttft_ms=cloud_ttft,
+            local_unavailable_reason=reason,
+        )
+
+    async def route(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState]:
+        features = extract(request.messages)
+        state = await self.live_state()
+        started = time.perf_counter()
+        decision = decide(features, request.hints, state, self.policy, request.device)
+        self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        if request.force is not None:
+            decision = _forced(decision, request.force, state)
+        return decision, features, state
+
+    # ---- execution ---------------------------------------------------------------------------------------------
+    async def process(self, request: HybridRequest) -> Outcome:
+        async for event in self.stream(request):
+            if event.outcome is not None:
+                return event.outcome
+        raise Unavailable("no answer was produced")
+
+    async def stream(self, request: HybridRequest) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        decision, features, _ = await self.route(request)
+        run = _Run(reasons=list(decision.reasons))
+        plan = self._plan(decision)
+        admitted = False
+        outcome: Outcome | None = None
+        last_error: UpcoachError | None = None
+        try:
+            if decision.target is None:
+                raise LocalUnavailable("; ".join(decision.reasons), param="routingHints.privacyLevel")
+            for position, side in enumerate(plan):
+                last_side = position == len(plan) - 1
+                if side.is_cloud and self.cloud_breaker is not None and not await self.cloud_breaker.allow():
+                    run.reasons.append("cloud circuit breaker open: answered locally")
+                    run.fallback_used = True
+                    continue
+                continuation = "".join(run.text)
+                chat = ChatRequest(request.messages, request.params, request.request_id, continuation)
+                try:
+                    async for chunk in side.backend.stream(chat):
+                        if not admitted:
+                            admitted = True
+                            yield Event("admitted")
+                        if chunk.text:
+                            if run.first_token_at is None:
+                                run.first_token_at = time.perf_counter()
+                            if side not in run.sides_used:
+                                run.sides_used.append(side)
+                            run.text.append(chunk.text)
+                            yield Event("text", chunk.text)
+                        if chunk.final is not None:
+                            self._account(run, side, chunk.final)
+                except (BackendError, Overloaded, Unavailable) as exc:
+                    last_error = exc
+                    if side.is_cloud and self.cloud_breaker is not None:
+                        await self.cloud_breaker.record_failure()
+                    if last_side or (run.text and side.is_cloud is False):
+                        raise
+                    nxt = plan[position + 1]
+                    where = "finished locally" if run.text else "answered locally"
+                    if not nxt.is_cloud:
+                        run.reasons.append(f"{side.name} failed ({_code(exc)}): {where}")
+                    else:
+                        run.reasons.append(f"{side.name} failed ({_code(exc)}): answered by the cloud")
+                    run.fallback_used = True
+                    self.metrics.fallbacks.labels(
+                        source="cloud" if side.is_cloud else "local",
+                        target="cloud" if nxt.is_cloud else "local",
+                        reason=_code(exc),
+                    ).inc()
+                    continue
+                if side.is_cloud and self.cloud_breaker is not None:
+                    await self.cloud_breaker.record_success()
+                outcome = await self._finish(request, decision, features, run, started)
+                yield Event("final", outcome=outcome)
+                return
+            raise last_error or LocalUnavailable("; ".join(run.reasons))
+        except UpcoachError as exc:
+            await self._record_failure(request, decision, features, run, started, exc)
+            raise
+        except BaseException:
+            # Client gone (cancelled) or a bug: the row is still written, with what we know.
+            if outcome is None:
+                await self._record_failure(request, decision, features, run, started, None)
+            raise
+
+    def _plan(self, decision: Decision) -> list[_Side]:
+        local_sides = [_Side(_backend_name(b), b, False) for b in self.local]
+        cloud_side = [_Side("cloud", self.cloud, True)] if self.cloud is not None else []
+        if decision.target == "cloud":
+            return cloud_side + local_sides
+        return local_sides + (cloud_side if decision.cloud_allowed else [])
+
+    def _account(self, run: _Run, side: _Side, final: Completion) -> None:
+        if side not in run.sides_used:
+            run.sides_used.append(side)
+        run.finish_reason = final.finish_reason
+        run.model = final.model
+        target = run.cloud_usage if side.is_cloud else run.local_usage
+        target.prompt_tokens += final.usage.prompt_tokens
+        target.completion_tokens += final.usage.completion_tokens
+        target.cached_tokens += final.usage.cached_tokens
+
+    async def _finish(
+        self, request: HybridRequest, decision: Decision, features: RequestFeatures, run: _Run, started: float
+    ) -> Outcome:
+        ended = time.perf_counter()
+        used_cloud = any(s.is_cloud for s in run.sides_used)
+        used_local = any(not s.is_cloud for s in run.sides_used)
+        mode: ProcessingMode = "hybrid" if used_cloud and used_local else "cloud" if used_cloud else "local"
+        # A cloud stream that broke off still produced tokens we pay for: count what reached the user.
+        if used_local and run.fallback_used and used_cloud and run.cloud_usage.completion_tokens == 0:
+            run.cloud_usage.completion_tokens = max(1, len("".join(run.text)) // 4)
+        price = self.prices.cloud(self.cloud_model)
+        cost = price.cost(run.cloud_usage.prompt_tokens, run.cloud_usage.completion_tokens)
+        cost += self.prices.local_cost(run.local_usage.prompt_tokens, run.local_usage.completion_tokens)
+        prompt = max(run.cloud_usage.prompt_tokens, run.local_usage.prompt_tokens)
+        completion = run.cloud_usage.completion_tokens + run.local_usage.completion_tokens
+        usage = Usage(prompt, completion, run.local_usage.cached_tokens)
+        await self.budget.add(price.cost(run.cloud_usage.prompt_tokens, run.cloud_usage.completion_tokens))
+        outcome = Outcome(
+            request_id=request.request_id,
+            text="".join(run.text),
+            processing_mode=mode,
+            decision=decision.target,
+            backend="+".join(dict.fromkeys(s.name for s in run.sides_used)) or "none",
+            model=run.model,
+            reasons=run.reasons,
+            fallback_used=run.fallback_used,
+            finish_reason=run.finish_reason,
+            latency_ms=(ended - started) * 1000,
+            first_token_ms=(run.first_token_at - started) * 1000 if run.first_token_at else None,
+            usage=usage,
+            cost_usd=cost,
+            cloud_equivalent_usd=price.cost(prompt, completion),
+            privacy_level=request.hints.privacy_level,
+            user_id=request.user_id,
+            endpoint=request.endpoint,
+            complexity=features.complexity,
+        )
+        self._observe(outcome)
+        await self._record(outcome)
+        return outcome
+
+    async def _record_failure(
+        self,
+        request: HybridRequest,
+        decision: Decision,
+        features: RequestFeatures,
+        run: _Run,
+        started: float,
+        exc: UpcoachError | None,
+    ) -> None:
+        outcome = Outcome(
+            request_id=request.request_id,
+            text="",
+            processing_mode="none" if not run.text else "hybrid" if run.fallback_used else "local",
+            decision=decision.target,
+            backend="+".join(dict.fromkeys(s.name for s in run.sides_used)) or "none",
+            model=run.model,
+            reasons=run.reasons + ([exc.message] if exc else ["client disconnected"]),
+            fallback_used=run.fallback_used,
+            finish_reason="error" if exc else "cancelled",
+            latency_ms=(time.perf_counter() - started) * 1000,
+            first_token_ms=(run.first_token_at - started) * 1000 if run.first_token_at else None,
+            usage=Usage(run.local_usage.prompt_tokens, len(run.text)),
+            cost_usd=0.0,
+            cloud_equivalent_usd=0.0,
+            privacy_level=request.hints.privacy_level,
+            user_id=request.user_id,
+            endpoint=request.endpoint,
+            outcome="error" if exc else "cancelled",
+            error_code=exc.code if exc else None,
+            complexity=features.complexity,
+        )
+        self._observe(outcome)
+        try:
+            await self._record(outcome)
+        except Exception:  # recording must never turn one failure into another
+            log.exception("could not record failed request %s", request.request_id)
+
+    def _observe(self, outcome: Outcome) -> None:
+        m = self.metrics
+        mode = outcome.processing_mode
+        m.requests.labels(mode=mode, decision=outcome.decision or "none", outcome=outcome.outcome).inc()
+        m.latency.labels(mode=mode).observe(outcome.latency_ms / 1000)
+        if outcome.first_token_ms is not None:
+            m.first_token.labels(mode=mode).observe(outcome.first_token_ms / 1000)
+        m.tokens.labels(mode=mode, kind="prompt").inc(outcome.usage.prompt_tokens)
+        m.tokens.labels(mode=mode, kind="completion").inc(outcome.usage.completion_tokens)
+        m.cost.labels(mode=mode).inc(outcome.cost_usd)
+        m.cost_avoided.inc(max(0.0, outcome.cloud_equivalent_usd - outcome.cost_usd))
+
+
+def _forced(decision: Decision, target: Target, state: LiveState) -> Decision:
+    reasons = (f"model pinned by the caller: {target}",)
+    if target == "local" and not state.local_available:
+        return Decision(None, (*reasons, state.local_unavailable_reason), False, decision.complexity,
+                        error_code="local_unavailable")  # fmt: skip
+    return Decision(target, reasons, False, decision.complexity, decision.on_device, decision.device_reasons)
+
+
+def _estimate_local_ttft(backend: Backend, queue_depth: int) -> float:
+    details = backend.info().details
+    ttft = details.get("ttft_ms_ewma")
+    service = details.get("service_ms_ewma")
+    decode = details.get("decode_tps_ewma")
+    ttft_ms = float(ttft) if isinstance(ttft, int | float) else DEFAULT_LOCAL_TTFT_MS
+    if isinstance(service, int | float):
+        per_job = float(service)
+    else:
+        rate = float(decode) if isinstance(decode, int | float) and decode > 0 else 30.0
+        per_job = ttft_ms + DEFAULT_ANSWER_TOKENS / rate * 1000
+    return ttft_ms + queue_depth * per_job
+
+
+def _backend_name(backend: Backend) -> str:
+    return backend.info().name
+
+
+def _code(exc: UpcoachError) -> str:
+    return exc.code

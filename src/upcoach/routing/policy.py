@@ -1,0 +1,158 @@
+"""The routing policy: a pure function of (request features, hints, device, live backend state) -> decision.
+
+No I/O, no clock, no randomness: every rule is testable exhaustively and every decision carries the
+human-readable reasons the dashboard shows. Rule order is the privacy order: privacy first, then availability,
+then the caller's latency preference, then complexity vs cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from upcoach.routing.features import RequestFeatures
+
+PrivacyLevel = Literal["public", "private", "sensitive"]
+Target = Literal["local", "cloud"]
+
+LOW_BATTERY = 20
+ON_DEVICE_CAPABILITIES = frozenset({"local-llm", "local_llm", "on-device-llm", "llm"})
+
+
+@dataclass(frozen=True)
+class Hints:
+    privacy_level: PrivacyLevel = "private"
+    prefer_local: bool = False
+    max_latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    model: str = ""
+    capabilities: frozenset[str] = frozenset()
+    battery_level: float | None = None
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What the backends look like right now (read by the engine just before deciding)."""
+
+    local_available: bool
+    local_queue_full: bool = False
+    local_ttft_ms: float = 300.0
+    cloud_configured: bool = False
+    cloud_breaker_open: bool = False
+    cloud_over_budget: bool = False
+    cloud_ttft_ms: float = 800.0
+    local_unavailable_reason: str = "local model unavailable"
+
+    @property
+    def cloud_usable(self) -> bool:
+        return self.cloud_configured and not self.cloud_breaker_open and not self.cloud_over_budget
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    complexity_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class Decision:
+    target: Target | None  # None: nothing may answer (e.g. sensitive and local down)
+    reasons: tuple[str, ...]
+    cloud_allowed: bool  # may the request's content reach the cloud at all (fallback direction local -> cloud)
+    complexity: float
+    on_device: bool = False
+    device_reasons: tuple[str, ...] = field(default_factory=tuple)
+    error_code: str | None = None
+
+
+def _cloud_block_reason(state: LiveState) -> str:
+    if not state.cloud_configured:
+        return "no cloud configured"
+    if state.cloud_breaker_open:
+        return "cloud circuit breaker open"
+    return "cloud budget exhausted"
+
+
+def _device(device: Device | None, target: Target | None, privacy: PrivacyLevel) -> tuple[bool, tuple[str, ...]]:
+    if device is None:
+        return False, ("no device profile",)
+    if not (device.capabilities & ON_DEVICE_CAPABILITIES):
+        return False, ("device has no local-LLM capability",)
+    if device.battery_level is not None and device.battery_level < LOW_BATTERY:
+        return False, (f"battery {device.battery_level:.0f}% < {LOW_BATTERY}%: spare the device",)
+    if target == "cloud" and privacy == "public":
+        return False, ("request is better served by the cloud model",)
+    return True, ("device can run the local model",)
+
+
+def decide(
+    features: RequestFeatures,
+    hints: Hints,
+    state: LiveState,
+    config: PolicyConfig,
+    device: Device | None = None,
+) -> Decision:
+    reasons: list[str] = []
+    complexity = features.complexity
+
+    def done(target: Target | None, cloud_allowed: bool, error: str | None = None) -> Decision:
+        on_device, device_reasons = _device(device, target, hints.privacy_level)
+        return Decision(target, tuple(reasons), cloud_allowed, complexity, on_device, device_reasons, error)
+
+    def local_or_fail(cloud_allowed: bool) -> Decision:
+        if state.local_available:
+            return done("local", cloud_allowed)
+        reasons.append(state.local_unavailable_reason)
+        return done(None, cloud_allowed, "local_unavailable")
+
+    # 1. Privacy: sensitive and private content stays on our side.
+    if hints.privacy_level == "sensitive":
+        reasons.append("privacy level sensitive: local only")
+        return local_or_fail(cloud_allowed=False)
+    if hints.privacy_level == "private":
+        reasons.append("privacy level private: kept local")
+        return local_or_fail(cloud_allowed=False)
+
+    # 2. Availability: a side that cannot answer is not a choice.
+    if not state.cloud_usable:
+        reasons.append(f"{_cloud_block_reason(state)}: local")
+        return local_or_fail(cloud_allowed=False)
+    if not state.local_available:
+        reasons.append(f"{state.local_unavailable_reason}: cloud")
+        return done("cloud", True)
+    if state.local_queue_full:
+        reasons.append("local queue full: spill over to the cloud")
+        return done("cloud", True)
+
+    budget = hints.max_latency_ms
+    local_fits = budget is None or state.local_ttft_ms <= budget
+    cloud_fits = budget is None or state.cloud_ttft_ms <= budget
+
+    # 3. The caller's preference, kept unless it breaks their own latency budget.
+    if hints.prefer_local:
+        if not local_fits and cloud_fits:
+            reasons.append(
+                f"prefers local, but local needs ~{state.local_ttft_ms:.0f} ms > budget {budget:.0f} ms "
+                f"and cloud ~{state.cloud_ttft_ms:.0f} ms fits: cloud"
+            )
+            return done("cloud", True)
+        reasons.append("caller prefers local")
+        return done("local", True)
+
+    # 4. Complexity against cost: simple requests are free locally, complex ones get the bigger model.
+    explained = features.explain()
+    if complexity >= config.complexity_threshold:
+        reasons.append(f"complex request ({complexity:.2f} >= {config.complexity_threshold:.2f}: {explained}): cloud")
+        target: Target = "cloud"
+    else:
+        reasons.append(f"simple request ({complexity:.2f} < {config.complexity_threshold:.2f}: {explained}): local")
+        target = "local"
+    if target == "local" and not local_fits and cloud_fits:
+        reasons.append(f"local ~{state.local_ttft_ms:.0f} ms misses the {budget:.0f} ms budget: cloud")
+        target = "cloud"
+    elif target == "cloud" and not cloud_fits and local_fits:
+        reasons.append(f"cloud ~{state.cloud_ttft_ms:.0f} ms misses the {budget:.0f} ms budget: local")
+        target = "local"
+    return done(target, True)
