@@ -229,3 +229,18 @@ def test_failing_cloud_falls_back_within_the_request_then_breaker_opens(failing_
     metrics = httpx.get(failing_cloud_server.base_url + "/metrics").text
     assert 'upcoach_breaker_state{backend="cloud"} 2.0' in metrics
     assert 'upcoach_fallbacks_total{reason="backend_error",source="cloud",target="local"} 2.0' in metrics
+
+
+def test_self_hosted_pool_serves_as_the_local_side(
+    tmp_path_factory: pytest.TempPathFactory, llama_cpp_peer: str
+) -> None:
+    """No model in process: a pool of OpenAI-compatible servers (here a real llama_cpp.server) is "local"."""
+    tmp = tmp_path_factory.mktemp("pool-local")
+    server = start_server(tmp, {"UPCOACH_POOL_URLS": llama_cpp_peer, "UPCOACH_POOL_ROLE": "local"})
+    try:
+        body = process(server, COMPLEX, privacy="sensitive").json()
+        assert body["processingMode"] == "local" and body["routing"]["backend"] == "pool"
+        assert body["response"]["content"].strip()
+        assert httpx.get(server.base_url + "/readyz").json()["status"] == "ready"
+    finally:
+        stop_server(server)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from upcoach.llm.base import ChatMessage
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_ASK_SPLIT = re.compile(r"[?]|\b(?:and also|also|then|plus|additionally)\b|^\s*(?:[-*•]|\d+[.)])\s+", re.I | re.M)
+_ASK_SPLIT = re.compile(r"[?]|\b(?:and also|also|then|plus|additionally)\b|^\s*(?:[-*•]|\d+[.)])\s+", re.M)
 
 # Each reasoning signal: (name shown in reasons, weight, pattern). Multilingual where it is cheap to be.
 _SIGNALS: tuple[tuple[str, float, re.Pattern[str]], ...] = (
@@ -25,7 +25,6 @@ _SIGNALS: tuple[tuple[str, float, re.Pattern[str]], ...] = (
         re.compile(
             r"\b(compar\w*|versus|vs\.?|pros and cons|trade-?offs?|which is better|differences? between|"
             r"vergleich\w*|comparer|compara\w*|confront\w*)\b",
-            re.I,
         ),
     ),
     (
@@ -35,7 +34,6 @@ _SIGNALS: tuple[tuple[str, float, re.Pattern[str]], ...] = (
             r"\b(\d+|two|three|four|six|eight|twelve|multi)[- ]?(week|month|day|phase|step)s?\b|"
             r"\b(roadmap|curriculum|schedule|week[- ]by[- ]week|milestones?|action plan|training plan|"
             r"wochenplan|plan d'action|plan de \w+|piano di \w+)\b",
-            re.I,
         ),
     ),
     (
@@ -45,19 +43,18 @@ _SIGNALS: tuple[tuple[str, float, re.Pattern[str]], ...] = (
             r"\b(analy[sz]\w*|evaluat\w*|assess\w*|in depth|in detail|detailed|step[- ]by[- ]step|"
             r"root cause|strateg\w*|framework\w*|reason\w* through|justify|critique|prioriti[sz]\w*|"
             r"analysier\w*|analyse[rz]?|analizz\w*|analisa\w*|estrategi\w*)\b",
-            re.I,
         ),
     ),
     (
         "several items",
         0.1,
-        re.compile(
-            r"\b(several|multiple|various|each of|all of|list of|\d{1,2} (ways|options|ideas|frameworks))\b", re.I
-        ),
+        re.compile(r"\b(?:several|multiple|various|(?:each|all|list) of|\d{1,2} (?:ways|options|ideas|frameworks))\b"),
     ),
 )
-_CODE = re.compile(r"```|\bdef \w+\(|\bfunction \w+\(|\bSELECT \w+|;\s*$|\{\s*\"", re.I | re.M)
+_CODE = re.compile(r"```|\bdef \w+\(|\bfunction \w+\(|\bselect \w+ from\b|;[ \t]*$|\{\s*\"", re.M)
+_CODE_HINTS = ("```", "(", "{", ";")
 # Common function words per language: enough to tell English from the rest, no model needed.
+# Signals are matched on the lower-cased text, so the patterns need no (slow) IGNORECASE.
 _STOPWORDS = {
     "en": {"the", "and", "to", "of", "is", "i", "you", "how", "what", "my", "do", "a", "in", "for", "it"},
     "de": {"der", "die", "das", "und", "ich", "nicht", "ist", "wie", "mit", "ein", "eine", "zu", "mein"},
@@ -96,18 +93,27 @@ class RequestFeatures:
         return ", ".join(parts) if parts else "short single ask"
 
 
-def detect_language(text: str) -> str:
-    words = [w.lower() for w in _WORD.findall(text)]
+_LANGS_OF_WORD: dict[str, tuple[str, ...]] = {}
+for _lang, _words in _STOPWORDS.items():
+    for _word in _words:
+        _LANGS_OF_WORD[_word] = (*_LANGS_OF_WORD.get(_word, ()), _lang)
+
+
+def detect_language(text: str, words: list[str] | None = None) -> str:
+    words = words if words is not None else _WORD.findall(text.lower())
     if not words:
         return "en"
-    scores = {lang: sum(w in stop for w in words) for lang, stop in _STOPWORDS.items()}
+    scores = dict.fromkeys(_STOPWORDS, 0)
+    for word in words:
+        for lang in _LANGS_OF_WORD.get(word, ()):
+            scores[lang] += 1
     best = max(scores, key=lambda lang: scores[lang])
     # Ties and no evidence read as English: the default audience and the local model's best language.
     return best if scores[best] > scores["en"] else "en"
 
 
 def count_asks(text: str) -> int:
-    pieces = [p for p in _ASK_SPLIT.split(text) if p and len(_WORD.findall(p)) >= 3]
+    pieces = [p for p in _ASK_SPLIT.split(text) if p and len(p.split()) >= 3]
     return max(1, len(pieces))
 
 
@@ -115,11 +121,13 @@ def extract(messages: Sequence[ChatMessage]) -> RequestFeatures:
     user_messages = [m.content for m in messages if m.role == "user"]
     last = user_messages[-1] if user_messages else (messages[-1].content if messages else "")
     total_chars = sum(len(m.content) for m in messages)
-    words = len(_WORD.findall(last))
-    asks = count_asks(last)
-    language = detect_language(last)
-    has_code = bool(_CODE.search(last))
-    signals = tuple(name for name, _, pattern in _SIGNALS if pattern.search(last))
+    lowered = last.lower()
+    word_list = _WORD.findall(lowered)
+    words = len(word_list)
+    asks = count_asks(lowered)
+    language = detect_language(lowered, word_list)
+    has_code = any(hint in last for hint in _CODE_HINTS) and bool(_CODE.search(lowered))
+    signals = tuple(name for name, _, pattern in _SIGNALS if pattern.search(lowered))
 
     score = 0.2 * min(1.0, words / 250)
     score += 0.15 * min(1.0, (asks - 1) / 3)
