@@ -52,7 +52,7 @@ def prefix() -> str:
 
 
 # Function loop scope: a redis client must live on the loop of the test that uses it.
-@pytest_asyncio.fixture(loop_scope="function")
+@pytest_asyncio.fixture
 async def make_client(prefix: str) -> AsyncIterator[ClientFactory]:
     clients: list[redis.asyncio.Redis] = []
 
