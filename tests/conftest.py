@@ -88,6 +88,8 @@ def start_server(
         "UPCOACH_DATA_DIR": str(tmp / "data"),
         "UPCOACH_PORT": str(port),
         "UPCOACH_HOST": "127.0.0.1",
+        # Most API tests exercise routing, not authentication; tests/api/test_auth_api.py runs with auth on.
+        "UPCOACH_AUTH": "off",
         **env_overrides,
     }
     base_url = f"http://127.0.0.1:{port}"

@@ -7,14 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from upcoach.api import errors as api_errors
+from upcoach.api.audit_routes import router as audit_router
+from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.api.health import router as health_router
 from upcoach.api.hybrid_routes import router as hybrid_router
 from upcoach.api.limits import BodySizeLimit
 from upcoach.api.openai_routes import router as openai_router
+from upcoach.api.security_routes import router as security_router
 from upcoach.config import Settings
 from upcoach.errors import UpcoachError
 from upcoach.llm.base import Backend
@@ -23,14 +26,21 @@ from upcoach.llm.openai_compat import OpenAICompatBackend
 from upcoach.llm.pool import BackendPool
 from upcoach.modelstore.catalog import model_id_for
 from upcoach.modelstore.fetch import resolve_model
+from upcoach.observability.audit import AuditLog, audit_key_from_settings
 from upcoach.observability.metrics import Metrics
 from upcoach.observability.records import RecordWriter
 from upcoach.routing.breaker import CircuitBreaker, MemoryBreakerStore, RedisBreakerStore, breaker_config_from_settings
 from upcoach.routing.costs import CloudBudget, PriceTable
-from upcoach.routing.engine import HybridEngine
+from upcoach.routing.engine import HybridEngine, HybridRequest
 from upcoach.routing.policy import PolicyConfig
+from upcoach.security.auth import Authenticator, announce_auth_mode, audit_refusals, require
+from upcoach.security.guard import Guard
+from upcoach.security.keys import ApiKeys, Role
+from upcoach.security.limits import TokenBucketLimiter
 from upcoach.services import Services
+from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
+from upcoach.storage.keys import ApiKeyRepository
 from upcoach.storage.requests import RequestRepository
 
 log = logging.getLogger(__name__)
@@ -110,6 +120,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db = Database(settings.effective_database_url)
             stack.push_async_callback(db.dispose)
             await db.migrate()
+            announce_auth_mode(settings)
+            audit = AuditLog(AuditRepository(db), audit_key_from_settings(settings))
+            app.state.audit_log = audit
+            app.state.authenticator = Authenticator(
+                settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=audit_refusals(audit)
+            )
             repository = RequestRepository(db)
             writer = RecordWriter(repository)
             await writer.start()
@@ -138,6 +154,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stack.push_async_callback(cloud.aclose)
             store = RedisBreakerStore(redis) if redis is not None else MemoryBreakerStore()  # type: ignore[arg-type]
             breaker = CircuitBreaker("cloud", breaker_config_from_settings(settings), store) if cloud else None
+
+            async def audit_flags(request: HybridRequest, flags: list[str]) -> None:
+                action = "request.blocked" if "prompt_injection_blocked" in flags else "request.flagged"
+                await audit.append(
+                    request.user_id or "anonymous", "user", action, target=request.request_id,
+                    details={"flags": flags, "endpoint": request.endpoint},
+                )  # fmt: skip
+
             hybrid = HybridEngine(
                 local=locals_,
                 cloud=cloud,
@@ -145,9 +169,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 cloud_model=settings.cloud_model,
                 prices=PriceTable.from_settings(settings),
                 budget=CloudBudget(settings.cloud_budget_usd_per_day, redis),
-                policy=PolicyConfig(settings.complexity_threshold),
+                policy=PolicyConfig(settings.complexity_threshold, redact_private=True),
                 metrics=metrics,
                 record=writer.submit,
+                guard=Guard(),
+                on_flag=audit_flags,
             )
             services = Services(
                 settings=settings,
@@ -158,6 +184,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 local_model_id=model_id_for(settings.local_model),
                 local=pool if engine is None else None,
                 local_problem=None if engine is None and pool is not None else local_problem,
+                audit=audit,
+                limiter=TokenBucketLimiter(settings.rate_limit_per_minute / 60, settings.rate_limit_burst, redis),
             )
             app.state.services = services
             if engine is not None:
@@ -170,11 +198,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="UpCoach AI", version="0.1.0", lifespan=lifespan)
     api_errors.install(app)
+    chat_caller = [Depends(caller(*CHAT_ROLES))]
     app.include_router(health_router)
-    app.include_router(openai_router)
-    app.include_router(hybrid_router)
+    app.include_router(openai_router, dependencies=chat_caller)
+    app.include_router(hybrid_router, dependencies=chat_caller)
+    app.include_router(security_router, dependencies=chat_caller)
+    app.include_router(audit_router)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require(Role.admin, Role.auditor))])
     async def metrics(request: Request) -> Response:
         services: Services = request.app.state.services
         return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

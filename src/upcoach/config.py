@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import platformdirs
 import psutil
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -76,6 +76,30 @@ class Settings(BaseSettings):
     default_cloud_price: dict[str, float] = Field(default_factory=lambda: {"input": 0.15, "output": 0.60})
     local_cost_per_1m_tokens: float = Field(default=0.0, ge=0)
     cloud_budget_usd_per_day: float | None = Field(default=None, ge=0, description="None: no cap.")
+
+    # Limits per API key (or JWT subject): a token bucket, shared through Redis when configured.
+    rate_limit_per_minute: float = Field(default=120.0, gt=0)
+    rate_limit_burst: int = Field(default=30, ge=1)
+    max_tokens_by_role: dict[str, int] = Field(
+        default_factory=lambda: {"user": 1024, "coach": 2048, "admin": 4096, "auditor": 256}
+    )
+
+    # Authentication and audit trail (docs/security.md)
+    auth: Literal["on", "off"] = Field(
+        default="on", description='"off" treats every request as the admin "dev" (local development only).'
+    )
+    audit_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the audit chain, hex or base64 (>= 16 bytes); default: <data_dir>/audit.key.",
+    )
+    jwt_secret: SecretStr | None = Field(default=None, description="Accept HS256 bearer tokens signed with it.")
+    jwt_public_key: str | None = Field(
+        default=None, description="PEM text or path to a PEM file: accept RS256 (RSA) or ES256 (EC P-256) tokens."
+    )
+    jwt_audience: str | None = Field(default=None, description="Required 'aud' of bearer tokens, if set.")
+    jwt_issuer: str | None = Field(default=None, description="Required 'iss' of bearer tokens, if set.")
+    tls_certfile: Path | None = Field(default=None, description="Serve HTTPS directly (with tls_keyfile).")
+    tls_keyfile: Path | None = None
 
     @field_validator("pool_urls", mode="before")
     @classmethod

@@ -27,6 +27,12 @@ class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class PromptInjection(InvalidRequest):
+    """The request was refused by the prompt-injection defence (OWASP LLM01)."""
+
+    code = "prompt_injection"
+
+
 class NotFound(UpcoachError):
     status = 404
     code = "not_found"
@@ -48,6 +54,14 @@ class Overloaded(UpcoachError):
 
     status = 429
     code = "queue_full"
+    type = "rate_limit_error"
+
+
+class RateLimited(UpcoachError):
+    """This caller sent more requests than its rate limit allows."""
+
+    status = 429
+    code = "rate_limited"
     type = "rate_limit_error"
 
 
@@ -103,3 +117,20 @@ class ChecksumMismatch(ModelStoreError):
 class FetchFailed(ModelStoreError):
     status = 502
     code = "fetch_failed"
+
+
+class Unauthorized(UpcoachError):
+    """No usable credentials. ``headers`` must reach the client: RFC 9110 requires WWW-Authenticate on a 401."""
+
+    status = 401
+    code = "unauthorized"
+    type = "authentication_error"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(UpcoachError):
+    """Valid credentials whose role may not do this."""
+
+    status = 403
+    code = "forbidden"
+    type = "permission_error"

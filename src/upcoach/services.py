@@ -10,9 +10,13 @@ from upcoach.config import Settings
 from upcoach.errors import ModelNotFound
 from upcoach.llm.base import Backend
 from upcoach.modelstore.catalog import CATALOG
+from upcoach.observability.audit import AuditLog
 from upcoach.observability.metrics import Metrics
 from upcoach.routing.engine import HybridEngine
 from upcoach.routing.policy import Target
+from upcoach.security.auth import principal_of
+from upcoach.security.keys import Role
+from upcoach.security.limits import TokenBucketLimiter
 from upcoach.storage.database import Database
 from upcoach.storage.requests import RequestRepository
 
@@ -30,6 +34,8 @@ class Services:
     local_model_id: str
     local: Backend | None = None
     local_problem: str | None = "local model is loading"
+    audit: AuditLog | None = None
+    limiter: TokenBucketLimiter | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def model_ids(self) -> list[str]:
@@ -50,5 +56,18 @@ class Services:
         raise ModelNotFound(f"model {model!r} does not exist; see GET /v1/models", param="model")
 
     def user_of(self, request: Request, claimed: str | None = None) -> str | None:
-        """The caller's user id. Until authentication lands this is the X-User-Id header or the body's user."""
-        return request.headers.get("x-user-id") or claimed
+        """Whose request this is. Users always act as themselves; admins, coaches (the UpCoach backend calling
+        on behalf of its users) and local development may name the user with X-User-Id or the body's ``user``."""
+        principal = principal_of(request)
+        if principal is None:
+            return None
+        if principal.via == "dev" or principal.role in (Role.admin, Role.coach):
+            return request.headers.get("x-user-id") or claimed or principal.user_id
+        return principal.user_id
+
+    def token_cap(self, request: Request, requested: int | None) -> int:
+        """The answer length this caller may ask for: their request, capped by their role's limit."""
+        principal = principal_of(request)
+        role = str(principal.role) if principal is not None else "user"
+        cap = self.settings.max_tokens_by_role.get(role, self.settings.default_max_tokens)
+        return min(requested or self.settings.default_max_tokens, cap)

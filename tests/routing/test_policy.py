@@ -111,3 +111,30 @@ def test_every_combination_gives_a_reasoned_decision_and_private_never_cloud() -
             assert cloud and not breaker
         if decision.target is None:
             assert not local_ok and decision.error_code == "local_unavailable"
+
+
+REDACTING = PolicyConfig(complexity_threshold=0.5, redact_private=True)
+
+
+def test_private_complex_goes_to_cloud_only_redacted() -> None:
+    decision = decide(COMPLEX, Hints("private"), HEALTHY, REDACTING)
+    assert decision.target == "cloud" and decision.redact and decision.cloud_allowed
+    assert "redacted" in decision.reasons[-1]
+    simple = decide(SIMPLE, Hints("private"), HEALTHY, REDACTING)
+    assert simple.target == "local" and simple.redact  # a fallback to the cloud would be redacted too
+
+
+def test_public_is_never_marked_for_redaction_and_sensitive_never_leaves() -> None:
+    assert not decide(COMPLEX, Hints("public"), HEALTHY, REDACTING).redact
+    sensitive = decide(COMPLEX, Hints("sensitive"), HEALTHY, REDACTING)
+    assert sensitive.target == "local" and not sensitive.cloud_allowed and not sensitive.redact
+
+
+def test_with_redaction_every_cloud_bound_private_decision_is_redacted() -> None:
+    for prefer, budget, local_ok, full, cloud, features in itertools.product(
+        (False, True), (None, 50.0), (True, False), (False, True), (True, False), (SIMPLE, COMPLEX)
+    ):
+        state = LiveState(local_ok, full, 200, cloud, False, False, 700)
+        decision = decide(features, Hints("private", prefer, budget), state, REDACTING)
+        if decision.cloud_allowed or decision.target == "cloud":
+            assert decision.redact

@@ -48,7 +48,9 @@ async def test_two_workers_share_one_bucket_through_redis(redis_client: aioredis
     second = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
     clock = Clock()
     try:
-        workers = [TokenBucketLimiter(0.001, 10, client, prefix=prefix, clock=clock) for client in (redis_client, second)]
+        workers = [
+            TokenBucketLimiter(0.001, 10, client, prefix=prefix, clock=clock) for client in (redis_client, second)
+        ]
         verdicts = await asyncio.gather(*(workers[i % 2].take("user-1") for i in range(30)))
         assert sum(v.allowed for v in verdicts) == 10
     finally:

@@ -21,6 +21,9 @@ from upcoach.storage.tables import Base
 # The fixtures' engines live on the session event loop, so the tests must run on it too.
 on_session_loop = pytest.mark.asyncio(loop_scope="session")
 
+HEAD = "0002"
+TABLES = {"alembic_version", "request_records", "api_keys", "audit_events"}
+
 
 async def _versions(db: Database) -> list[str]:
     async with db.engine.connect() as conn:
@@ -36,8 +39,8 @@ async def _tables(db: Database) -> set[str]:
 async def test_migrate_twice_is_idempotent_and_keeps_data(db: Database) -> None:
     assert await _tables(db) == set()
     await db.migrate()
-    assert await _tables(db) == {"alembic_version", "request_records"}
-    assert await _versions(db) == ["0001"]
+    assert await _tables(db) == TABLES
+    assert await _versions(db) == [HEAD]
 
     repo = RequestRepository(db)
     record = RequestRecord(
@@ -54,7 +57,7 @@ async def test_migrate_twice_is_idempotent_and_keeps_data(db: Database) -> None:
     await repo.add(record)
 
     await db.migrate()
-    assert await _versions(db) == ["0001"]
+    assert await _versions(db) == [HEAD]
     assert await repo.get("r1") == record
 
 
@@ -67,7 +70,7 @@ async def test_concurrent_migrations_do_not_collide(database_url: str, db: Datab
     finally:
         for other in others:
             await other.dispose()
-    assert await _versions(db) == ["0001"]
+    assert await _versions(db) == [HEAD]
 
 
 @on_session_loop
@@ -94,15 +97,15 @@ async def test_downgrade_and_standalone_url_run(database_url: str, migrated_db: 
     assert await _tables(migrated_db) == {"alembic_version"}
     assert await _versions(migrated_db) == []
     await asyncio.to_thread(command.upgrade, config, "head")
-    assert await _tables(migrated_db) == {"alembic_version", "request_records"}
-    assert await _versions(migrated_db) == ["0001"]
+    assert await _tables(migrated_db) == TABLES
+    assert await _versions(migrated_db) == [HEAD]
 
 
 def test_history_is_one_line_ending_at_head() -> None:
     # Two heads would make "upgrade head" fail at every start: new revisions must extend the single line.
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0001"]
-    assert [rev.revision for rev in script.walk_revisions()] == ["0001"]
+    assert script.get_heads() == [HEAD]
+    assert [rev.revision for rev in script.walk_revisions()] == ["0002", "0001"]
 
 
 @pytest.mark.parametrize("url", ["sqlite:///unused.db", "postgresql://unused@127.0.0.1/unused"])
@@ -115,3 +118,4 @@ def test_offline_mode_prints_the_ddl(url: str) -> None:
     ddl = buffer.getvalue()
     assert "CREATE TABLE request_records" in ddl
     assert "CREATE INDEX ix_request_records_user_id_created_at ON request_records (user_id, created_at)" in ddl
+    assert "CREATE TABLE audit_events" in ddl and "CONSTRAINT uq_audit_events_prev_hmac UNIQUE (prev_hmac)" in ddl

@@ -55,9 +55,11 @@ async def _on_upcoach_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UpcoachError)
     if exc.status >= 500 and exc.status != 503:
         log.error("%s: %s", exc.code, exc.message)
-    return error_response(
+    response = error_response(
         exc.status, exc.message, code=exc.code, type_=exc.type, param=exc.param, retry_after=exc.retry_after
     )
+    response.headers.update(getattr(exc, "headers", None) or {})
+    return response
 
 
 async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:

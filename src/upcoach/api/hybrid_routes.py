@@ -15,6 +15,8 @@ from upcoach.api.errors import error_body
 from upcoach.api.hybrid_schemas import HybridProcessRequest, outcome_body, route_body
 from upcoach.errors import InvalidRequest, UpcoachError
 from upcoach.routing.engine import Event
+from upcoach.security.auth import principal_of
+from upcoach.security.keys import Role
 from upcoach.services import Services
 
 router = APIRouter(prefix="/api/ai")
@@ -27,7 +29,9 @@ def _services(request: Request) -> Services:
 @router.post("/hybrid/process", response_model=None)
 async def process(body: HybridProcessRequest, request: Request) -> JSONResponse | StreamingResponse:
     services = _services(request)
-    engine_request = body.to_engine(f"req_{uuid.uuid4().hex}", services.user_of(request))
+    engine_request = body.to_engine(
+        f"req_{uuid.uuid4().hex}", services.user_of(request), services.token_cap(request, body.max_tokens)
+    )
     if not body.stream:
         outcome = await services.hybrid.process(engine_request)
         return JSONResponse(outcome_body(outcome))
@@ -60,7 +64,7 @@ async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
 @router.post("/hybrid/route")
 async def route(body: HybridProcessRequest, request: Request) -> dict[str, object]:
     services = _services(request)
-    decision, _, state = await services.hybrid.route(body.to_engine("route", services.user_of(request)))
+    decision, _, state, _ = await services.hybrid.route(body.to_engine("route", services.user_of(request)))
     return route_body(decision, state)
 
 
@@ -72,6 +76,9 @@ async def usage_summary(
 ) -> Response:
     if since is not None and since.utcoffset() is None:
         raise InvalidRequest("since must carry a timezone, e.g. 2026-11-25T00:00:00Z", param="since")
+    principal = principal_of(request)
+    if principal is not None and principal.via != "dev" and principal.role not in (Role.admin, Role.auditor):
+        user = principal.user_id  # users and coaches see their own usage; the service-wide view is for admins
     summary = await _services(request).requests.summary(user_id=user, since=since)
     return JSONResponse(
         {

@@ -58,7 +58,7 @@ class HybridProcessRequest(_Camel):
             raise ValueError("at least one user message is required")
         return value
 
-    def to_engine(self, request_id: str, user_id: str | None) -> HybridRequest:
+    def to_engine(self, request_id: str, user_id: str | None, max_tokens: int | None = None) -> HybridRequest:
         hints = self.routing_hints
         device = None
         if self.device_profile is not None:
@@ -69,7 +69,7 @@ class HybridProcessRequest(_Camel):
             )
         return HybridRequest(
             messages=tuple(ChatMessage(m.role, m.content) for m in self.messages),
-            params=GenerationParams(max_tokens=self.max_tokens, temperature=self.temperature),
+            params=GenerationParams(max_tokens=max_tokens or self.max_tokens, temperature=self.temperature),
             hints=Hints(hints.privacy_level, hints.prefer_local, hints.max_latency),
             request_id=request_id,
             endpoint="hybrid",
@@ -96,6 +96,8 @@ def outcome_body(outcome: Outcome) -> dict[str, Any]:
             "reasons": outcome.reasons,
             "fallbackUsed": outcome.fallback_used,
             "complexity": outcome.complexity,
+            "redactions": outcome.redactions or {},
+            "flags": outcome.flags,
         },
         "finishReason": outcome.finish_reason,
         "requestId": outcome.request_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import get_args
 
 from fastapi import APIRouter, Request
@@ -53,7 +54,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     completion_id = new_completion_id()
     hybrid = HybridRequest(
         messages=body.messages_internal(),
-        params=body.params(),
+        params=replace(
+            body.params(), max_tokens=services.token_cap(request, body.max_completion_tokens or body.max_tokens)
+        ),
         hints=Hints(privacy_level=_privacy(body, request)),
         request_id=completion_id,
         endpoint="openai",

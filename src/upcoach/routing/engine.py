@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from upcoach.errors import BackendError, LocalUnavailable, Overloaded, Unavailable, UpcoachError
+from upcoach.errors import BackendError, LocalUnavailable, Overloaded, PromptInjection, Unavailable, UpcoachError
 from upcoach.llm.base import Backend, ChatMessage, ChatRequest, Completion, GenerationParams, Usage
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
 from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.features import RequestFeatures, extract
 from upcoach.routing.policy import Decision, Device, Hints, LiveState, PolicyConfig, Target, decide
+from upcoach.security.canary import guard_system_prompt, leaks, make_canary
+from upcoach.security.guard import Guard, Inspection, StreamRehydrator
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ class Outcome:
     outcome: Literal["ok", "error", "cancelled"] = "ok"
     error_code: str | None = None
     complexity: float = 0.0
+    redactions: dict[str, int] | None = None
+    flags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -98,9 +102,22 @@ class _Run:
     local_usage: Usage = field(default_factory=Usage)
     finish_reason: str = "stop"
     model: str = ""
+    flags: list[str] = field(default_factory=list)
+    redactions: dict[str, int] | None = None
+    redacted: bool = False
+    withheld: bool = False
+    preamble: str = ""
 
 
 RecordFn = Callable[[Outcome], Awaitable[None]]
+FlagFn = Callable[["HybridRequest", list[str]], Awaitable[None]]
+WITHHELD = "I can't share that. Let's get back to your coaching goals."
+
+
+def _crisis_preamble() -> str:
+    from upcoach.privacy.special_category import CRISIS_RESOURCES
+
+    return CRISIS_RESOURCES.strip() + "\n\n"
 
 
 class HybridEngine:
@@ -116,6 +133,8 @@ class HybridEngine:
         policy: PolicyConfig,
         metrics: Metrics,
         record: RecordFn,
+        guard: Guard | None = None,
+        on_flag: FlagFn | None = None,
     ) -> None:
         self.local = list(local)
         self.cloud = cloud
@@ -126,6 +145,11 @@ class HybridEngine:
         self.policy = policy
         self.metrics = metrics
         self._record = record
+        self.guard = guard
+        self._on_flag = on_flag
+        # One canary per process, not per request: a per-request token would change the system prompt every
+        # time and defeat the prefix cache.
+        self.canary = make_canary() if guard is not None else ""
 
     # ---- state and decision ------------------------------------------------------------------------------------
     async def live_state(self) -> LiveState:
@@ -163,15 +187,22 @@ class HybridEngine:
             local_unavailable_reason=reason,
         )
 
-    async def route(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState]:
+    async def route(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection]:
+        inspection = self.guard.inspect(request.messages) if self.guard is not None else Inspection()
+        hints = request.hints
+        keep_local = inspection.keep_local
+        if keep_local and hints.privacy_level != "sensitive":
+            hints = replace(hints, privacy_level="sensitive")
         features = extract(request.messages)
         state = await self.live_state()
         started = time.perf_counter()
-        decision = decide(features, request.hints, state, self.policy, request.device)
+        decision = decide(features, hints, state, self.policy, request.device)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        if keep_local:
+            decision = replace(decision, reasons=(keep_local, *decision.reasons))
         if request.force is not None:
             decision = _forced(decision, request.force, state)
-        return decision, features, state
+        return decision, features, state, inspection
 
     # ---- execution ---------------------------------------------------------------------------------------------
     async def process(self, request: HybridRequest) -> Outcome:
@@ -182,13 +213,19 @@ class HybridEngine:
 
     async def stream(self, request: HybridRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
-        decision, features, _ = await self.route(request)
-        run = _Run(reasons=list(decision.reasons))
+        decision, features, _, inspection = await self.route(request)
+        run = _Run(reasons=list(decision.reasons), flags=list(inspection.flags))
         plan = self._plan(decision)
         admitted = False
         outcome: Outcome | None = None
         last_error: UpcoachError | None = None
+        messages = self._guarded_messages(request.messages)
         try:
+            if inspection.injection_verdict == "block":
+                run.flags.append("prompt_injection_blocked")
+                raise PromptInjection("the request looks like a prompt injection and was refused", param="messages")
+            if inspection.injection_verdict == "flag":
+                run.reasons.append(f"possible prompt injection (score {inspection.injection_score:.2f}): flagged")
             if decision.target is None:
                 raise LocalUnavailable("; ".join(decision.reasons), param="routingHints.privacyLevel")
             for position, side in enumerate(plan):
@@ -198,19 +235,41 @@ class HybridEngine:
                     run.fallback_used = True
                     continue
                 continuation = "".join(run.text)
-                chat = ChatRequest(request.messages, request.params, request.request_id, continuation)
+                rehydrator: StreamRehydrator | None = None
+                side_messages = messages
+                if side.is_cloud and decision.redact:
+                    try:
+                        side_messages, rehydrator = self._redact(messages, run)
+                    except Exception as exc:  # fail closed: what could not be redacted does not leave
+                        log.exception("redaction failed")
+                        run.reasons.append(f"redaction failed ({type(exc).__name__}): not sent to the cloud")
+                        run.fallback_used = True
+                        continue
+                chat = ChatRequest(side_messages, request.params, request.request_id, continuation)
                 try:
                     async for chunk in side.backend.stream(chat):
                         if not admitted:
                             admitted = True
                             yield Event("admitted")
-                        if chunk.text:
+                            if inspection.self_harm:
+                                run.preamble = _crisis_preamble()
+                                yield Event("text", run.preamble)
+                        piece = rehydrator.feed(chunk.text) if rehydrator and chunk.text else chunk.text
+                        if chunk.final is not None and rehydrator is not None:
+                            piece += rehydrator.flush()
+                        if piece and not run.withheld:
                             if run.first_token_at is None:
                                 run.first_token_at = time.perf_counter()
                             if side not in run.sides_used:
                                 run.sides_used.append(side)
-                            run.text.append(chunk.text)
-                            yield Event("text", chunk.text)
+                            run.text.append(piece)
+                            if self._leaked(run, request.messages):
+                                run.withheld = True
+                                run.flags.append("system_prompt_leak_withheld")
+                                run.reasons.append("answer withheld: it revealed the system prompt")
+                                yield Event("text", WITHHELD)
+                            else:
+                                yield Event("text", piece)
                         if chunk.final is not None:
                             self._account(run, side, chunk.final)
                 except (BackendError, Overloaded, Unavailable) as exc:
@@ -234,11 +293,15 @@ class HybridEngine:
                     continue
                 if side.is_cloud and self.cloud_breaker is not None:
                     await self.cloud_breaker.record_success()
+                if run.flags and self._on_flag is not None:
+                    await self._on_flag(request, run.flags)
                 outcome = await self._finish(request, decision, features, run, started)
                 yield Event("final", outcome=outcome)
                 return
             raise last_error or LocalUnavailable("; ".join(run.reasons))
         except UpcoachError as exc:
+            if run.flags and self._on_flag is not None:
+                await self._on_flag(request, run.flags)
             await self._record_failure(request, decision, features, run, started, exc)
             raise
         except BaseException:
@@ -246,6 +309,28 @@ class HybridEngine:
             if outcome is None:
                 await self._record_failure(request, decision, features, run, started, None)
             raise
+
+    def _guarded_messages(self, messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
+        if not self.canary or not messages or messages[0].role not in ("system", "developer"):
+            return messages
+        first = messages[0]
+        return (ChatMessage(first.role, guard_system_prompt(first.content, self.canary)), *messages[1:])
+
+    def _redact(self, messages: tuple[ChatMessage, ...], run: _Run) -> tuple[tuple[ChatMessage, ...], StreamRehydrator]:
+        assert self.guard is not None
+        redactor = self.guard.redactor()
+        redacted = redactor.redact_messages([m.content for m in messages])  # type: ignore[attr-defined]
+        run.redactions = dict(redactor.counts)  # type: ignore[attr-defined]
+        run.redacted = True
+        return tuple(ChatMessage(m.role, text) for m, text in zip(messages, redacted, strict=True)), StreamRehydrator(
+            redactor
+        )
+
+    def _leaked(self, run: _Run, original: tuple[ChatMessage, ...]) -> bool:
+        if not self.canary:
+            return False
+        system = original[0].content if original and original[0].role in ("system", "developer") else ""
+        return leaks("".join(run.text), self.canary, system)
 
     def _plan(self, decision: Decision) -> list[_Side]:
         local_sides = [_Side(_backend_name(b), b, False) for b in self.local]
@@ -270,7 +355,13 @@ class HybridEngine:
         ended = time.perf_counter()
         used_cloud = any(s.is_cloud for s in run.sides_used)
         used_local = any(not s.is_cloud for s in run.sides_used)
-        mode: ProcessingMode = "hybrid" if used_cloud and used_local else "cloud" if used_cloud else "local"
+        mode: ProcessingMode = (
+            "hybrid"
+            if (used_cloud and used_local) or (used_cloud and run.redacted)
+            else "cloud"
+            if used_cloud
+            else "local"
+        )
         # A cloud stream that broke off still produced tokens we pay for: count what reached the user.
         if used_local and run.fallback_used and used_cloud and run.cloud_usage.completion_tokens == 0:
             run.cloud_usage.completion_tokens = max(1, len("".join(run.text)) // 4)
@@ -283,7 +374,7 @@ class HybridEngine:
         await self.budget.add(price.cost(run.cloud_usage.prompt_tokens, run.cloud_usage.completion_tokens))
         outcome = Outcome(
             request_id=request.request_id,
-            text="".join(run.text),
+            text=run.preamble + (WITHHELD if run.withheld else "".join(run.text)),
             processing_mode=mode,
             decision=decision.target,
             backend="+".join(dict.fromkeys(s.name for s in run.sides_used)) or "none",
@@ -300,6 +391,8 @@ class HybridEngine:
             user_id=request.user_id,
             endpoint=request.endpoint,
             complexity=features.complexity,
+            redactions=run.redactions if run.redacted else None,
+            flags=list(run.flags),
         )
         self._observe(outcome)
         await self._record(outcome)
@@ -335,6 +428,8 @@ class HybridEngine:
             outcome="error" if exc else "cancelled",
             error_code=exc.code if exc else None,
             complexity=features.complexity,
+            redactions=run.redactions if run.redacted else None,
+            flags=list(run.flags),
         )
         self._observe(outcome)
         try:

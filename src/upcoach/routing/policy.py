@@ -54,6 +54,8 @@ class LiveState:
 @dataclass(frozen=True)
 class PolicyConfig:
     complexity_threshold: float = 0.5
+    # Private requests may use the cloud only with personal data redacted; off when no redactor is available.
+    redact_private: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Decision:
     on_device: bool = False
     device_reasons: tuple[str, ...] = field(default_factory=tuple)
     error_code: str | None = None
+    redact: bool = False  # personal data must be redacted before the cloud sees this request
 
 
 def _cloud_block_reason(state: LiveState) -> str:
@@ -97,9 +100,20 @@ def decide(
     reasons: list[str] = []
     complexity = features.complexity
 
+    redact = hints.privacy_level == "private"
+
     def done(target: Target | None, cloud_allowed: bool, error: str | None = None) -> Decision:
         on_device, device_reasons = _device(device, target, hints.privacy_level)
-        return Decision(target, tuple(reasons), cloud_allowed, complexity, on_device, device_reasons, error)
+        return Decision(
+            target,
+            tuple(reasons),
+            cloud_allowed,
+            complexity,
+            on_device,
+            device_reasons,
+            error,
+            redact and cloud_allowed,
+        )
 
     def local_or_fail(cloud_allowed: bool) -> Decision:
         if state.local_available:
@@ -111,19 +125,21 @@ def decide(
     if hints.privacy_level == "sensitive":
         reasons.append("privacy level sensitive: local only")
         return local_or_fail(cloud_allowed=False)
-    if hints.privacy_level == "private":
+    if hints.privacy_level == "private" and not config.redact_private:
         reasons.append("privacy level private: kept local")
         return local_or_fail(cloud_allowed=False)
+    # From here on the request may use the cloud: as it is when public, redacted when private.
+    cloud_words = "cloud with personal data redacted" if redact else "cloud"
 
     # 2. Availability: a side that cannot answer is not a choice.
     if not state.cloud_usable:
         reasons.append(f"{_cloud_block_reason(state)}: local")
         return local_or_fail(cloud_allowed=False)
     if not state.local_available:
-        reasons.append(f"{state.local_unavailable_reason}: cloud")
+        reasons.append(f"{state.local_unavailable_reason}: {cloud_words}")
         return done("cloud", True)
     if state.local_queue_full:
-        reasons.append("local queue full: spill over to the cloud")
+        reasons.append(f"local queue full: spill over to the {cloud_words}")
         return done("cloud", True)
 
     budget = hints.max_latency_ms
@@ -135,7 +151,7 @@ def decide(
         if not local_fits and cloud_fits:
             reasons.append(
                 f"prefers local, but local needs ~{state.local_ttft_ms:.0f} ms > budget {budget:.0f} ms "
-                f"and cloud ~{state.cloud_ttft_ms:.0f} ms fits: cloud"
+                f"and cloud ~{state.cloud_ttft_ms:.0f} ms fits: {cloud_words}"
             )
             return done("cloud", True)
         reasons.append("caller prefers local")
@@ -144,13 +160,15 @@ def decide(
     # 4. Complexity against cost: simple requests are free locally, complex ones get the bigger model.
     explained = features.explain()
     if complexity >= config.complexity_threshold:
-        reasons.append(f"complex request ({complexity:.2f} >= {config.complexity_threshold:.2f}: {explained}): cloud")
+        reasons.append(
+            f"complex request ({complexity:.2f} >= {config.complexity_threshold:.2f}: {explained}): {cloud_words}"
+        )
         target: Target = "cloud"
     else:
         reasons.append(f"simple request ({complexity:.2f} < {config.complexity_threshold:.2f}: {explained}): local")
         target = "local"
     if target == "local" and not local_fits and cloud_fits:
-        reasons.append(f"local ~{state.local_ttft_ms:.0f} ms misses the {budget:.0f} ms budget: cloud")
+        reasons.append(f"local ~{state.local_ttft_ms:.0f} ms misses the {budget:.0f} ms budget: {cloud_words}")
         target = "cloud"
     elif target == "cloud" and not cloud_fits and local_fits:
         reasons.append(f"cloud ~{state.cloud_ttft_ms:.0f} ms misses the {budget:.0f} ms budget: local")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, MetaData, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, MetaData, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -84,3 +84,38 @@ class RequestRecordRow(Base):
     region: Mapped[str | None] = mapped_column(String(32))
     # none_as_null: "no redaction data" is SQL NULL, not the JSON value null.
     redactions: Mapped[dict[str, int] | None] = mapped_column(JSON(none_as_null=True))
+
+
+class ApiKeyRow(Base):
+    """An API key. Only a SHA-256 digest of the secret is stored: the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEventRow(Base):
+    """One audit event, HMAC-chained to the previous one (observability/audit.py computes the chain).
+
+    Ids are assigned by the writer as previous id + 1, not by the database, so a gap means a deleted row. The
+    primary key and the unique ``prev_hmac`` make a forked chain impossible even if two writers race.
+    ``details`` holds identifiers and counts, never message text or secrets.
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    actor_role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(256))
+    details: Mapped[dict[str, object]] = mapped_column(JSON)
+    prev_hmac: Mapped[str] = mapped_column(String(64), unique=True)
+    hmac: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,1 @@
+"""Privacy rules: special-category data (GDPR art. 9), residency, retention, data-subject rights."""

@@ -1,0 +1,1 @@
+"""Authentication, API keys, request checks (injection, PII) and limits."""

@@ -1,0 +1,265 @@
+"""Text normalisation for the injection detector: one canonical form that obfuscation cannot dodge.
+
+Attackers hide "ignore previous instructions" behind zero-width characters, Cyrillic look-alikes, full-width
+letters, leetspeak or an encoding. ``clean`` undoes the cosmetic tricks (NFKC, invisibles, homoglyphs, case,
+whitespace) and is what the classifier reads; ``normalize`` additionally folds leetspeak, which only the rules
+want (the classifier would lose real digits such as "5 hours"). ``decoded_payloads`` finds base64 and rot13
+payloads so the detector can scan what they say.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+from collections.abc import Iterable
+
+import numpy as np
+
+# Invisible or formatting characters that render as nothing: zero-width space/joiners, bidi marks and
+# overrides, word joiner and invisible operators, BOM, soft hyphen, Hangul fillers, variation selectors and
+# the whole tag block (used to smuggle ASCII invisibly, "ASCII smuggling").
+_INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE007F),
+    (0xE0100, 0xE01EF),
+)
+_INVISIBLE: dict[int, None] = {cp: None for lo, hi in _INVISIBLE_RANGES for cp in range(lo, hi + 1)}
+
+# Cyrillic and Greek letters that look like Latin ones, and curly quotes (so rules need only straight ones).
+# Upper case is mapped before case folding because some capitals look like a different Latin letter than their
+# lower case (Greek Η looks like H, η like n).
+_HOMOGLYPHS = {
+    # Cyrillic
+    "А": "a", "а": "a", "В": "b", "в": "b", "С": "c", "с": "c", "Е": "e", "е": "e", "Ё": "e", "ё": "e",
+    "Н": "h", "н": "h", "һ": "h", "І": "i", "і": "i", "Ї": "i", "ї": "i", "Ј": "j", "ј": "j", "К": "k",
+    "к": "k", "Ӏ": "l", "ӏ": "l", "М": "m", "м": "m", "О": "o", "о": "o", "Р": "p", "р": "p", "Ԛ": "q",
+    "ԛ": "q", "Ѕ": "s", "ѕ": "s", "Т": "t", "т": "t", "У": "y", "у": "y", "Х": "x", "х": "x", "Ԁ": "d",
+    "ԁ": "d", "Ԝ": "w", "ԝ": "w", "Ү": "y", "ү": "y",
+    # Greek
+    "Α": "a", "α": "a", "Β": "b", "β": "b", "Ε": "e", "ε": "e", "Ζ": "z", "Η": "h", "η": "n", "Ι": "i",
+    "ι": "i", "Κ": "k", "κ": "k", "Μ": "m", "Ν": "n", "ν": "v", "Ο": "o", "ο": "o", "Ρ": "p", "ρ": "p",
+    "Τ": "t", "τ": "t", "Υ": "y", "υ": "u", "Χ": "x", "χ": "x", "ϲ": "c", "Ϲ": "c", "ϳ": "j", "ω": "w",
+    "γ": "y",
+    # Latin variants and typographic quotes that NFKC keeps
+    "ɑ": "a", "ɡ": "g", "ı": "i", "ȷ": "j", "ſ": "s", "‘": "'", "’": "'", "ʼ": "'", "‚": "'", "“": '"', "”": '"',
+    "„": '"', "«": '"', "»": '"',
+}  # fmt: skip
+_LEET = {"1": "i", "0": "o", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
+
+_LOOKALIKE_TABLE: dict[int, str | None] = {**_INVISIBLE, **{ord(k): v for k, v in _HOMOGLYPHS.items()}}
+_LEET_TABLE = str.maketrans(_LEET)
+
+
+def _char_class(codepoints: Iterable[int]) -> re.Pattern[str]:
+    # Written as ranges: a class listing hundreds of single characters is matched by linear scan (~1 µs a char).
+    ranges: list[list[int]] = []
+    for cp in sorted(set(codepoints)):
+        if ranges and cp == ranges[-1][1] + 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return re.compile("[" + "".join(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in ranges) + "]")
+
+
+# str.translate with a dict costs a lookup per character; a character-class search runs in C, so the tables are
+# only applied to the rare message that contains something to map.
+_INVISIBLE_RE = _char_class(_INVISIBLE)
+# Only BMP characters: astral ranges make a class several times slower, and NFKC never yields the astral
+# invisibles (tag characters), which the first step of every pass has already removed.
+_LOOKALIKE_RE = _char_class(cp for cp in _LOOKALIKE_TABLE if cp < 0x10000)
+_LEET_RE = _char_class(ord(k) for k in _LEET)
+_ROT13 = str.maketrans(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZabcdefghijklm"
+)
+
+# Each removal or mapping can create a new NFKC composition ("e" + ZWSP + U+0301 → "é" once the ZWSP is gone),
+# so passes repeat until nothing changes; in practice the first pass is already the fixed point.
+_MAX_PASSES = 4
+
+
+def _pass(text: str, fold_leet: bool) -> str:
+    if _INVISIBLE_RE.search(text):
+        text = _INVISIBLE_RE.sub("", text)
+    text = unicodedata.normalize("NFKC", text)
+    if _LOOKALIKE_RE.search(text):
+        text = text.translate(_LOOKALIKE_TABLE)
+    text = text.casefold()
+    if fold_leet and _LEET_RE.search(text):
+        text = text.translate(_LEET_TABLE)
+    return " ".join(text.split())
+
+
+def _is_fixed(text: str, fold_leet: bool) -> bool:
+    """True when ``_pass`` would return ``text`` unchanged (``text`` is already whitespace-collapsed)."""
+    return (
+        unicodedata.is_normalized("NFKC", text)
+        and not _LOOKALIKE_RE.search(text)
+        and not (fold_leet and _LEET_RE.search(text))
+        and text.casefold() == text
+    )
+
+
+def _fixpoint(text: str, fold_leet: bool) -> str:
+    text = _pass(text, fold_leet)
+    for _ in range(_MAX_PASSES - 1):
+        if _is_fixed(text, fold_leet):
+            break
+        text = _pass(text, fold_leet)
+    return text
+
+
+def clean(text: str) -> str:
+    """NFKC, invisibles stripped, homoglyphs mapped to Latin, case-folded, whitespace collapsed."""
+    if text.isascii():  # the common case: only case and whitespace can change
+        return " ".join(text.lower().split())
+    return _fixpoint(text, fold_leet=False)
+
+
+def fold_leet(cleaned: str) -> str:
+    """``normalize`` for a text that is already in ``clean`` form (saves the scan a second clean)."""
+    if cleaned.isascii():
+        return cleaned.translate(_LEET_TABLE)
+    return _fixpoint(cleaned, fold_leet=True)
+
+
+def normalize(text: str) -> str:
+    """``clean`` plus leetspeak folding (1→i, 0→o, 3→e, 4→a, 5→s, 7→t, @→a, $→s): the form rules match on."""
+    return fold_leet(clean(text))
+
+
+_PRIME = np.uint64(1_000_003)
+
+
+def codepoints(text: str) -> np.ndarray:
+    """The text as a uint64 array of code points (lone surrogates kept: they are valid in a Python str)."""
+    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype="<u4").astype(np.uint64)
+
+
+def ngram_hashes(points: np.ndarray, sizes: Iterable[int]) -> np.ndarray:
+    """64-bit polynomial hashes of every n-gram of the given sizes, all at once (uint64 wraps on purpose).
+
+    Character n-grams built as Python strings cost ~0.3 µs each; this costs a few µs per thousand.
+    """
+    parts = []
+    for n in sizes:
+        count = len(points) - n + 1
+        if count <= 0:
+            continue
+        acc = np.full(count, n, dtype=np.uint64)
+        for j in range(n):
+            acc = acc * _PRIME + points[j : j + count]
+        parts.append(acc)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+
+
+def string_hashes(strings: list[str]) -> np.ndarray:
+    """The ``ngram_hashes`` value of each string taken whole."""
+    hashes = np.zeros(len(strings), dtype=np.uint64)
+    by_length: dict[int, list[int]] = {}
+    for i, item in enumerate(strings):
+        by_length.setdefault(len(item), []).append(i)
+    for n, rows in by_length.items():
+        points = codepoints("".join(strings[i] for i in rows)).reshape(len(rows), n)
+        acc = np.full(len(rows), n, dtype=np.uint64)
+        for j in range(n):
+            acc = acc * _PRIME + points[:, j]
+        hashes[rows] = acc
+    return hashes
+
+
+def rot13(text: str) -> str:
+    return text.translate(_ROT13)
+
+
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_MAX_PAYLOADS = 8
+_MAX_PAYLOAD_CHARS = 8192
+# Words an injection payload almost always contains; rot13 is only worth decoding when these appear after it,
+# which keeps ordinary text (whose rot13 is gibberish) out of the second scan.
+_ROT13_KEYWORDS = (
+    "ignor",
+    "instruction",
+    "previous",
+    "disregard",
+    "prompt",
+    "system",
+    "password",
+    "access granted",
+    "jailbreak",
+    "pretend",
+    "reveal",
+    "forget",
+    "anweisung",
+    "instruccion",
+    "istruzion",
+    "instruç",
+    "you are",
+    "act as",
+    "rules",
+    "unfiltered",
+    "restrict",
+    "developer",
+    "regeln",
+    "règles",
+    "reglas",
+    "regole",
+    "regras",
+)
+_ROT13_ENCODED_KEYWORDS = tuple(rot13(word) for word in _ROT13_KEYWORDS)
+
+
+def _decode_base64(run: str) -> str | None:
+    run = run.rstrip("=")
+    run = run[: len(run) - len(run) % 4] if len(run) % 4 == 1 else run
+    padded = run + "=" * (-len(run) % 4)
+    try:
+        raw = base64.b64decode(padded, altchars=b"-_" if ("-" in run or "_" in run) else None, validate=True)
+        decoded = raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    if len(decoded) < 8:
+        return None
+    printable = sum(1 for ch in decoded if ch.isprintable() or ch in "\n\r\t")
+    letters = sum(1 for ch in decoded if ch.isalpha())
+    # Random bytes are rarely valid UTF-8 and almost never mostly printable with real letters in them.
+    if printable / len(decoded) < 0.9 or letters < len(decoded) * 0.4:
+        return None
+    return decoded
+
+
+def decoded_payloads(text: str, cleaned: str) -> list[tuple[str, str]]:
+    """Embedded payloads worth a second scan, as ``(kind, decoded text)``; kind is "base64" or "rot13".
+
+    ``text`` is the raw message (base64 is case-sensitive), ``cleaned`` its ``clean`` form.
+    """
+    found: list[tuple[str, str]] = []
+    if len(text) >= 16:
+        visible = text if text.isascii() else _INVISIBLE_RE.sub("", text)
+        for match in _BASE64_RUN.finditer(visible):
+            run = match.group()
+            if run.isalpha() and (run.islower() or run.isupper()):
+                continue  # a long plain word or identifier, not an encoding
+            decoded = _decode_base64(run[:_MAX_PAYLOAD_CHARS])
+            if decoded is not None:
+                found.append(("base64", decoded))
+                if len(found) >= _MAX_PAYLOADS:
+                    break
+    if any(word in cleaned for word in _ROT13_ENCODED_KEYWORDS):
+        found.append(("rot13", rot13(cleaned)))
+    return found
