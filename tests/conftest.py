@@ -68,7 +68,7 @@ def spawn(
         if process.poll() is not None:
             raise RuntimeError(f"{cmd[:3]} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
         try:
-            if httpx.get(ready_url, timeout=2).status_code == 200:
+            if httpx.get(ready_url, timeout=2, verify=False).status_code == 200:  # readiness poll only
                 return process
         except httpx.HTTPError:
             pass
@@ -79,7 +79,13 @@ def spawn(
 
 
 def start_server(
-    tmp: Path, env_overrides: dict[str, str], *, wait_for: str = "/readyz", timeout: float = 120
+    tmp: Path,
+    env_overrides: dict[str, str],
+    *,
+    wait_for: str = "/readyz",
+    timeout: float = 120,
+    scheme: str = "http",
+    extra_args: list[str] | None = None,
 ) -> LiveServer:
     """Run `upcoach serve` on a free port and wait until ``wait_for`` answers 200."""
     port = free_port()
@@ -92,9 +98,9 @@ def start_server(
         "UPCOACH_AUTH": "off",
         **env_overrides,
     }
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"{scheme}://127.0.0.1:{port}"
     log_path = tmp / "server.log"
-    cmd = [sys.executable, "-m", "upcoach.cli", "serve", "--log-level", "info"]
+    cmd = [sys.executable, "-m", "upcoach.cli", "serve", "--log-level", "info", *(extra_args or [])]
     process = spawn(cmd, env, log_path, base_url + wait_for, timeout)
     return LiveServer(base_url, process, log_path)
 
