@@ -20,6 +20,7 @@ from contextlib import aclosing
 from typing import Any, Literal, cast
 
 import openai
+from openai._constants import DEFAULT_CONNECTION_LIMITS
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
@@ -42,6 +43,12 @@ def is_peer_failure(exc: BaseException) -> bool:
     if isinstance(cause, openai.APIConnectionError):
         return True
     return isinstance(cause, openai.APIStatusError) and cause.status_code >= 500
+
+
+MAX_CONNECTIONS = 1000
+# The SDK's own HTTP client library (httpx, or httpx2 in openai >= 3.5x): take its Limits class from the SDK's
+# default rather than importing either library by name.
+_Limits = type(DEFAULT_CONNECTION_LIMITS)
 
 
 class OpenAICompatBackend:
@@ -75,6 +82,12 @@ class OpenAICompatBackend:
             # The read timeout is only a backstop: stream() enforces first-token and total deadlines itself.
             timeout=openai.Timeout(total_timeout, connect=connect_timeout),
             default_headers=dict(default_headers or {}),
+            # Keep as many idle connections as we may open: with the SDK's default of 100, bursts beyond that
+            # close and reopen connections, and under load those connects are what times out.
+            http_client=openai.DefaultAsyncHttpxClient(
+                limits=_Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
+                timeout=openai.Timeout(total_timeout, connect=connect_timeout),
+            ),
         )
         self._outstanding = 0
         self._ttft_ms: float | None = None
