@@ -20,8 +20,8 @@ from contextlib import aclosing
 from typing import Any, Literal, cast
 
 import openai
-from openai._constants import DEFAULT_CONNECTION_LIMITS
 from openai import AsyncOpenAI, AsyncStream
+from openai._constants import DEFAULT_CONNECTION_LIMITS
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
