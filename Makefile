@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench lint clean services model
+.PHONY: install serve test bench bench-tools lint clean services model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,19 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed model
+# The gateway benchmark's peer, LiteLLM's proxy, gets a venv of its own so its dependencies never meet ours.
+LITELLM_VENV := benchmarks/.peers/litellm-venv
+
+$(LITELLM_VENV)/.installed: benchmarks/litellm-requirements.txt
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet -r benchmarks/litellm-requirements.txt
+	touch $@
+
+# wrk is the load generator (Debian's package; the machines run as root, so apt-get needs no sudo).
+bench-tools: $(LITELLM_VENV)/.installed
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+bench: $(VENV)/.bench-installed model bench-tools
 	$(BIN)/python benchmarks/run.py
 
 lint: install

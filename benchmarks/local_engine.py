@@ -169,7 +169,13 @@ def bench_upcoach(model: Path, threads: int, ctx: int, data_dir: Path) -> Result
         [python(), "-m", "upcoach.cli", "serve", "--port", str(port), "--model", str(model), "--log-level", "warning"],
         port,
         "/readyz",
-        env={"UPCOACH_THREADS": str(threads), "UPCOACH_CONTEXT_SIZE": str(ctx), "UPCOACH_DATA_DIR": str(data_dir)},
+        env={
+            "UPCOACH_THREADS": str(threads),
+            "UPCOACH_CONTEXT_SIZE": str(ctx),
+            "UPCOACH_DATA_DIR": str(data_dir),
+            # llama_cpp.server checks no key either: compare the engines, not authentication.
+            "UPCOACH_AUTH": "off",
+        },
     )
     try:
         result = bench_openai_server("upcoach API (streaming, openai SDK)", server.base_url + "/v1", "default")

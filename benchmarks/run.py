@@ -1,10 +1,14 @@
-"""`make bench`: run the benchmarks and write docs/benchmarks.md (and a JSON copy in benchmarks/results/)."""
+"""`make bench`: run the benchmarks and write docs/benchmarks.md (and a JSON copy of each in benchmarks/results/).
+
+`--only local|gateway` runs one benchmark and replaces only its section; the other section is kept as it was.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 import tempfile
 from dataclasses import asdict
@@ -13,39 +17,47 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import local_engine  # noqa: E402
+from benchmarks import decision, gateway, local_engine  # noqa: E402
 from benchmarks.common import machine, median  # noqa: E402
 from upcoach.config import Settings  # noqa: E402
 from upcoach.modelstore.catalog import DEFAULT_MODEL, get_entry  # noqa: E402
 from upcoach.modelstore.fetch import fetch  # noqa: E402
 
 COMMAND = "make bench"
+HEADER = "# Benchmarks\n\nEvery figure below was produced by the command beside it, on the machine named there.\n\n"
+# Section key -> the start of its heading: how an existing file's sections are found again.
+SECTIONS = {
+    "local": "## Local engine:",
+    "gateway": "## Gateway:",
+    "decision": "## Routing decision time",
+}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ctx", type=int, default=4096)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    args = parser.parse_args()
+def _command(only: str | None) -> str:
+    return COMMAND if only is None else f"benchmarks/run.py --only {only}"
 
-    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+
+def _when() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def local_section(threads: int, ctx: int, command: str) -> str:
     settings = Settings()
     model = fetch(get_entry(DEFAULT_MODEL), settings.models_dir)
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = _when()
     with tempfile.TemporaryDirectory() as tmp:
-        results = local_engine.run(model, args.threads, args.ctx, Path(tmp))
+        results = local_engine.run(model, threads, ctx, Path(tmp))
     raw_decode = median(results[0].decode_tps)
     (ROOT / "benchmarks" / "results" / "local_engine.json").write_text(
         json.dumps([asdict(r) for r in results], indent=2)
     )
-    section = "\n".join(
+    return "\n".join(
         [
-            "## Local engine: decode speed, time to first token, memory",
+            f"{SECTIONS['local']} decode speed, time to first token, memory",
             "",
-            f"- command: `{COMMAND}` (benchmarks/local_engine.py); date: {when}",
+            f"- command: `{command}` (benchmarks/local_engine.py); date: {when}",
             f"- machine: {machine()}",
-            f"- model: {DEFAULT_MODEL} ({model.name}), {args.threads} threads, context {args.ctx}; system prompt "
+            f"- model: {DEFAULT_MODEL} ({model.name}), {threads} threads, context {ctx}; system prompt "
             f"{results[0].system_tokens} tokens; {len(local_engine.USER_MESSAGES)} users, each a new conversation "
             "with a different question, sent one after another",
             f"- decode: one stream of up to {local_engine.DECODE_TOKENS} tokens, first to last token, median of "
@@ -57,10 +69,113 @@ def main() -> None:
             "",
         ]
     )
-    header = "# Benchmarks\n\nEvery figure below was produced by the command beside it, on the machine named there.\n\n"
+
+
+def gateway_section(command: str) -> str:
+    g = gateway
+    when = _when()
+    with tempfile.TemporaryDirectory() as tmp:
+        results, info = g.run(Path(tmp))
+    (ROOT / "benchmarks" / "results" / "gateway.json").write_text(
+        json.dumps({"versions": info, "results": [asdict(r) for r in results]}, indent=2)
+    )
+    wrk_load = (
+        f"wrk -t{g.LOAD_THREADS} -c{g.LOAD_CONNECTIONS} -d{g.LOAD_SECONDS}s --timeout={g.WRK_TIMEOUT_SECONDS}s "
+        "-s benchmarks/wrk_chat.lua URL -- BODY ANSWER 0"
+    )
+    wrk_seq = (
+        f"wrk -t1 -c1 -d600s --timeout={g.WRK_TIMEOUT_SECONDS}s -s benchmarks/wrk_chat.lua URL -- BODY ANSWER "
+        f"{g.SEQUENTIAL_REQUESTS}"
+    )
+    body = json.dumps(g.REQUEST_BODY, separators=(",", ":"))
+    return "\n".join(
+        [
+            f"{SECTIONS['gateway']} requests/s at {g.LOAD_CONNECTIONS:,} clients, latency, overhead over the "
+            "upstream, vs LiteLLM",
+            "",
+            f"- command: `{command}` (benchmarks/gateway.py); date: {when}",
+            f"- machine: {machine()}; the stub, the gateway under test and wrk share these cores, the same way for "
+            "every target",
+            f"- upstream: `{results[0].command}` (benchmarks/stub_server.py): raw ASGI on uvicorn with uvloop and "
+            "httptools, a fixed answer and usage, streamed or not as asked",
+            f"- request, identical for every target: `POST /v1/chat/completions` `{body}` with "
+            "`X-Privacy-Level: public`; every 200 is checked to carry the stub's answer",
+            f"- {results[1].name}: `{results[1].command}`",
+            f"- {results[2].name}: `{results[2].command}`; config: model `auto` -> `openai/gpt-4o-mini` at the "
+            "stub, `general_settings.disable_spend_logs` and `disable_error_logs`, `litellm_settings.set_verbose: "
+            "false`, no database, no callbacks (benchmarks/gateway.py `LITELLM_CONFIG`); its own venv from "
+            "benchmarks/litellm-requirements.txt",
+            f"- load: `{wrk_load}`, after a warm-up ({g.SEQUENTIAL_WARMUP} sequential requests, then "
+            f"{g.WARMUP_SECONDS} s at {g.WARMUP_CONNECTIONS} connections); latency percentiles are over the "
+            f"responses completed in the {g.LOAD_SECONDS} s; errors = socket errors + non-2xx, over both runs",
+            "- reading the load columns: all three servers are uvicorn with uvloop, which serves connections "
+            "unevenly once its core is saturated, so at 1,000 clients P95/P99 (the stub's too) mostly show how long "
+            "the least-served connections waited; a target slower than "
+            f"{g.LOAD_CONNECTIONS // g.LOAD_SECONDS} req/s ({g.LOAD_CONNECTIONS:,} clients / {g.LOAD_SECONDS} s) "
+            "cannot reach steady state within the run, so its percentiles understate its latency. Requests/s and "
+            "errors are the load figures to compare",
+            f"- sequential: `{wrk_seq}`: one keep-alive connection; overhead = the target's percentile minus the "
+            "stub's (P50 and P95)",
+            "- each run starts once every server is idle again; " + "; ".join(f"{k} {v}" for k, v in info.items()),
+            "",
+            g.to_markdown(results),
+            "",
+            *g.goals(results),
+            "",
+        ]
+    )
+
+
+def merge(existing: str, new: dict[str, str]) -> str:
+    """The file with the new sections in place of the old ones; sections not re-run are kept as they were."""
+    old: dict[str, str] = {}
+    for chunk in re.split(r"(?m)^(?=## )", existing):
+        for key, heading in SECTIONS.items():
+            if chunk.startswith(heading):
+                old[key] = chunk.rstrip("\n") + "\n"
+    sections = [new.get(key) or old.get(key) for key in SECTIONS]
+    return HEADER + "\n".join(s for s in sections if s)
+
+
+def decision_section(command: str) -> str:
+    result = decision.run()
+    return "\n".join(
+        [
+            f"{SECTIONS['decision']}: feature extraction + policy (goal < 1 ms P99)",
+            "",
+            f"- command: `{command}` (benchmarks/decision.py); date: {_when()}",
+            f"- machine: {machine()}",
+            f"- {decision.ROUNDS:,} decisions over {len(decision._cases())} combinations of request (20 coaching "
+            "questions, a ~1,300-character multi-ask request, a 21-turn conversation), hints and live state; the "
+            "same `extract` + `decide` calls the engine makes per request, timed one by one",
+            "",
+            decision.to_markdown(result),
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", choices=sorted(SECTIONS), help="run one benchmark; keep the other's section")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+
+    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+    command = _command(args.only)
+    new: dict[str, str] = {}
+    if args.only in (None, "local"):
+        new["local"] = local_section(args.threads, args.ctx, command)
+    if args.only in (None, "gateway"):
+        new["gateway"] = gateway_section(command)
+    if args.only in (None, "decision"):
+        new["decision"] = decision_section(command)
+    existing = args.out.read_text() if args.out.exists() else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(header + section)
-    print(section)
+    args.out.write_text(merge(existing, new))
+    print("\n".join(new.values()))
 
 
 if __name__ == "__main__":
