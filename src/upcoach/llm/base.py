@@ -12,6 +12,7 @@ Backends raise only ``upcoach.errors`` exceptions; vendor errors are translated 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -96,3 +97,18 @@ class Backend(Protocol):
     async def health(self) -> Health: ...
 
     def info(self) -> BackendInfo: ...
+
+
+async def collect(chunks: AsyncIterator[Chunk]) -> Completion | None:
+    """Consume a ``stream()`` into one Completion (its text joined); None if it ended without a final chunk.
+
+    The stream is closed on every way out, so an abandoned generation frees its backend's slot.
+    """
+    text: list[str] = []
+    async with aclosing(chunks) as stream:  # type: ignore[type-var]
+        async for chunk in stream:
+            if chunk.final is not None:
+                chunk.final.text = "".join(text)
+                return chunk.final
+            text.append(chunk.text)
+    return None

@@ -31,6 +31,7 @@ from upcoach.llm.base import (
     Completion,
     Health,
     Usage,
+    collect,
 )
 from upcoach.llm.channel import Channel
 from upcoach.llm.prefix_cache import PrefixCache, Tokens, common_prefix
@@ -213,13 +214,10 @@ class LlamaCppEngine:
         return Health(True, "", self._pending, self.capacity)
 
     async def chat(self, request: ChatRequest) -> Completion:
-        text: list[str] = []
-        async for chunk in self.stream(request):
-            if chunk.final is not None:
-                chunk.final.text = "".join(text)
-                return chunk.final
-            text.append(chunk.text)
-        raise Unavailable("local generation ended without a result")
+        completion = await collect(self.stream(request))
+        if completion is None:
+            raise Unavailable("local generation ended without a result")
+        return completion
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         job = self._admit(request)

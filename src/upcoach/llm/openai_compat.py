@@ -16,7 +16,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
 from typing import Any, Literal, cast
 
 import openai
@@ -26,7 +25,7 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
 from upcoach.errors import BackendError, BackendRateLimited, BackendTimeout
-from upcoach.llm.base import BackendInfo, ChatRequest, Chunk, Completion, FinishReason, Health, Usage
+from upcoach.llm.base import BackendInfo, ChatRequest, Chunk, Completion, FinishReason, Health, Usage, collect
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +132,10 @@ class OpenAICompatBackend:
         return True
 
     async def chat(self, request: ChatRequest) -> Completion:
-        text: list[str] = []
-        async with aclosing(self.stream(request)) as chunks:
-            async for chunk in chunks:
-                if chunk.final is not None:
-                    chunk.final.text = "".join(text)
-                    return chunk.final
-                text.append(chunk.text)
-        raise BackendError(f"{self.name}: the stream ended without a result", backend=self.name)
+        completion = await collect(self.stream(request))
+        if completion is None:
+            raise BackendError(f"{self.name}: the stream ended without a result", backend=self.name)
+        return completion
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         # Counted before the first await, so concurrent pool picks already see this request.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from statistics import fmean
 
 from upcoach.errors import BackendError, Unavailable
-from upcoach.llm.base import BackendInfo, ChatRequest, Chunk, Completion, Health
+from upcoach.llm.base import BackendInfo, ChatRequest, Chunk, Completion, Health, collect
 from upcoach.llm.openai_compat import OpenAICompatBackend, is_peer_failure
 
 log = logging.getLogger(__name__)
@@ -117,14 +117,10 @@ class BackendPool:
         )
 
     async def chat(self, request: ChatRequest) -> Completion:
-        text: list[str] = []
-        async with aclosing(self.stream(request)) as chunks:
-            async for chunk in chunks:
-                if chunk.final is not None:
-                    chunk.final.text = "".join(text)
-                    return chunk.final
-                text.append(chunk.text)
-        raise BackendError(f"{self.name}: the stream ended without a result", backend=self.name)
+        completion = await collect(self.stream(request))
+        if completion is None:
+            raise BackendError(f"{self.name}: the stream ended without a result", backend=self.name)
+        return completion
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         member = self._pick(exclude=())
