@@ -41,3 +41,12 @@ def test_no_input_gives_a_server_error(fuzz_server: LiveServer) -> None:
                 case.validate_response(response, checks=[not_a_server_error])
 
         check()
+
+
+def test_audit_ids_beyond_bigint_are_a_400_not_an_overflow(fuzz_server: LiveServer) -> None:
+    # Found by the fuzzer above: the id went to the database driver and overflowed into a 500.
+    import httpx
+
+    response = httpx.get(fuzz_server.base_url + "/api/audit", params={"after_id": 492759212262931029819392})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "after_id"
+    assert httpx.get(fuzz_server.base_url + "/api/audit", params={"after_id": 2**63 - 1}).status_code == 200

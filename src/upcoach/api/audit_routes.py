@@ -20,6 +20,8 @@ from upcoach.security.auth import Principal, require
 from upcoach.security.keys import Role
 from upcoach.storage.audit import AuditFilter
 
+MAX_ID = 2**63 - 1
+
 router = APIRouter(prefix="/api", tags=["audit"])
 
 DEFAULT_PAGE = 100
@@ -55,8 +57,11 @@ async def read_audit(
     action: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    after_id: Annotated[int | None, Query(ge=0, description="return events after this id (paging)")] = None,
-    limit: Annotated[int | None, Query(ge=1, description=f"json: default {DEFAULT_PAGE}, at most {MAX_PAGE}")] = None,
+    # Bounded to the database's BIGINT: a larger id is a 400, not an overflow in the driver.
+    after_id: Annotated[int | None, Query(ge=0, le=MAX_ID, description="return events after this id (paging)")] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description=f"json: default {DEFAULT_PAGE}, at most {MAX_PAGE}")
+    ] = None,
     output_format: Annotated[Literal["json", "jsonl"], Query(alias="format")] = "json",
 ) -> Response:
     """Audit events oldest first, filtered by actor, action, time (inclusive, UTC unless a zone is given), id."""
