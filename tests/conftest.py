@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,13 +125,24 @@ def data_dir_with_model(tmp: Path, model_path: Path) -> Path:
     return tmp / "data"
 
 
+@contextmanager
+def model_server(
+    tmp_path_factory: pytest.TempPathFactory, model_path: Path, name: str, env: dict[str, str]
+) -> Iterator[LiveServer]:
+    """A live server in a fresh data folder that already holds the verified default model; stopped on exit."""
+    tmp = tmp_path_factory.mktemp(name)
+    data_dir_with_model(tmp, model_path)
+    server = start_server(tmp, env)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("server")
-    data_dir_with_model(tmp, model_path)
-    server = start_server(tmp, {})
-    yield server
-    stop_server(server)
+    with model_server(tmp_path_factory, model_path, "server", {}) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

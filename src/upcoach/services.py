@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import Request
 
@@ -36,7 +36,6 @@ class Services:
     local_problem: str | None = "local model is loading"
     audit: AuditLog | None = None
     limiter: TokenBucketLimiter | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     def model_ids(self) -> list[str]:
         return [self.local_model_id, DEFAULT_ALIAS, AUTO_ALIAS]

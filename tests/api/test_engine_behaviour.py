@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import COACH_SYSTEM_PROMPT, LiveServer, data_dir_with_model, start_server, stop_server
+from tests.conftest import COACH_SYSTEM_PROMPT, LiveServer, model_server, start_server, stop_server
 
 
 def local_status(server: LiveServer) -> dict[str, object]:
@@ -61,11 +61,8 @@ def test_client_disconnect_stops_generation(live_server: LiveServer) -> None:
 
 @pytest.fixture(scope="module")
 def single_slot_server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("single-slot")
-    data_dir_with_model(tmp, model_path)
-    server = start_server(tmp, {"UPCOACH_QUEUE_DEPTH": "0"})
-    yield server
-    stop_server(server)
+    with model_server(tmp_path_factory, model_path, "single-slot", {"UPCOACH_QUEUE_DEPTH": "0"}) as server:
+        yield server
 
 
 def test_full_queue_answers_429_with_retry_after(single_slot_server: LiveServer) -> None:

@@ -13,16 +13,14 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.conftest import LiveServer, data_dir_with_model, start_server, stop_server
+from tests.conftest import LiveServer, model_server
 
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    data_dir_with_model(tmp, model_path)
-    server = start_server(tmp, {"UPCOACH_MAX_TOKENS_BY_ROLE": '{"admin": 2, "user": 2, "coach": 2, "auditor": 2}'})
-    yield server
-    stop_server(server)
+    caps = {"UPCOACH_MAX_TOKENS_BY_ROLE": '{"admin": 2, "user": 2, "coach": 2, "auditor": 2}'}
+    with model_server(tmp_path_factory, model_path, "fuzz", caps) as server:
+        yield server
 
 
 def test_no_input_gives_a_server_error(fuzz_server: LiveServer) -> None:

@@ -281,14 +281,14 @@ class HybridEngine:
                     nxt = plan[position + 1]
                     where = "finished locally" if run.text else "answered locally"
                     if not nxt.is_cloud:
-                        run.reasons.append(f"{side.name} failed ({_code(exc)}): {where}")
+                        run.reasons.append(f"{side.name} failed ({exc.code}): {where}")
                     else:
-                        run.reasons.append(f"{side.name} failed ({_code(exc)}): answered by the cloud")
+                        run.reasons.append(f"{side.name} failed ({exc.code}): answered by the cloud")
                     run.fallback_used = True
                     self.metrics.fallbacks.labels(
                         source="cloud" if side.is_cloud else "local",
                         target="cloud" if nxt.is_cloud else "local",
-                        reason=_code(exc),
+                        reason=exc.code,
                     ).inc()
                     continue
                 if side.is_cloud and self.cloud_breaker is not None:
@@ -474,7 +474,3 @@ def _estimate_local_ttft(backend: Backend, queue_depth: int) -> float:
 
 def _backend_name(backend: Backend) -> str:
     return backend.info().name
-
-
-def _code(exc: UpcoachError) -> str:
-    return exc.code
