@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench bench-tools lint clean services model
+.PHONY: install serve test bench bench-tools lint clean services model browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ serve: install
 services:
 	./scripts/ensure-services.sh
 
-test: install services model
+# The dashboard's browser tests drive Debian's chromium through Playwright (no browser download is possible here).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+test: install services model browser
 	$(BIN)/python -m pytest
 
 $(VENV)/.bench-installed: $(STAMP)

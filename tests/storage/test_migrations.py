@@ -21,8 +21,9 @@ from upcoach.storage.tables import Base
 # The fixtures' engines live on the session event loop, so the tests must run on it too.
 on_session_loop = pytest.mark.asyncio(loop_scope="session")
 
-HEAD = "0002"
-TABLES = {"alembic_version", "request_records", "api_keys", "audit_events"}
+# Every table the models declare, and the newest revision: each new revision must extend the single line.
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+TABLES = {"alembic_version", *Base.metadata.tables}
 
 
 async def _versions(db: Database) -> list[str]:
@@ -105,7 +106,9 @@ def test_history_is_one_line_ending_at_head() -> None:
     # Two heads would make "upgrade head" fail at every start: new revisions must extend the single line.
     script = ScriptDirectory.from_config(alembic_config())
     assert script.get_heads() == [HEAD]
-    assert [rev.revision for rev in script.walk_revisions()] == ["0002", "0001"]
+    revisions = [rev.revision for rev in script.walk_revisions()]
+    assert revisions == [f"{n:04d}" for n in range(len(revisions), 0, -1)]
+    assert HEAD == "0006"
 
 
 @pytest.mark.parametrize("url", ["sqlite:///unused.db", "postgresql://unused@127.0.0.1/unused"])

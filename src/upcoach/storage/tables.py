@@ -119,3 +119,15 @@ class AuditEventRow(Base):
     details: Mapped[dict[str, object]] = mapped_column(JSON)
     prev_hmac: Mapped[str] = mapped_column(String(64), unique=True)
     hmac: Mapped[str] = mapped_column(String(64))
+
+
+# --- model registry (#6): tables below, migration 0003 ---
+
+
+# --- privacy settings (#7): tables below, migration 0004 ---
+
+
+# --- coaching: strategies, feedback (#8): tables below, migration 0005 ---
+
+
+# --- experiments, voice journal (#8): tables below, migration 0006 ---
