@@ -29,6 +29,17 @@ class CatalogEntry:
     chat_template: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def version(self) -> str:
+        """The version of the PyPI part packages: the catalog version of this model (registry id ``name@version``)."""
+        return self.parts[0].requirement.partition("==")[2] or "0"
+
+    @property
+    def device_tier(self) -> str | None:
+        """The device class this model is meant for, from its ``<tier>-device`` tag."""
+        tier = next((tag for tag in self.tags if tag.endswith("-device")), None)
+        return None if tier is None else tier.removesuffix("-device")
+
 
 def _qwen_parts() -> tuple[Part, ...]:
     return tuple(

