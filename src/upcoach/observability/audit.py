@@ -47,7 +47,8 @@ ACTIONS = (
     "data.erased",
     "audit.read",
 )
-_ACTION_FORMAT = re.compile(r"[a-z][a-z_]*\.[a-z][a-z_]*")
+# "area.verb", or "area.thing.verb" (e.g. privacy.settings.update).
+_ACTION_FORMAT = re.compile(r"[a-z][a-z_]*(?:\.[a-z][a-z_]*){1,2}")
 
 # details are for identifiers, counts and reason codes. A key with one of these names suggests that message text
 # or a credential is about to be written into a log that can never be edited (and so never erased).

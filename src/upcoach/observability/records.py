@@ -40,6 +40,7 @@ def to_record(outcome: Outcome, user_id: str | None, endpoint: str) -> RequestRe
         cost_usd=outcome.cost_usd,
         cloud_cost_equivalent_usd=outcome.cloud_equivalent_usd,
         redactions=outcome.redactions,
+        region=outcome.region,
     )
 
 

@@ -3,22 +3,36 @@
 Fallback directions are asymmetric on purpose: the cloud may always fall back to our local side (nothing
 leaves), but local falls back to the cloud only when the decision said the content may go there. A cloud
 answer that breaks off mid-stream is finished by the local model from where it stopped ("hybrid").
+
+Each request is decided with its user's privacy settings (looked up per request; a failed lookup counts as
+``local_only``) and may only use the cloud endpoint of the user's residency region: the legacy endpoint for users
+without a region, the region's own endpoint otherwise, and none (local) where the region has no endpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from upcoach.errors import BackendError, LocalUnavailable, Overloaded, PromptInjection, Unavailable, UpcoachError
 from upcoach.llm.base import Backend, ChatMessage, ChatRequest, Completion, GenerationParams, Usage
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
+from upcoach.privacy.settings import PrivacySettings
 from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.features import RequestFeatures, extract
-from upcoach.routing.policy import Decision, Device, Hints, LiveState, PolicyConfig, Target, decide
+from upcoach.routing.policy import (
+    Decision,
+    Device,
+    Hints,
+    LiveState,
+    PolicyConfig,
+    Target,
+    decide,
+    special_categories_may_leave,
+)
 from upcoach.security.canary import guard_system_prompt, leaks, make_canary
 from upcoach.security.guard import Guard, Inspection, StreamRehydrator
 
@@ -35,6 +49,29 @@ class Breaker(Protocol):
     async def record_success(self) -> None: ...
     async def record_failure(self) -> None: ...
     async def state(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class RegionalCloud:
+    """The cloud endpoint of one residency region, with its own breaker (one region failing leaves others)."""
+
+    backend: Backend
+    breaker: Breaker | None
+    model: str
+
+
+@dataclass(frozen=True, eq=False)
+class _Cloud:
+    """The cloud a request may use: ``backend`` None when the user's region has no endpoint."""
+
+    name: str
+    backend: Backend | None
+    breaker: Breaker | None
+    model: str
+    region: str | None
+
+
+PrivacyLookup = Callable[[str], Awaitable[PrivacySettings]]
 
 
 @dataclass(frozen=True)
@@ -73,6 +110,7 @@ class Outcome:
     complexity: float = 0.0
     redactions: dict[str, int] | None = None
     flags: list[str] = field(default_factory=list)
+    region: str | None = None  # residency region of the cloud endpoint that served (part of) the answer
 
 
 @dataclass
@@ -135,6 +173,8 @@ class HybridEngine:
         record: RecordFn,
         guard: Guard | None = None,
         on_flag: FlagFn | None = None,
+        regions: Mapping[str, RegionalCloud] | None = None,
+        privacy: PrivacyLookup | None = None,
     ) -> None:
         self.local = list(local)
         self.cloud = cloud
@@ -147,12 +187,34 @@ class HybridEngine:
         self._record = record
         self.guard = guard
         self._on_flag = on_flag
+        self.regions = dict(regions or {})
+        self._privacy = privacy
         # One canary per process, not per request: a per-request token would change the system prompt every
         # time and defeat the prefix cache.
         self.canary = make_canary() if guard is not None else ""
 
     # ---- state and decision ------------------------------------------------------------------------------------
-    async def live_state(self) -> LiveState:
+    def _cloud_for(self, user: PrivacySettings | None) -> _Cloud:
+        region = user.region if user is not None else None
+        if region is None:
+            return _Cloud("cloud", self.cloud, self.cloud_breaker, self.cloud_model, None)
+        regional = self.regions.get(region)
+        if regional is None:
+            return _Cloud(f"cloud-{region}", None, None, self.cloud_model, region)
+        return _Cloud(f"cloud-{region}", regional.backend, regional.breaker, regional.model, region)
+
+    async def _settings_for(self, user_id: str | None) -> tuple[PrivacySettings | None, str | None]:
+        """The user's settings, or why they could not be read (anonymous requests have the defaults)."""
+        if user_id is None or self._privacy is None:
+            return None, None
+        try:
+            return await self._privacy(user_id), None
+        except Exception as exc:  # fail closed: the policy treats the user as local_only
+            log.exception("privacy settings lookup failed for a request")
+            return None, type(exc).__name__
+
+    async def live_state(self, cloud: _Cloud | None = None) -> LiveState:
+        cloud = cloud or self._cloud_for(None)
         available, full, reason = False, True, "no local backend configured"
         ttft = DEFAULT_LOCAL_TTFT_MS
         for index, backend in enumerate(self.local):
@@ -167,42 +229,63 @@ class HybridEngine:
             elif index == 0:
                 reason = health.reason or "local model unavailable"
         breaker_open = False
-        if self.cloud_breaker is not None:
-            raw = await self.cloud_breaker.state()
+        if cloud.breaker is not None:
+            raw = await cloud.breaker.state()
             state = str(getattr(raw, "value", raw))
-            self.metrics.breaker_state.labels(backend="cloud").set(BREAKER_VALUES.get(state, 0))
+            self.metrics.breaker_state.labels(backend=cloud.name).set(BREAKER_VALUES.get(state, 0))
             breaker_open = state == "open"
         cloud_ttft = DEFAULT_CLOUD_TTFT_MS
-        if self.cloud is not None:
-            measured = self.cloud.info().details.get("ttft_ms_ewma")
+        if cloud.backend is not None:
+            measured = cloud.backend.info().details.get("ttft_ms_ewma")
             cloud_ttft = float(measured) if isinstance(measured, int | float) else DEFAULT_CLOUD_TTFT_MS
         return LiveState(
             local_available=available,
             local_queue_full=available and full,
             local_ttft_ms=ttft,
-            cloud_configured=self.cloud is not None,
+            cloud_configured=cloud.backend is not None,
             cloud_breaker_open=breaker_open,
             cloud_over_budget=await self.budget.over(),
             cloud_ttft_ms=cloud_ttft,
             local_unavailable_reason=reason,
+            cloud_region=cloud.region,
         )
 
     async def route(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection]:
+        decision, features, state, inspection, _ = await self._route(request)
+        return decision, features, state, inspection
+
+    async def _route(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection, _Cloud]:
         inspection = self.guard.inspect(request.messages) if self.guard is not None else Inspection()
+        user, problem = await self._settings_for(request.user_id)
+        cloud = self._cloud_for(user) if problem is None else _Cloud("cloud", None, None, self.cloud_model, None)
         hints = request.hints
         keep_local = inspection.keep_local
+        opted_in = None
+        if (
+            keep_local
+            and inspection.special_categories
+            and not (inspection.self_harm or inspection.failure)
+            and special_categories_may_leave(user)
+        ):
+            categories = ", ".join(inspection.special_categories)
+            opted_in = (
+                f"special-category data ({categories}): cloud allowed (user setting: special_category_cloud_opt_in)"
+            )
+            keep_local = None
         if keep_local and hints.privacy_level != "sensitive":
             hints = replace(hints, privacy_level="sensitive")
         features = extract(request.messages)
-        state = await self.live_state()
+        state = await self.live_state(cloud)
         started = time.perf_counter()
-        decision = decide(features, hints, state, self.policy, request.device)
+        decision = decide(features, hints, state, self.policy, request.device, user, problem)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
-        if keep_local:
-            decision = replace(decision, reasons=(keep_local, *decision.reasons))
-        if request.force is not None:
+        if keep_local or opted_in:
+            decision = replace(decision, reasons=(keep_local or opted_in or "", *decision.reasons))
+        # A pin never overrides a user's "no cloud" (only local pins exist on the API today).
+        user_refuses_cloud = problem is not None or (user is not None and user.cloud_refusal is not None)
+        if request.force is not None and not (request.force == "cloud" and user_refuses_cloud):
             decision = _forced(decision, request.force, state)
-        return decision, features, state, inspection
+        return decision, features, state, inspection, cloud
 
     # ---- execution ---------------------------------------------------------------------------------------------
     async def process(self, request: HybridRequest) -> Outcome:
@@ -213,9 +296,9 @@ class HybridEngine:
 
     async def stream(self, request: HybridRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
-        decision, features, _, inspection = await self.route(request)
+        decision, features, _, inspection, cloud = await self._route(request)
         run = _Run(reasons=list(decision.reasons), flags=list(inspection.flags))
-        plan = self._plan(decision)
+        plan = self._plan(decision, cloud)
         admitted = False
         outcome: Outcome | None = None
         last_error: UpcoachError | None = None
@@ -230,7 +313,7 @@ class HybridEngine:
                 raise LocalUnavailable("; ".join(decision.reasons), param="routingHints.privacyLevel")
             for position, side in enumerate(plan):
                 last_side = position == len(plan) - 1
-                if side.is_cloud and self.cloud_breaker is not None and not await self.cloud_breaker.allow():
+                if side.is_cloud and cloud.breaker is not None and not await cloud.breaker.allow():
                     run.reasons.append("cloud circuit breaker open: answered locally")
                     run.fallback_used = True
                     continue
@@ -245,7 +328,7 @@ class HybridEngine:
                         run.reasons.append(f"redaction failed ({type(exc).__name__}): not sent to the cloud")
                         run.fallback_used = True
                         continue
-                chat = ChatRequest(side_messages, request.params, request.request_id, continuation)
+                chat = ChatRequest(side_messages, request.params, request.request_id, continuation, request.user_id)
                 try:
                     async for chunk in side.backend.stream(chat):
                         if not admitted:
@@ -274,8 +357,8 @@ class HybridEngine:
                             self._account(run, side, chunk.final)
                 except (BackendError, Overloaded, Unavailable) as exc:
                     last_error = exc
-                    if side.is_cloud and self.cloud_breaker is not None:
-                        await self.cloud_breaker.record_failure()
+                    if side.is_cloud and cloud.breaker is not None:
+                        await cloud.breaker.record_failure()
                     if last_side or (run.text and side.is_cloud is False):
                         raise
                     nxt = plan[position + 1]
@@ -291,23 +374,23 @@ class HybridEngine:
                         reason=exc.code,
                     ).inc()
                     continue
-                if side.is_cloud and self.cloud_breaker is not None:
-                    await self.cloud_breaker.record_success()
+                if side.is_cloud and cloud.breaker is not None:
+                    await cloud.breaker.record_success()
                 if run.flags and self._on_flag is not None:
                     await self._on_flag(request, run.flags)
-                outcome = await self._finish(request, decision, features, run, started)
+                outcome = await self._finish(request, decision, features, run, started, cloud)
                 yield Event("final", outcome=outcome)
                 return
             raise last_error or LocalUnavailable("; ".join(run.reasons))
         except UpcoachError as exc:
             if run.flags and self._on_flag is not None:
                 await self._on_flag(request, run.flags)
-            await self._record_failure(request, decision, features, run, started, exc)
+            await self._record_failure(request, decision, features, run, started, exc, cloud)
             raise
         except BaseException:
             # Client gone (cancelled) or a bug: the row is still written, with what we know.
             if outcome is None:
-                await self._record_failure(request, decision, features, run, started, None)
+                await self._record_failure(request, decision, features, run, started, None, cloud)
             raise
 
     def _guarded_messages(self, messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
@@ -332,9 +415,9 @@ class HybridEngine:
         system = original[0].content if original and original[0].role in ("system", "developer") else ""
         return leaks("".join(run.text), self.canary, system)
 
-    def _plan(self, decision: Decision) -> list[_Side]:
+    def _plan(self, decision: Decision, cloud: _Cloud) -> list[_Side]:
         local_sides = [_Side(_backend_name(b), b, False) for b in self.local]
-        cloud_side = [_Side("cloud", self.cloud, True)] if self.cloud is not None else []
+        cloud_side = [_Side(cloud.name, cloud.backend, True)] if cloud.backend is not None else []
         if decision.target == "cloud":
             return cloud_side + local_sides
         return local_sides + (cloud_side if decision.cloud_allowed else [])
@@ -350,7 +433,13 @@ class HybridEngine:
         target.cached_tokens += final.usage.cached_tokens
 
     async def _finish(
-        self, request: HybridRequest, decision: Decision, features: RequestFeatures, run: _Run, started: float
+        self,
+        request: HybridRequest,
+        decision: Decision,
+        features: RequestFeatures,
+        run: _Run,
+        started: float,
+        cloud: _Cloud,
     ) -> Outcome:
         ended = time.perf_counter()
         used_cloud = any(s.is_cloud for s in run.sides_used)
@@ -365,7 +454,7 @@ class HybridEngine:
         # A cloud stream that broke off still produced tokens we pay for: count what reached the user.
         if used_local and run.fallback_used and used_cloud and run.cloud_usage.completion_tokens == 0:
             run.cloud_usage.completion_tokens = max(1, len("".join(run.text)) // 4)
-        price = self.prices.cloud(self.cloud_model)
+        price = self.prices.cloud(cloud.model)
         cost = price.cost(run.cloud_usage.prompt_tokens, run.cloud_usage.completion_tokens)
         cost += self.prices.local_cost(run.local_usage.prompt_tokens, run.local_usage.completion_tokens)
         prompt = max(run.cloud_usage.prompt_tokens, run.local_usage.prompt_tokens)
@@ -393,6 +482,7 @@ class HybridEngine:
             complexity=features.complexity,
             redactions=run.redactions if run.redacted else None,
             flags=list(run.flags),
+            region=cloud.region if used_cloud else None,
         )
         self._observe(outcome)
         await self._record(outcome)
@@ -406,6 +496,7 @@ class HybridEngine:
         run: _Run,
         started: float,
         exc: UpcoachError | None,
+        cloud: _Cloud,
     ) -> None:
         outcome = Outcome(
             request_id=request.request_id,
@@ -430,6 +521,7 @@ class HybridEngine:
             complexity=features.complexity,
             redactions=run.redactions if run.redacted else None,
             flags=list(run.flags),
+            region=cloud.region if any(s.is_cloud for s in run.sides_used) else None,
         )
         self._observe(outcome)
         try:

@@ -2,7 +2,9 @@
 
 No I/O, no clock, no randomness: every rule is testable exhaustively and every decision carries the
 human-readable reasons the dashboard shows. Rule order is the privacy order: privacy first, then availability,
-then the caller's latency preference, then complexity vs cost.
+then the caller's latency preference, then complexity vs cost. The user's own privacy settings come before
+everything: ``local_only`` and ``do_not_share`` keep every request off the cloud, including fallback and
+spill-over (a 429 or 503 is better than a leak), and a settings lookup that failed counts as ``local_only``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from upcoach.privacy.settings import PrivacySettings
 from upcoach.routing.features import RequestFeatures
 
 PrivacyLevel = Literal["public", "private", "sensitive"]
@@ -45,6 +48,7 @@ class LiveState:
     cloud_over_budget: bool = False
     cloud_ttft_ms: float = 800.0
     local_unavailable_reason: str = "local model unavailable"
+    cloud_region: str | None = None  # the user's residency region: only that region's endpoint counts
 
     @property
     def cloud_usable(self) -> bool:
@@ -68,10 +72,13 @@ class Decision:
     device_reasons: tuple[str, ...] = field(default_factory=tuple)
     error_code: str | None = None
     redact: bool = False  # personal data must be redacted before the cloud sees this request
+    region: str | None = None  # residency region of the cloud endpoint this decision may use
 
 
 def _cloud_block_reason(state: LiveState) -> str:
     if not state.cloud_configured:
+        if state.cloud_region is not None:
+            return f"no cloud endpoint in region {state.cloud_region} (user setting: region)"
         return "no cloud configured"
     if state.cloud_breaker_open:
         return "cloud circuit breaker open"
@@ -90,13 +97,28 @@ def _device(device: Device | None, target: Target | None, privacy: PrivacyLevel)
     return True, ("device can run the local model",)
 
 
+def special_categories_may_leave(user: PrivacySettings | None) -> bool:
+    """Special-category topics (GDPR art. 9) may reach the cloud only in ``cloud_allowed`` mode with the explicit
+    opt-in; ``hybrid`` keeps them local whatever the opt-in says."""
+    return (
+        user is not None
+        and user.cloud_refusal is None
+        and user.processing_mode == "cloud_allowed"
+        and user.special_category_cloud_opt_in
+    )
+
+
 def decide(
     features: RequestFeatures,
     hints: Hints,
     state: LiveState,
     config: PolicyConfig,
     device: Device | None = None,
+    user: PrivacySettings | None = None,
+    user_problem: str | None = None,
 ) -> Decision:
+    """``user``: the requesting user's privacy settings (None: anonymous, the defaults). ``user_problem``: why
+    their settings could not be read; the request is then treated as ``local_only`` (fail closed)."""
     reasons: list[str] = []
     complexity = features.complexity
 
@@ -113,6 +135,7 @@ def decide(
             device_reasons,
             error,
             redact and cloud_allowed,
+            state.cloud_region if cloud_allowed or target == "cloud" else None,
         )
 
     def local_or_fail(cloud_allowed: bool) -> Decision:
@@ -120,6 +143,15 @@ def decide(
             return done("local", cloud_allowed)
         reasons.append(state.local_unavailable_reason)
         return done(None, cloud_allowed, "local_unavailable")
+
+    # 0. The user's settings: nothing of theirs reaches the cloud when they said so (or we cannot tell).
+    if user_problem is not None:
+        reasons.append(f"privacy settings unavailable ({user_problem}): treated as local_only (fail closed)")
+        return local_or_fail(cloud_allowed=False)
+    refusal = user.cloud_refusal if user is not None else None
+    if refusal is not None:
+        reasons.append(refusal)
+        return local_or_fail(cloud_allowed=False)
 
     # 1. Privacy: sensitive and private content stays on our side.
     if hints.privacy_level == "sensitive":

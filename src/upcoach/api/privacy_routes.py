@@ -1,0 +1,145 @@
+"""The user's privacy settings and data rights over HTTP (camelCase JSON).
+
+Users act on themselves. Admins (and local development with auth off) may act on another user by naming them
+in ``X-User-Id``; anyone else naming a different user is refused rather than silently served their own data.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi.responses import JSONResponse
+
+from upcoach.api.deps import caller
+from upcoach.errors import Forbidden, InvalidRequest
+from upcoach.privacy.rights import DataRights
+from upcoach.privacy.settings import PrivacyService, PrivacySettings
+from upcoach.security.auth import Principal
+from upcoach.security.keys import Role
+
+router = APIRouter(prefix="/api/privacy", tags=["privacy"])
+
+CAMEL = {
+    "processingMode": "processing_mode",
+    "specialCategoryCloudOptIn": "special_category_cloud_opt_in",
+    "region": "region",
+    "retentionDays": "retention_days",
+    "analyticsOptIn": "analytics_opt_in",
+    "doNotShare": "do_not_share",
+}
+SNAKE = {snake: camel for camel, snake in CAMEL.items()}
+READ_ONLY = frozenset({"updatedAt", "availableRegions", "notices", "userId"})
+_ETAG = re.compile(r'\s*(?:W/)?"?(\d{1,9})"?\s*')
+MAX_USER_ID = 128
+
+Caller = Annotated[Principal, Depends(caller())]
+
+
+def _privacy(request: Request) -> PrivacyService:
+    service = request.app.state.services.privacy
+    if not isinstance(service, PrivacyService):
+        raise RuntimeError("Services.privacy is not set: create_app must build the PrivacyService")
+    return service
+
+
+def _rights(request: Request) -> DataRights:
+    rights = request.app.state.services.rights
+    if not isinstance(rights, DataRights):
+        raise RuntimeError("Services.rights is not set: create_app must build DataRights")
+    return rights
+
+
+def subject_of(request: Request, principal: Principal) -> str:
+    """Whose privacy data this request is about."""
+    named = (request.headers.get("x-user-id") or "").strip()
+    if not named or named == principal.user_id:
+        return principal.user_id
+    if len(named) > MAX_USER_ID:
+        raise InvalidRequest(f"X-User-Id is longer than {MAX_USER_ID} characters", param="X-User-Id")
+    if principal.via == "dev" or principal.role == Role.admin:
+        return named
+    raise Forbidden("only admins may act on another user's privacy data (X-User-Id)")
+
+
+def settings_body(settings: PrivacySettings, service: PrivacyService) -> dict[str, object]:
+    notice = service.region_notice(settings.region)
+    return {
+        **{SNAKE[name]: value for name, value in settings.editable().items()},
+        "version": settings.version,
+        "updatedAt": settings.updated_at.isoformat() if settings.updated_at else None,
+        "availableRegions": service.available_regions,
+        "notices": [notice] if notice else [],
+    }
+
+
+def _respond(settings: PrivacySettings, service: PrivacyService) -> JSONResponse:
+    return JSONResponse(settings_body(settings, service), headers={"ETag": f'"{settings.version}"'})
+
+
+def _expected_version(body_version: object, if_match: str | None) -> int | None:
+    version: int | None = None
+    if body_version is not None:
+        if isinstance(body_version, bool) or not isinstance(body_version, int) or body_version < 0:
+            raise InvalidRequest("version: must be the non-negative integer you read", param="version")
+        version = body_version
+    if if_match is not None and if_match.strip() != "*":
+        match = _ETAG.fullmatch(if_match)
+        if match is None:
+            raise InvalidRequest('If-Match: expected the ETag you read, e.g. "3"', param="If-Match")
+        header_version = int(match.group(1))
+        if version is not None and version != header_version:
+            raise InvalidRequest("version in the body and If-Match disagree", param="version")
+        version = header_version
+    return version
+
+
+@router.get("/settings")
+async def get_settings(request: Request, principal: Caller) -> JSONResponse:
+    service = _privacy(request)
+    return _respond(await service.get(subject_of(request, principal)), service)
+
+
+@router.put("/settings")
+async def put_settings(
+    request: Request,
+    principal: Caller,
+    body: Annotated[dict[str, Any], Body()],
+    if_match: Annotated[str | None, Header(alias="If-Match")] = None,
+) -> JSONResponse:
+    """Any subset of the editable settings, plus ``version`` (or If-Match) for optimistic concurrency."""
+    service = _privacy(request)
+    changes: dict[str, object] = {}
+    for key, value in body.items():
+        if key == "version":
+            continue
+        if key in READ_ONLY:
+            raise InvalidRequest(f"{key}: read-only", param=key)
+        if key not in CAMEL:
+            raise InvalidRequest(f"{key}: unknown setting; editable: {', '.join(CAMEL)}", param=key)
+        changes[CAMEL[key]] = value
+    expected = _expected_version(body.get("version"), if_match)
+    user_id = subject_of(request, principal)
+    try:
+        updated = await service.update(
+            user_id, changes, actor=principal.user_id, actor_role=principal.role.value, expected_version=expected
+        )
+    except InvalidRequest as exc:
+        param = SNAKE.get(exc.param or "", exc.param)
+        raise InvalidRequest(exc.message.replace(f"{exc.param}:", f"{param}:", 1), param=param) from exc
+    return _respond(updated, service)
+
+
+@router.get("/export")
+async def export(request: Request, principal: Caller) -> JSONResponse:
+    user_id = subject_of(request, principal)
+    document = await _rights(request).export(user_id, actor=principal.user_id, actor_role=principal.role.value)
+    return JSONResponse(document, headers={"Content-Disposition": 'attachment; filename="upcoach-export.json"'})
+
+
+@router.delete("/data")
+async def erase(request: Request, principal: Caller) -> JSONResponse:
+    user_id = subject_of(request, principal)
+    counts = await _rights(request).erase(user_id, principal.user_id, principal.role.value)
+    return JSONResponse({"deleted": counts})

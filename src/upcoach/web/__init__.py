@@ -1,0 +1,1 @@
+"""The transparency dashboard: server-rendered HTML at /dashboard (routes.py), charts as inline SVG."""
