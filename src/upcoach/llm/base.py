@@ -42,6 +42,11 @@ class ChatRequest:
     request_id: str = ""
     # Text the assistant already said: generation continues it (a cloud answer that broke off mid-stream).
     continuation: str = ""
+    # Whose request (when known): lets a model-version A/B keep each user on one version (modelstore/swap.py).
+    user_id: str | None = None
+    # A GBNF grammar the output must follow (structured output, e.g. suggestion chips). Only backends with
+    # ``supports_grammar = True`` honour it; the others refuse such a request rather than return free text.
+    grammar: str | None = None
 
 
 @dataclass

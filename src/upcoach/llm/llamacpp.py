@@ -17,13 +17,13 @@ import queue
 import random
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from upcoach.errors import ContextLengthExceeded, Overloaded, Unavailable, UpcoachError
+from upcoach.errors import ContextLengthExceeded, InvalidRequest, Overloaded, Unavailable, UpcoachError
 from upcoach.llm.base import (
     BackendInfo,
     ChatRequest,
@@ -34,6 +34,7 @@ from upcoach.llm.base import (
     collect,
 )
 from upcoach.llm.channel import Channel
+from upcoach.llm.constrained import GrammarSampler
 from upcoach.llm.prefix_cache import PrefixCache, Tokens, common_prefix
 from upcoach.llm.prompt import PromptFormatter
 from upcoach.llm.stops import StopMatcher
@@ -97,6 +98,7 @@ class LlamaCppEngine:
     """The local backend. ``start()`` loads the model on the worker thread; ``stop()`` ends it."""
 
     kind = "local"
+    supports_grammar = True
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -110,6 +112,7 @@ class LlamaCppEngine:
         self._formatter: PromptFormatter | None = None
         self._cache = PrefixCache(config.prefix_cache_bytes)
         self._pieces: dict[int, bytes] = {}
+        self._grammars: set[str] = set()  # GBNF texts llama.cpp parsed; touched on the worker only
         self.name = f"local:{config.model_id}"
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -278,10 +281,12 @@ class LlamaCppEngine:
                 param="messages",
             )
         max_tokens = min(params.max_tokens or self.config.default_max_tokens, n_ctx - len(tokens))
+        grammar = self._checked_grammar(job.request.grammar) if job.request.grammar else None
         job.channel.put(Chunk())  # admitted: the API may now commit to a 200 and start streaming
         cached = self._reuse_prefix(llama, tokens, prompt.boundary)
 
-        llama.set_seed(params.seed if params.seed is not None else random.getrandbits(31))  # type: ignore[attr-defined]
+        seed = params.seed if params.seed is not None else random.getrandbits(31)
+        llama.set_seed(seed)  # type: ignore[attr-defined]
         stops = StopMatcher(params.stop + prompt.stops)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         vocab = llama._model  # type: ignore[attr-defined]
@@ -290,9 +295,14 @@ class LlamaCppEngine:
         n_generated = 0
         first_token_at: float | None = None
         finish = "length"
-        generator = llama.generate(  # type: ignore[attr-defined]
-            tokens.tolist(), temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05, reset=True
-        )
+        sampler: GrammarSampler | None = None
+        if grammar is not None:
+            sampler = GrammarSampler(llama, grammar, temperature=params.temperature, top_p=params.top_p, seed=seed)
+            generator = _constrained(llama, tokens, sampler)
+        else:
+            generator = llama.generate(  # type: ignore[attr-defined]
+                tokens.tolist(), temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05, reset=True
+            )
         for token in generator:
             now = time.perf_counter()
             if first_token_at is None:
@@ -314,11 +324,16 @@ class LlamaCppEngine:
             if n_generated >= max_tokens:
                 break
         generator.close()
+        if sampler is not None:
+            sampler.close()
         tail = stops.flush(decoder.decode(b"", final=True)) if finish != "cancelled" else ""
         if tail:
             job.channel.put(Chunk(tail))
         ended = time.perf_counter()
-        self._remember(llama, tokens)
+        if grammar is None:
+            # A constrained answer (chips, JSON) is a one-shot: nobody continues that conversation, so it would
+            # only push useful prefixes out of the cache.
+            self._remember(llama, tokens)
 
         ttft_ms = (first_token_at - started) * 1000 if first_token_at else None
         decode_s = ended - first_token_at if first_token_at else 0.0
@@ -346,6 +361,25 @@ class LlamaCppEngine:
                 )
             )
         )
+
+    def _checked_grammar(self, text: str) -> str:
+        """``text`` once llama.cpp has parsed it; a grammar that does not parse is the caller's error (400).
+
+        Checked before a sampler is built from it: llama.cpp returns NULL for a bad grammar, and a NULL sampler
+        would crash the worker. Checked texts are remembered, so a fixed grammar (chips) is parsed once here.
+        """
+        if text not in self._grammars:
+            from llama_cpp import llama_sampler_free, llama_sampler_init_grammar
+
+            vocab = self._llama._model.vocab  # type: ignore[union-attr]
+            compiled = llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
+            if not compiled:
+                raise InvalidRequest("the grammar does not parse as GBNF with a 'root' rule", param="grammar")
+            llama_sampler_free(compiled)
+            if len(self._grammars) >= 64:
+                self._grammars.clear()
+            self._grammars.add(text)
+        return text
 
     def _piece(self, token: int) -> bytes:
         """The token's text bytes, memoised: the vocabulary is fixed, and this runs once per generated token."""
@@ -423,6 +457,22 @@ class LlamaCppEngine:
         llama.n_tokens = len(tokens)  # type: ignore[attr-defined]
         llama._requires_eval = True  # type: ignore[attr-defined]
         return True
+
+
+def _constrained(llama: object, prompt: np.ndarray, sampler: GrammarSampler) -> Iterator[int]:
+    """``Llama.generate`` for grammar requests: the same prompt handling, sampling by ``GrammarSampler``.
+
+    ``_reuse_prefix`` left exactly the shared prefix in the context; the rest is evaluated here (at least the last
+    prompt token, so the logits we sample from belong to it).
+    """
+    start = min(llama.n_tokens, len(prompt) - 1)  # type: ignore[attr-defined]
+    llama._ctx.kv_cache_seq_rm(0, start, -1)  # type: ignore[attr-defined]
+    llama.n_tokens = start  # type: ignore[attr-defined]
+    llama.eval(prompt[start:].tolist())  # type: ignore[attr-defined]
+    while True:
+        token = sampler.sample()
+        yield token
+        llama.eval([token])  # type: ignore[attr-defined]
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -24,7 +24,7 @@ from openai._constants import DEFAULT_CONNECTION_LIMITS
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
-from upcoach.errors import BackendError, BackendRateLimited, BackendTimeout
+from upcoach.errors import BackendError, BackendRateLimited, BackendTimeout, InvalidRequest
 from upcoach.llm.base import BackendInfo, ChatRequest, Chunk, Completion, FinishReason, Health, Usage, collect
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,9 @@ class OpenAICompatBackend:
         return completion
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        if request.grammar is not None:
+            # Remote servers differ in how (and whether) they constrain output: refuse rather than return free text.
+            raise InvalidRequest(f"{self.name} cannot follow a grammar; only the local engine can", param="grammar")
         # Counted before the first await, so concurrent pool picks already see this request.
         self._outstanding += 1
         loop = asyncio.get_running_loop()

@@ -1,0 +1,160 @@
+"""Coaching API: suggestion chips, the strategies library (search, signed offline bundle, signing key).
+
+Chips never leave the server: they are written by the local model (or taken from the library), whatever the
+cloud settings. Wire shapes are camelCase like the rest of the plan's API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import Field, field_validator
+
+from upcoach.api.hybrid_schemas import HybridMessage, _Camel
+from upcoach.coaching.chips import CHIP_STYLES, ChipsResult
+from upcoach.coaching.library import Strategy
+from upcoach.coaching.service import Coach
+from upcoach.errors import NotFound, PromptInjection, Unavailable
+from upcoach.llm.base import ChatMessage
+from upcoach.services import Services
+
+router = APIRouter(prefix="/api/coach")
+
+LOCALE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}$"
+# PostgreSQL text cannot hold NUL: refuse it up front (400) instead of letting the database fail (500).
+NO_NUL = r"^[^\x00]*$"
+ChipStyle = Literal["default", "action", "question", "feeling"]
+assert set(CHIP_STYLES) == set(ChipStyle.__args__)  # type: ignore[attr-defined]
+
+
+class SuggestionsRequest(_Camel):
+    messages: list[HybridMessage] = Field(min_length=1, max_length=256)
+    count: int = Field(default=3, ge=1, le=5)
+    locale: str = Field(default="en", pattern=LOCALE_PATTERN)
+    # A prompt-template id: what an experiment on chip wording assigns per variant.
+    style: ChipStyle = "default"
+    max_latency_ms: float | None = Field(default=None, ge=10, le=60_000)
+
+    @field_validator("messages")
+    @classmethod
+    def _has_turn(cls, value: list[HybridMessage]) -> list[HybridMessage]:
+        if not any(m.role in ("user", "assistant") for m in value):
+            raise ValueError("at least one user or assistant message is required")
+        return value
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def _coach(request: Request) -> Coach:
+    coach = getattr(_services(request), "coach", None)
+    if coach is None:
+        raise Unavailable("the coaching library is not loaded yet")
+    return coach  # type: ignore[no-any-return]
+
+
+def _chips_body(result: ChipsResult, body: SuggestionsRequest, request_id: str) -> dict[str, Any]:
+    return {
+        "suggestions": [{"text": chip.text, "source": chip.source} for chip in result.chips],
+        "source": result.source,
+        "model": result.model,
+        "latencyMs": round(result.latency_ms, 2),
+        "modelLatencyMs": round(result.model_latency_ms, 2) if result.model_latency_ms is not None else None,
+        "reason": result.reason,
+        "strategyIds": result.strategy_ids,
+        "style": body.style,
+        "locale": result.locale,
+        "count": len(result.chips),
+        "requestId": request_id,
+    }
+
+
+@router.post("/suggestions")
+async def suggestions(body: SuggestionsRequest, request: Request) -> dict[str, Any]:
+    services = _services(request)
+    coach = _coach(request)
+    request_id = f"chips_{uuid.uuid4().hex}"
+    messages = tuple(ChatMessage(m.role, m.content) for m in body.messages)
+    guard = services.hybrid.guard
+    inspection = guard.inspect(messages) if guard is not None else None
+    if inspection is not None and inspection.injection_verdict == "block":
+        if services.audit is not None:
+            await services.audit.append(
+                services.user_of(request) or "anonymous", "user", "request.blocked", target=request_id,
+                details={"flags": ["prompt_injection_blocked"], "endpoint": "chips"},
+            )  # fmt: skip
+        raise PromptInjection("the conversation looks like a prompt injection and was refused", param="messages")
+    result = await coach.chips.suggest(
+        services.local,
+        messages,
+        count=body.count,
+        locale=body.locale,
+        style=body.style,
+        budget_ms=body.max_latency_ms,
+        self_harm=bool(inspection and inspection.self_harm),
+        request_id=request_id,
+    )
+    return _chips_body(result, body, request_id)
+
+
+def strategy_body(strategy: Strategy) -> dict[str, Any]:
+    return strategy.to_json()
+
+
+@router.get("/strategies")
+async def search_strategies(
+    request: Request,
+    q: Annotated[str | None, Query(max_length=500, pattern=NO_NUL, description="free text; best matches first")] = None,
+    category: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
+    tag: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict[str, Any]:
+    coach = _coach(request)
+    hits = await coach.strategies.search(q, category=category, tag=tag, limit=limit)
+    current = coach.strategies.current
+    return {
+        "data": [{**strategy_body(hit.strategy), "score": round(hit.score, 6)} for hit in hits],
+        "count": len(hits),
+        "version": current.version if current else None,
+    }
+
+
+@router.get("/strategies/bundle", response_model=None)
+async def strategies_bundle(
+    request: Request,
+    since: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="a version the app already holds")
+    ] = None,
+) -> Response:
+    built = await _coach(request).bundles.build(since or None)
+    headers = {"ETag": built.etag, "Cache-Control": "no-cache", "X-Bundle-Version": built.version}
+    if _matches(request.headers.get("if-none-match"), built.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(built.body, media_type="application/json", headers=headers)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: weak comparison, a list of tags or ``*``."""
+    if not if_none_match:
+        return False
+    candidates = [tag.strip() for tag in if_none_match.split(",")]
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in candidates)
+
+
+@router.get("/strategies/signing-key")
+async def signing_key(request: Request) -> dict[str, str]:
+    return _coach(request).signing_key.public_json()
+
+
+@router.get("/strategies/{strategy_id}")
+async def get_strategy(
+    strategy_id: Annotated[str, Path(max_length=64, pattern=NO_NUL)], request: Request
+) -> JSONResponse:
+    found = await _coach(request).strategies.get_many([strategy_id])
+    if not found:
+        raise NotFound(f"strategy {strategy_id!r} does not exist", param="strategy_id")
+    return JSONResponse(strategy_body(found[0]))

@@ -1,0 +1,70 @@
+"""Offline answers at the API layer: when the hybrid engine has no model left to ask, reply from the strategies
+library instead of failing, in each API's own shape, and say so (``processingMode: "offline"``).
+
+Only "nobody can answer" errors qualify: the local side unavailable and the cloud failing or not allowed. Bad
+requests, refused prompt injections and a full queue (429, retry shortly) keep their status codes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from upcoach.coaching.offline import OFFLINE_BACKEND, OfflineAnswer, offline_answer
+from upcoach.errors import BackendError, Unavailable, UpcoachError
+from upcoach.llm.base import ChatMessage
+from upcoach.services import Services
+
+log = logging.getLogger(__name__)
+
+OFFLINE_ERRORS = (Unavailable, BackendError)
+
+
+async def answer_offline(services: Services, messages: tuple[ChatMessage, ...], error: UpcoachError) -> OfflineAnswer:
+    """The library's answer, or ``error`` re-raised when the library cannot answer either."""
+    coach = services.coach
+    if coach is None:
+        raise error
+    try:
+        return await offline_answer(coach.strategies, messages)
+    except Exception:
+        log.exception("offline answer failed")
+        raise error from None
+
+
+def hybrid_body(answer: OfflineAnswer, request_id: str, error: UpcoachError, latency_ms: float) -> dict[str, Any]:
+    """The shape of ``outcome_body`` (api/hybrid_schemas.py), plus an ``offline`` block."""
+    return {
+        "response": {"role": "assistant", "content": answer.text},
+        "processingMode": "offline",
+        "metrics": {
+            "latency": round(latency_ms, 2),
+            "firstTokenLatency": None,
+            "tokensGenerated": 0,
+            "promptTokens": 0,
+            "costsIncurred": 0.0,
+            "costAvoided": 0.0,
+        },
+        "routing": {
+            "backend": OFFLINE_BACKEND,
+            "decision": None,
+            "reasons": [f"{error.code}: {error.message}", answer.reason],
+            "fallbackUsed": True,
+            "complexity": None,
+            "redactions": {},
+            "flags": [],
+        },
+        "finishReason": "stop",
+        "requestId": request_id,
+        "offline": {"reason": answer.reason, "strategyIds": answer.strategy_ids, "error": error.code},
+    }
+
+
+def openai_extension(answer: OfflineAnswer, error: UpcoachError) -> dict[str, Any]:
+    """Added to an OpenAI completion as ``upcoach``: OpenAI clients ignore unknown fields."""
+    return {
+        "processingMode": "offline",
+        "reason": answer.reason,
+        "strategyIds": answer.strategy_ids,
+        "error": error.code,
+    }

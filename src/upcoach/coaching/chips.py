@@ -1,0 +1,333 @@
+"""Suggestion chips: a few short replies the user can tap, written by the LOCAL model under a grammar.
+
+Speed is the whole design (the plan's gate is P95 <= 300 ms on a 2-core CPU, where decode runs at ~45 tok/s):
+- the system prompt is small and fixed per (style, language), so the engine keeps it warm in its prefix cache;
+- only the last coach and user turns go in, each cut to its last ~200 characters;
+- a GBNF grammar makes the model write exactly ``count`` lines of 1-8 words and then stop: no JSON braces or
+  quotes to pay for, no preamble, no run-on, and ``max_tokens`` is bounded by the count;
+- greedy decoding (temperature 0): the most likely short reply, reproducible for the same conversation.
+When the model cannot answer in time (not loaded, queue full, a queue ahead of us longer than the budget, or the
+budget runs out mid-generation) the chips come from the strategies library instead (full-text search on the
+last user message) and the answer says so with ``source: "library"``.
+
+Experiments vary the wording through ``style`` (a prompt-template id, see CHIP_STYLES).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from upcoach.coaching.library import MAX_CHIP_WORDS
+from upcoach.coaching.strategies import StrategyRepository
+from upcoach.errors import Overloaded, Unavailable
+from upcoach.llm.base import Backend, ChatMessage, ChatRequest, GenerationParams, collect
+
+log = logging.getLogger(__name__)
+
+MAX_TURN_CHARS = 200
+TOKENS_PER_CHIP = 12
+
+
+@dataclass(frozen=True)
+class ChipStyle:
+    instruction: str
+    # Replies for the two worked examples in the system prompt (EXAMPLE_TURNS), three each.
+    examples: tuple[tuple[str, str, str], tuple[str, str, str]]
+
+
+# Two different worked examples: with one, a 0.5B model copies its replies into every conversation.
+EXAMPLE_TURNS = (
+    ("What would make this week a success for you?", "I keep putting off my report."),
+    ("How did the meeting with your team go?", "Badly, nobody listened to my idea."),
+)
+# Prompt-template ids an experiment can assign per variant (e.g. A "default", B "action"). The worked examples
+# live in the system prompt, which the engine caches: few-shot costs nothing per request.
+CHIP_STYLES: dict[str, ChipStyle] = {
+    "default": ChipStyle(
+        "natural replies the user might send next",
+        (
+            ("I'll start with ten minutes today", "Help me break it down", "Why do I keep avoiding it?"),
+            ("I felt ignored and annoyed", "How can I get them to listen?", "I'll talk to my lead tomorrow"),
+        ),
+    ),
+    "action": ChipStyle(
+        "replies where the user commits to a small, concrete next step",
+        (
+            ("I'll write the outline tonight", "I'll block an hour tomorrow", "I'll ask a colleague for input"),
+            ("I'll send my idea in writing", "I'll ask for five minutes next time", "I'll find one ally first"),
+        ),
+    ),
+    "question": ChipStyle(
+        "questions the user might ask the coach next",
+        (
+            ("How do I get started?", "What if I fail again?", "Can you give me a plan?"),
+            ("How do I speak up better?", "Was my idea the problem?", "What should I say next time?"),
+        ),
+    ),
+    "feeling": ChipStyle(
+        "replies where the user says honestly how they feel",
+        (
+            ("Honestly, I feel overwhelmed", "I'm frustrated with myself", "I feel a bit hopeful now"),
+            ("I feel invisible in that team", "Mostly I'm angry about it", "It hurt more than I expected"),
+        ),
+    ),
+}
+LANGUAGES = {
+    "en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
+    "nl": "Dutch", "sv": "Swedish", "da": "Danish", "no": "Norwegian", "fi": "Finnish", "pl": "Polish",
+    "cs": "Czech", "tr": "Turkish", "ru": "Russian", "uk": "Ukrainian", "ja": "Japanese", "zh": "Chinese",
+    "ko": "Korean", "ar": "Arabic", "hi": "Hindi",
+}  # fmt: skip
+GENERIC_CHIPS = ("What should I do first?", "Can you give an example?", "Tell me more", "That helps, thanks")
+SELF_HARM_STRATEGY = "support-reach-out"
+
+_LEAD = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|[\"'“”‘’])\s*")
+_TRAIL = re.compile(r"[\"'“”‘’.,;:]+$")
+
+
+# Characters a chip never needs: sentence and role punctuation (":" is how "Coach:" transcripts start, "." how
+# run-on second sentences and "A." lists start), quotes, brackets, markup.
+_BANNED = '\\t\\n"()\\[\\]{}<>:;.*#_|\\\\/`=+~^'
+# Han, kana, hangul and full-width forms: a small multilingual model drifts into them mid-sentence.
+_CJK = "\\u3000-\\u9fff\\uac00-\\ud7af\\uff00-\\uffef"
+_CJK_LANGUAGES = frozenset({"zh", "ja", "ko"})
+
+
+def chip_grammar(count: int, locale: str = "en") -> str:
+    """Exactly ``count`` lines of 1-8 words; a line starts with a letter (no bullets or numbering), has no
+    sentence punctuation, "?", "!" or "," only end a word (no "???" runs); CJK only for Chinese, Japanese, Korean."""
+    banned = _BANNED + ("" if locale.split("-")[0].lower() in _CJK_LANGUAGES else _CJK)
+    return (
+        f"root ::= {' '.join(['line'] * count)}\n"
+        f'line ::= lead (" " word){{0,{MAX_CHIP_WORDS - 1}}} "\\n"\n'
+        f"lead ::= [^ 0-9?!,\\-{banned}] [^ ?!,{banned}]{{0,15}} [?!,]?\n"
+        f"word ::= [^ ?!,{banned}]{{1,16}} [?!,]?\n"
+    )
+
+
+def system_prompt(style: str, locale: str) -> str:
+    language = LANGUAGES.get(locale.split("-")[0].lower(), f"the language with code {locale}")
+    chosen = CHIP_STYLES[style]
+    examples = "\n\n".join(
+        f"Example {n}:\nCoach: {coach}\nUser: {user}\nReplies:\n" + "\n".join(replies)
+        for n, ((coach, user), replies) in enumerate(zip(EXAMPLE_TURNS, chosen.examples, strict=True), 1)
+    )
+    return (
+        "You write quick-reply chips for a coaching chat app. Read the end of the conversation and write "
+        f"short replies the user could tap next: {chosen.instruction}. Write in {language}, in the user's voice, "
+        "about the user's own situation, one reply per line, two to six words each, all different.\n\n" + examples
+    )
+
+
+def clean_chip(text: str) -> str:
+    """Trim what the grammar allows but a chip should not carry; at most MAX_CHIP_WORDS words."""
+    text = _LEAD.sub("", text.strip())
+    words = text.split()[:MAX_CHIP_WORDS]
+    text = " ".join(words)
+    text = _TRAIL.sub("", text) if not text.endswith(("?", "!")) else text
+    return text.strip()
+
+
+# A small model sometimes copies the worked examples verbatim: they were written for another conversation.
+_EXAMPLE_REPLIES = frozenset(
+    reply.casefold() for style in CHIP_STYLES.values() for ex in style.examples for reply in ex
+)
+
+
+def parse_chips(output: str, count: int) -> list[str]:
+    """Clean, distinct chips from the model's lines; verbatim copies of the prompt's examples are dropped."""
+    chips: list[str] = []
+    seen: set[str] = set(_EXAMPLE_REPLIES)
+    for line in output.splitlines():
+        chip = clean_chip(line)
+        key = chip.casefold()
+        if len(chip) < 2 or key in seen:
+            continue
+        seen.add(key)
+        chips.append(chip)
+    return chips[:count]
+
+
+@dataclass
+class Chip:
+    text: str
+    source: str  # "model" | "library"
+    strategy_id: str | None = None
+
+
+@dataclass
+class ChipsResult:
+    chips: list[Chip]
+    source: str
+    model: str | None
+    latency_ms: float
+    model_latency_ms: float | None = None
+    reason: str | None = None
+    strategy_ids: list[str] = field(default_factory=list)
+    locale: str = "en"
+
+
+def _conversation(messages: Sequence[ChatMessage], count: int) -> str:
+    last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    last_coach = next((m.content for m in reversed(messages) if m.role == "assistant"), "")
+    lines = []
+    if last_coach:
+        lines.append(f"Coach: {_tail(last_coach)}")
+    if last_user:
+        lines.append(f"User: {_tail(last_user)}")
+    lines.append(f"Write {count} replies.")
+    return "\n".join(lines)
+
+
+def _tail(text: str) -> str:
+    """The end of a turn: that is what the next reply answers."""
+    text = " ".join(text.split())
+    if len(text) <= MAX_TURN_CHARS:
+        return text
+    cut = text[-MAX_TURN_CHARS:]
+    return "…" + cut[cut.find(" ") + 1 :] if " " in cut else cut
+
+
+class ChipService:
+    def __init__(self, strategies: StrategyRepository, budget_ms: float) -> None:
+        self.strategies = strategies
+        self.budget_ms = budget_ms
+
+    async def suggest(
+        self,
+        backend: Backend | None,
+        messages: Sequence[ChatMessage],
+        *,
+        count: int,
+        locale: str,
+        style: str = "default",
+        budget_ms: float | None = None,
+        self_harm: bool = False,
+        request_id: str = "",
+    ) -> ChipsResult:
+        started = time.perf_counter()
+        budget = budget_ms or self.budget_ms
+        if self_harm:
+            reason = "signs of distress: support suggestions from the library"
+            return await self._library(messages, count, started, reason, preferred=SELF_HARM_STRATEGY)
+        reason = self._unfit(backend)
+        if reason is None:
+            assert backend is not None
+            health = await backend.health()
+            if not health.ok:
+                reason = f"local model busy ({health.reason or 'not ready'})"
+            else:
+                wait = _expected_wait_ms(backend)
+                if wait > budget:
+                    reason = f"local model busy (about {wait:.0f} ms of work queued ahead)"
+        if reason is not None:
+            return await self._library(messages, count, started, reason)
+        assert backend is not None
+        request = ChatRequest(
+            (ChatMessage("system", system_prompt(style, locale)), ChatMessage("user", _conversation(messages, count))),
+            GenerationParams(max_tokens=count * TOKENS_PER_CHIP, temperature=0.0),
+            request_id=request_id,
+            grammar=chip_grammar(count, locale),
+        )
+        model_started = time.perf_counter()
+        try:
+            async with asyncio.timeout(budget / 1000):
+                completion = await collect(backend.stream(request))
+        except TimeoutError:
+            return await self._library(messages, count, started, f"local model over the {budget:.0f} ms budget")
+        except (Overloaded, Unavailable) as exc:
+            return await self._library(messages, count, started, f"local model unavailable ({exc.code})")
+        model_ms = (time.perf_counter() - model_started) * 1000
+        texts = parse_chips(completion.text if completion else "", count)
+        if not texts:
+            reason = "the model wrote no usable chip"
+            return await self._library(messages, count, started, reason, model_latency_ms=model_ms)
+        chips = [Chip(text, "model") for text in texts]
+        strategy_ids: list[str] = []
+        if len(chips) < count:
+            extra = await self._library_chips(messages, count, exclude={c.text.casefold() for c in chips})
+            chips += extra[: count - len(chips)]
+            strategy_ids = list(dict.fromkeys(c.strategy_id for c in chips if c.strategy_id))
+        return ChipsResult(
+            chips=chips,
+            source="model",
+            model=completion.model if completion else None,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            model_latency_ms=model_ms,
+            strategy_ids=strategy_ids,
+            locale=locale,
+        )
+
+    @staticmethod
+    def _unfit(backend: Backend | None) -> str | None:
+        if backend is None:
+            return "local model not loaded"
+        # The served engine may sit behind a wrapper that swaps model versions (modelstore/swap.py).
+        engine = getattr(getattr(backend, "current", None), "engine", None) or backend
+        if not getattr(engine, "supports_grammar", False):
+            return "the local backend cannot constrain output"
+        return None
+
+    async def _library(
+        self,
+        messages: Sequence[ChatMessage],
+        count: int,
+        started: float,
+        reason: str,
+        preferred: str | None = None,
+        model_latency_ms: float | None = None,
+    ) -> ChipsResult:
+        chips = await self._library_chips(messages, count, preferred=preferred)
+        return ChipsResult(
+            chips=chips,
+            source="library",
+            model=None,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            model_latency_ms=model_latency_ms,  # the model ran, but nothing it wrote was usable
+            reason=reason,
+            strategy_ids=list(dict.fromkeys(c.strategy_id for c in chips if c.strategy_id)),
+            locale="en",  # the library is written in English
+        )
+
+    async def _library_chips(
+        self,
+        messages: Sequence[ChatMessage],
+        count: int,
+        exclude: set[str] | None = None,
+        preferred: str | None = None,
+    ) -> list[Chip]:
+        """Chips of the strategies that best match the last user message, taking the best one of each in turn."""
+        seen = set(exclude or ())
+        last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        strategies = []
+        if preferred is not None:
+            strategies = await self.strategies.get_many([preferred])
+        try:
+            strategies += [hit.strategy for hit in await self.strategies.search(last_user, limit=count)]
+        except Exception:  # the fallback must not fail because search did: generic chips still help
+            log.exception("strategy search failed")
+        chips: list[Chip] = []
+        for round_ in range(max((len(s.chips) for s in strategies), default=0)):
+            for strategy in strategies:
+                if round_ < len(strategy.chips) and strategy.chips[round_].casefold() not in seen:
+                    seen.add(strategy.chips[round_].casefold())
+                    chips.append(Chip(strategy.chips[round_], "library", strategy.id))
+        for text in GENERIC_CHIPS:
+            if text.casefold() not in seen:
+                seen.add(text.casefold())
+                chips.append(Chip(text, "library"))
+        return chips[:count]
+
+
+def _expected_wait_ms(backend: Backend) -> float:
+    """How long requests already admitted will keep the local model busy (0 when idle), from the engine's
+    live figures: its queue depth times its average service time."""
+    details = backend.info().details
+    pending = details.get("queue_depth") or 0
+    service = details.get("service_ms_ewma") or 1000.0
+    return float(pending) * float(service)  # type: ignore[arg-type]

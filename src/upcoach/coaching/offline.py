@@ -1,0 +1,42 @@
+"""The last resort when no model can answer (local down, cloud down or not allowed): the strategies library.
+
+The answer is plainly labelled: it is a list of relevant strategies, not a model's reply, and the API marks it
+``processingMode: "offline"`` with the reason and the strategy ids used. Nothing leaves the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from upcoach.coaching.strategies import StrategyRepository
+from upcoach.llm.base import ChatMessage
+
+OFFLINE_REASON = "no model available: answered from the strategies library"
+OFFLINE_BACKEND = "strategies-library"
+# When nothing matches: two strategies that help in almost any coaching situation.
+DEFAULT_STRATEGIES = ("goals-first-step", "stress-brain-dump")
+MAX_STRATEGIES = 2
+
+
+@dataclass(frozen=True)
+class OfflineAnswer:
+    text: str
+    strategy_ids: list[str]
+    reason: str = OFFLINE_REASON
+
+
+async def offline_answer(strategies: StrategyRepository, messages: Sequence[ChatMessage]) -> OfflineAnswer:
+    last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    found = [hit.strategy for hit in await strategies.search(last_user, limit=MAX_STRATEGIES)]
+    if not found:
+        found = await strategies.get_many(list(DEFAULT_STRATEGIES))
+    parts = [
+        "I can't reach a coaching model right now, so here "
+        + ("is a strategy" if len(found) == 1 else "are strategies")
+        + " from the UpCoach library that may help:"
+    ]
+    for strategy in found:
+        steps = "\n".join(f"{n}. {step}" for n, step in enumerate(strategy.steps, 1))
+        parts.append(f"**{strategy.title}**: {strategy.summary}\n{steps}")
+    return OfflineAnswer("\n\n".join(parts), [s.id for s in found])

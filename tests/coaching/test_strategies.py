@@ -1,0 +1,81 @@
+"""The library in the database: publishing by content version, and full-text search on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from upcoach.coaching.library import load_builtin
+from upcoach.coaching.strategies import StrategyRepository
+from upcoach.storage.database import Database
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+async def repo(migrated_db: Database) -> StrategyRepository:
+    repository = StrategyRepository(migrated_db)
+    await repository.publish(load_builtin())
+    return repository
+
+
+@pytest.mark.parametrize(
+    ("query", "expected_category"),
+    [
+        ("I can't sleep, my mind keeps racing at night", "sleep"),
+        ("my colleague is difficult and we had a conflict", "relationships"),
+        ("everything feels urgent and I need to prioritise my tasks", "time-management"),
+        ("I feel like a fraud at work, impostor", "confidence"),
+        ("I want to ask my manager for a promotion", "career"),
+        ("how do I breathe to calm down when I'm anxious", "stress"),
+    ],
+)
+async def test_search_ranks_the_matching_topic_first(
+    repo: StrategyRepository, query: str, expected_category: str
+) -> None:
+    hits = await repo.search(query, limit=3)
+    assert hits, query
+    assert hits[0].strategy.category == expected_category, [(h.strategy.id, h.score) for h in hits]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+async def test_stemming_filters_and_stopwords(repo: StrategyRepository) -> None:
+    # "procrastinating" finds strategies that say "procrastination" (stemming on both backends).
+    assert any("procrastination" in hit.strategy.tags for hit in await repo.search("procrastinating", limit=5))
+    sleep_only = await repo.search("routine", category="sleep", limit=20)
+    assert sleep_only and {hit.strategy.category for hit in sleep_only} == {"sleep"}
+    tagged = await repo.search(None, tag="breathing", limit=50)
+    assert {hit.strategy.id for hit in tagged} == {"stress-box-breathing", "stress-physiological-sigh"}
+    assert await repo.search("the and of I you", limit=5) == []
+    assert await repo.search("zzzqqq", limit=5) == []
+    # Query syntax of either engine is neutralised: quotes, operators and parentheses are just words.
+    assert await repo.search('sleep" OR (NEAR AND -x) | !:* ', limit=3)
+
+
+async def test_publish_is_idempotent_and_updates_search_and_history(repo: StrategyRepository) -> None:
+    first = repo.current
+    assert first is not None
+    again = await repo.publish(load_builtin())
+    assert again == first  # same version, same creation time: nothing rewritten
+
+    strategies = load_builtin()
+    edited = [
+        replace(s, summary=s.summary + " Works well for zebra keepers.") if s.id == "sleep-nap" else s
+        for s in strategies
+        if s.id != "focus-pomodoro"
+    ]
+    second = await repo.publish(edited)
+    assert second.version != first.version
+    assert "focus-pomodoro" not in second.manifest and "focus-pomodoro" in first.manifest
+    assert second.manifest["sleep-nap"] != first.manifest["sleep-nap"]
+    assert [hit.strategy.id for hit in await repo.search("zebra keepers")] == ["sleep-nap"]
+    assert await repo.search("pomodoro") == []
+    assert await repo.get_many(["focus-pomodoro"]) == []
+    # Earlier manifests stay readable: bundle deltas are computed against them.
+    assert (await repo.manifest(first.version)) == first
+
+    back = await repo.publish(strategies)
+    assert back.version == first.version and back.created_at >= second.created_at
+    assert [hit.strategy.id for hit in await repo.search("pomodoro", limit=1)] == ["focus-pomodoro"]
+    assert await repo.search("zebra keepers") == []
