@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks and write docs/benchmarks.md (and a JSON copy of each in benchmarks/results/).
 
-`--only local|gateway` runs one benchmark and replaces only its section; the other section is kept as it was.
+`--only local|gateway|decision|chips|modelload` runs one benchmark and replaces only its section; the others are kept.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import decision, gateway, local_engine  # noqa: E402
+from benchmarks import chips, decision, gateway, local_engine, model_load  # noqa: E402
 from benchmarks.common import machine, median  # noqa: E402
 from upcoach.config import Settings  # noqa: E402
 from upcoach.modelstore.catalog import DEFAULT_MODEL, get_entry  # noqa: E402
@@ -30,6 +30,8 @@ SECTIONS = {
     "local": "## Local engine:",
     "gateway": "## Gateway:",
     "decision": "## Routing decision time",
+    "chips": chips.HEADING,
+    "modelload": model_load.HEADING,
 }
 
 
@@ -172,6 +174,10 @@ def main() -> None:
         new["gateway"] = gateway_section(command)
     if args.only in (None, "decision"):
         new["decision"] = decision_section(command)
+    if args.only in (None, "chips"):
+        new["chips"] = chips.section(command)
+    if args.only in (None, "modelload"):
+        new["modelload"] = model_load.section(command)
     existing = args.out.read_text() if args.out.exists() else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(merge(existing, new))

@@ -4,44 +4,69 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from upcoach.api import errors as api_errors
 from upcoach.api.audit_routes import router as audit_router
+from upcoach.api.coach_routes import router as coach_router
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.experiment_routes import router as experiment_router
+from upcoach.api.feedback_routes import router as feedback_router
 from upcoach.api.health import router as health_router
 from upcoach.api.hybrid_routes import router as hybrid_router
+from upcoach.api.journal_routes import router as journal_router
 from upcoach.api.limits import BodySizeLimit
+from upcoach.api.model_routes import router as model_router
 from upcoach.api.openai_routes import router as openai_router
+from upcoach.api.privacy_routes import router as privacy_router
 from upcoach.api.security_routes import router as security_router
+from upcoach.coaching.journal import Journal
+from upcoach.coaching.ratings import Ratings
+from upcoach.coaching.service import start_coach
 from upcoach.config import Settings
-from upcoach.errors import UpcoachError
+from upcoach.errors import LocalUnavailable, UpcoachError
+from upcoach.experiments.service import Experiments
 from upcoach.llm.base import Backend
 from upcoach.llm.llamacpp import EngineConfig, LlamaCppEngine
 from upcoach.llm.openai_compat import OpenAICompatBackend
 from upcoach.llm.pool import BackendPool
 from upcoach.modelstore.catalog import model_id_for
+from upcoach.modelstore.crypto import model_key_provider
 from upcoach.modelstore.fetch import resolve_model
+from upcoach.modelstore.manager import ModelManager
+from upcoach.modelstore.registry import JobRepository, ModelRegistry
+from upcoach.modelstore.signing import ManifestSigner
+from upcoach.modelstore.store import ModelStore
+from upcoach.modelstore.swap import Loaded, SwappableBackend
 from upcoach.observability.audit import AuditLog, audit_key_from_settings
 from upcoach.observability.metrics import Metrics
 from upcoach.observability.records import RecordWriter
+from upcoach.privacy.retention import RetentionJob
+from upcoach.privacy.rights import DataRights
+from upcoach.privacy.settings import PrivacyService
 from upcoach.routing.breaker import CircuitBreaker, MemoryBreakerStore, RedisBreakerStore, breaker_config_from_settings
 from upcoach.routing.costs import CloudBudget, PriceTable
-from upcoach.routing.engine import HybridEngine, HybridRequest
+from upcoach.routing.engine import HybridEngine, HybridRequest, RegionalCloud
 from upcoach.routing.policy import PolicyConfig
 from upcoach.security.auth import Authenticator, announce_auth_mode, audit_refusals, require
 from upcoach.security.guard import Guard
 from upcoach.security.keys import ApiKeys, Role
 from upcoach.security.limits import TokenBucketLimiter
+from upcoach.security.vault import UserKeyVault, master_key_from_settings
 from upcoach.services import Services
 from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
+from upcoach.storage.experiments import ExperimentRepository
+from upcoach.storage.feedback import FeedbackRepository
+from upcoach.storage.journal import JournalRepository
 from upcoach.storage.keys import ApiKeyRepository
 from upcoach.storage.requests import RequestRepository
+from upcoach.web.routes import install as install_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +114,46 @@ def _cloud(settings: Settings) -> OpenAICompatBackend | None:
     )
 
 
+def _regional_clouds(settings: Settings, store: object) -> dict[str, RegionalCloud]:
+    """One cloud endpoint and breaker per residency region (UPCOACH_CLOUD_REGIONS)."""
+    regions: dict[str, RegionalCloud] = {}
+    for name, region in settings.cloud_regions.items():
+        backend = OpenAICompatBackend(
+            name=f"cloud-{name}",
+            base_url=region.base_url,
+            model=region.model,
+            api_key=region.api_key,
+            kind="cloud",
+            connect_timeout=settings.cloud_connect_timeout,
+            first_token_timeout=settings.cloud_first_token_timeout,
+            total_timeout=settings.cloud_total_timeout,
+        )
+        breaker = CircuitBreaker(f"cloud-{name}", breaker_config_from_settings(settings), store)  # type: ignore[arg-type]
+        regions[name] = RegionalCloud(backend, breaker, region.model)
+    return regions
+
+
+def _register_core_rights(rights: DataRights, privacy: PrivacyService, requests: RequestRepository) -> None:
+    """The data this service itself holds about a user; other areas register theirs next to this call."""
+
+    async def export_settings(user_id: str) -> dict[str, object]:
+        current = await privacy.get(user_id)
+        history = await privacy.history(user_id)
+        return {"current": {**current.editable(), "version": current.version, "updated_at": current.updated_at},
+                "history": [asdict(version) for version in history]}  # fmt: skip
+
+    async def export_records(user_id: str) -> list[dict[str, object]]:
+        return [asdict(record) for record in await requests.all_for_user(user_id)]
+
+    async def export_audit(user_id: str) -> list[dict[str, object]]:
+        return [event.to_json() for event in await privacy.repository.audit_about(user_id)]
+
+    rights.register("settings", export_settings, privacy.erase)
+    rights.register("requestRecords", export_records, requests.delete_for_user)
+    # Exported, never erased: the trail is HMAC-chained (see privacy/rights.py).
+    rights.register("auditEvents", export_audit)
+
+
 def _pool(settings: Settings) -> BackendPool | None:
     if not settings.pool_urls:
         return None
@@ -101,13 +166,52 @@ def _pool(settings: Settings) -> BackendPool | None:
     return BackendPool("pool", members, health_interval=settings.pool_health_interval)
 
 
-async def _load_local(services: Services, engine: LlamaCppEngine) -> None:
+def _wire_journal_ratings_experiments(services: Services, db: Database, settings: Settings) -> None:
+    """Voice journal, answer ratings and A/B experiments (#8 part B), their data registered for export/erasure."""
+    vault = UserKeyVault(db, master_key_from_settings(settings))
+    # The journal asks for the local backend at each entry: it may still be loading, or gone (pending insight).
+    services.journal = Journal(
+        JournalRepository(db), vault, lambda: services.local, insight_timeout=settings.journal_insight_timeout
+    )
+    services.ratings = Ratings(FeedbackRepository(db), services.requests, vault)
+
+    async def analytics_opt_in(user_id: str) -> bool:
+        # Fail closed: without the privacy service nobody counts as opted in, so nothing is stored.
+        privacy = services.privacy
+        return privacy is not None and bool((await privacy.get(user_id)).analytics_opt_in)
+
+    experiments = ExperimentRepository(db)
+    services.experiments = Experiments(
+        experiments, analytics_opt_in, epsilon=settings.experiments_dp_epsilon,
+        min_group_size=settings.experiments_min_group_size,
+    )  # fmt: skip
+    if services.rights is not None:
+        services.rights.register("journalEntries", services.journal.export, services.journal.erase)
+        services.rights.register("answerRatings", services.ratings.export, services.ratings.erase)
+        services.rights.register("experiments", experiments.export_for_user, experiments.delete_for_user)
+
+
+async def _start_configured(engine: LlamaCppEngine, name: str) -> Loaded:
     await engine.start()
-    if engine.ready:
-        services.local = engine
-        services.local_problem = None
-    else:
-        services.local_problem = (await engine.health()).reason
+    if not engine.ready:
+        reason = (await engine.health()).reason
+        await engine.stop()
+        raise LocalUnavailable(reason)
+    return Loaded(engine, None, name)
+
+
+async def _load_local(services: Services, backend: SwappableBackend, load: Awaitable[Loaded]) -> None:
+    """Load the serving model (the registry's active version, else the configured file) into the backend."""
+    try:
+        loaded = await load
+    except UpcoachError as exc:
+        log.error("local model unavailable: %s", exc.message)
+        services.local_problem = backend.problem = exc.message
+        return
+    await backend.swap(loaded)
+    services.local = backend
+    services.local_model_id = loaded.name
+    services.local_problem = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -121,7 +225,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(db.dispose)
             await db.migrate()
             announce_auth_mode(settings)
-            audit = AuditLog(AuditRepository(db), audit_key_from_settings(settings))
+            audit_key = audit_key_from_settings(settings)
+            assert audit_key is not None  # created when missing
+            audit = AuditLog(AuditRepository(db), audit_key)
             app.state.audit_log = audit
             app.state.authenticator = Authenticator(
                 settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=audit_refusals(audit)
@@ -135,15 +241,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stack.push_async_callback(redis.aclose)  # type: ignore[attr-defined]
             metrics = Metrics()
 
-            engine: LlamaCppEngine | None = None
+            # Model versions (#6): the registry's active version serves if there is one, else the configured file;
+            # either way behind a SwappableBackend, so updates and rollbacks swap it without failing a request.
+            registry = ModelRegistry(db)
+            model_store = ModelStore(settings, registry, model_key_provider(settings), audit)
+            job_rows = JobRepository(db)
+            await job_rows.fail_unfinished()
+            swappable = SwappableBackend()
+            stack.push_async_callback(swappable.aclose)
+            active_version = await registry.active()
+            engine: SwappableBackend | None = None
             local_problem = "local model disabled (UPCOACH_LOAD_MODEL=false)"
             # A pool in the "local" role replaces the in-process model; "beside" it takes the overflow.
             if settings.load_model and not (settings.pool_urls and settings.pool_role == "local"):
-                try:
-                    engine = LlamaCppEngine(engine_config(settings))
-                except UpcoachError as exc:
-                    local_problem = exc.message
-                    log.error("local model unavailable: %s", exc.message)
+                if active_version is not None:
+                    engine = swappable
+                else:
+                    try:
+                        configured = LlamaCppEngine(engine_config(settings))
+                        engine = swappable
+                    except UpcoachError as exc:
+                        local_problem = exc.message
+                        log.error("local model unavailable: %s", exc.message)
             pool = _pool(settings)
             if pool is not None:
                 await pool.start()
@@ -154,6 +273,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stack.push_async_callback(cloud.aclose)
             store = RedisBreakerStore(redis) if redis is not None else MemoryBreakerStore()  # type: ignore[arg-type]
             breaker = CircuitBreaker("cloud", breaker_config_from_settings(settings), store) if cloud else None
+            regions = _regional_clouds(settings, store)
+            for regional in regions.values():
+                stack.push_async_callback(regional.backend.aclose)  # type: ignore[attr-defined]
+            privacy = PrivacyService(db, audit, settings)
+            rights = DataRights(audit, audit_key)
+            _register_core_rights(rights, privacy, repository)
+            retention = RetentionJob(privacy.repository, settings.default_retention_days,
+                                     settings.retention_interval_seconds)  # fmt: skip
+            await retention.start()
+            stack.push_async_callback(retention.stop)
 
             async def audit_flags(request: HybridRequest, flags: list[str]) -> None:
                 action = "request.blocked" if "prompt_injection_blocked" in flags else "request.flagged"
@@ -174,6 +303,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 record=writer.submit,
                 guard=Guard(),
                 on_flag=audit_flags,
+                regions=regions,
+                privacy=privacy.get,
             )
             services = Services(
                 settings=settings,
@@ -186,13 +317,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 local_problem=None if engine is None and pool is not None else local_problem,
                 audit=audit,
                 limiter=TokenBucketLimiter(settings.rate_limit_per_minute / 60, settings.rate_limit_burst, redis),
+                privacy=privacy,
+                rights=rights,
             )
+            services.models = ModelManager(
+                settings, registry, model_store, swappable, audit, job_rows=job_rows,
+                on_swap=lambda loaded: setattr(services, "local_model_id", loaded.name),
+            )  # fmt: skip
+            stack.push_async_callback(services.models.aclose)
+            services.model_signer = ManifestSigner.from_settings(settings)
+            _wire_journal_ratings_experiments(services, db, settings)
+            services.coach = await start_coach(settings, db)  # strategies library, bundle key, chips (#8 part A)
             app.state.services = services
             if engine is not None:
                 # Load in the background: /healthz answers at once, /readyz turns 200 when the model is in.
                 services.local_problem = "local model is loading"
-                loader = asyncio.create_task(_load_local(services, engine))
-                stack.push_async_callback(engine.stop)
+                swappable.problem = "local model is loading"
+                load = (
+                    services.models.load(active_version.id, active_version.name)
+                    if active_version is not None
+                    else _start_configured(configured, model_id_for(settings.local_model))
+                )
+                loader = asyncio.create_task(_load_local(services, swappable, load))
                 stack.push_async_callback(_await, loader)
             yield
 
@@ -203,7 +349,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_router, dependencies=chat_caller)
     app.include_router(hybrid_router, dependencies=chat_caller)
     app.include_router(security_router, dependencies=chat_caller)
+    app.include_router(coach_router, dependencies=chat_caller)
     app.include_router(audit_router)
+    app.include_router(model_router)
+    app.include_router(journal_router)
+    app.include_router(feedback_router)
+    app.include_router(experiment_router)
+    app.include_router(privacy_router)
+    install_dashboard(app, settings)
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require(Role.admin, Role.auditor))])
     async def metrics(request: Request) -> Response:

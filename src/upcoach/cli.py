@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -26,9 +27,12 @@ from rich.progress import (
 from rich.table import Table
 
 from upcoach.config import Settings
-from upcoach.errors import UpcoachError
+from upcoach.errors import ModelNotReady, UpcoachError
 from upcoach.modelstore import fetch as fetcher
 from upcoach.modelstore.catalog import CATALOG, get_entry, is_path_reference
+from upcoach.modelstore.crypto import model_key_provider
+from upcoach.modelstore.registry import ModelRegistry, ModelVersion
+from upcoach.modelstore.store import ModelStore
 from upcoach.observability.audit import AuditLog, VerifyResult, audit_key_from_settings
 from upcoach.security.keys import ApiKey, ApiKeys, Role
 from upcoach.storage.audit import AuditFilter, AuditRepository
@@ -42,6 +46,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(help="Verify and export the audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+privacy_app = typer.Typer(help="Privacy jobs: retention.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
 
 err = Console(stderr=True)
 out = Console()
@@ -96,31 +102,216 @@ def _ensure_model(settings: Settings, name: str | None = None) -> Path:
 
 @models_app.command("list")
 def models_list() -> None:
-    """Show the catalog and which models are downloaded."""
+    """Show the installed versions (the encrypted store) and the catalog."""
     settings = Settings()
-    table = Table("name", "size", "quant", "downloaded", "default", "description")
+
+    async def installed() -> list[ModelVersion]:
+        async with _model_store(settings) as store:
+            return await store.registry.list()
+
+    versions = asyncio.run(installed())
+    table = Table("id", "status", "active", "size", "quant", "tier", "created", "sha256", title="installed (encrypted)")
+    for version in versions:
+        state = "active" if version.active else "previous" if version.previous else ""
+        size = f"{version.size / 1e6:.0f} MB" if version.size else "?"
+        status = version.status if not version.error else f"{version.status}: {version.error[:60]}"
+        table.add_row(
+            version.id, status, state, size, version.quantization or "", version.device_tier or "",
+            _when(version.created_at), version.sha256[:12],
+        )  # fmt: skip
+    out.print(table if versions else "no installed versions: `upcoach models pull NAME|URL` or `models import FILE`")
+    catalog = Table("name", "version", "size", "quant", "plaintext cache", "default", "description", title="catalog")
     for entry in CATALOG.values():
         present = fetcher.model_path(entry, settings.models_dir).exists()
-        table.add_row(
+        catalog.add_row(
             entry.name,
+            entry.version,
             f"{entry.size / 1e6:.0f} MB",
             entry.quantization,
             "yes" if present else "no",
             "*" if entry.name == settings.local_model else "",
             entry.description,
         )
-    out.print(table)
+    out.print(catalog)
+
+
+@contextmanager
+def _store_progress(label: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A rich progress bar (on stderr) fed by the model store's ``progress(done, total)`` callback."""
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+        console=err, transient=False,
+    ) as progress:  # fmt: skip
+        task = progress.add_task(label, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+@asynccontextmanager
+async def _model_store(settings: Settings) -> AsyncIterator[ModelStore]:
+    async with _database(settings) as db:
+        key = audit_key_from_settings(settings)
+        assert key is not None  # created when missing
+        yield ModelStore(settings, ModelRegistry(db), model_key_provider(settings), AuditLog(AuditRepository(db), key))
+
+
+def _cli_actor() -> str:
+    return f"cli:{getpass.getuser()}"[:128]
+
+
+async def _install(store: ModelStore, label: str, install: Callable[..., Awaitable[ModelVersion]]) -> ModelVersion:
+    """Run a pull or import with a progress bar; the outcome goes to the audit trail as a download event."""
+    assert store.audit is not None
+    try:
+        with _store_progress(label) as progress:
+            version = await install(progress=progress)
+    except UpcoachError as exc:
+        await store.audit.append(
+            _cli_actor(), "admin", "model.download", target=label[:256], details={"phase": "failed", "code": exc.code}
+        )
+        raise
+    await store.audit.append(
+        _cli_actor(), "admin", "model.download", target=version.id,
+        details={"phase": "finished", "sha256": version.sha256, "size": version.size},
+    )  # fmt: skip
+    return version
+
+
+async def _activate(store: ModelStore, version: ModelVersion, action: str) -> ModelVersion:
+    assert store.audit is not None
+    before = await store.registry.active()
+    activated = await store.registry.activate(version.id)
+    await store.audit.append(
+        _cli_actor(), "admin", action, target=activated.id,
+        details={"activeId": activated.id, "previousId": before.id if before else None},
+    )  # fmt: skip
+    return activated
+
+
+def _run_store(settings: Settings, work: Callable[[ModelStore], Awaitable[str]]) -> None:
+    async def run() -> str:
+        async with _model_store(settings) as store:
+            return await work(store)
+
+    try:
+        message = asyncio.run(run())
+    except UpcoachError as exc:
+        raise _fail(exc) from exc
+    out.print(message)
 
 
 @models_app.command("pull")
-def models_pull(name: Annotated[str, typer.Argument(help="catalog name")]) -> None:
-    """Download, assemble and verify a catalog model."""
+def models_pull(
+    source: Annotated[str, typer.Argument(help="catalog name, or an http(s) URL of a GGUF file")],
+    name: Annotated[str | None, typer.Option(help="model name (URLs: default from the file name)")] = None,
+    version: Annotated[str | None, typer.Option(help="version (URLs: default the first 12 digits of sha256)")] = None,
+    sha256: Annotated[str | None, typer.Option(help="expected sha256 (required for URLs)")] = None,
+    use: Annotated[bool, typer.Option("--use", help="activate it for the next start")] = False,
+) -> None:
+    """Download, verify (sha256) and store a model encrypted at rest. URL downloads resume where they stopped."""
     settings = Settings()
-    try:
-        path = _ensure_model(settings, name)
-    except UpcoachError as exc:
-        raise _fail(exc) from exc
-    out.print(f"{name} ready: {path}")
+
+    async def work(store: ModelStore) -> str:
+        installed = await _install(
+            store, source, lambda **kw: store.pull(source, name=name, version=version, sha256=sha256, **kw)
+        )
+        if use:
+            await _activate(store, installed, "model.activate")
+            return f"{installed.id} ready and active from the next start"
+        return f"{installed.id} ready (activate it with `upcoach models use {installed.id}`)"
+
+    _run_store(settings, work)
+
+
+@models_app.command("import")
+def models_import(
+    path: Annotated[Path, typer.Argument(help="a local GGUF file (left in place; an encrypted copy is stored)")],
+    name: Annotated[str, typer.Option(help="model name")],
+    version: Annotated[str | None, typer.Option(help="version; default the first 12 digits of its sha256")] = None,
+    sha256: Annotated[str | None, typer.Option(help="expected sha256, checked")] = None,
+    use: Annotated[bool, typer.Option("--use", help="activate it for the next start")] = False,
+) -> None:
+    """Encrypt a local model file into the store after checking it."""
+    settings = Settings()
+
+    async def work(store: ModelStore) -> str:
+        installed = await _install(store, str(path), lambda **kw: store.import_file(path, name, version, sha256, **kw))
+        if use:
+            await _activate(store, installed, "model.activate")
+            return f"{installed.id} imported and active from the next start"
+        return f"{installed.id} imported"
+
+    _run_store(settings, work)
+
+
+@models_app.command("rm")
+def models_rm(model: Annotated[str, typer.Argument(help="version id (name@version)")]) -> None:
+    """Delete an installed version and its file. The active version is refused: activate another one first."""
+    settings = Settings()
+
+    async def work(store: ModelStore) -> str:
+        assert store.audit is not None
+        deleted = await store.delete(model)
+        await store.audit.append(
+            _cli_actor(), "admin", "model.delete", target=deleted.id, details={"sha256": deleted.sha256}
+        )
+        return f"{deleted.id} deleted"
+
+    _run_store(settings, work)
+
+
+@models_app.command("use")
+def models_use(model: Annotated[str, typer.Argument(help="version id, or a name (its newest ready version)")]) -> None:
+    """Activate an installed version: the server loads it at its next start (running servers: the update API)."""
+    settings = Settings()
+
+    async def work(store: ModelStore) -> str:
+        activated = await _activate(store, await store.registry.resolve(model), "model.activate")
+        return f"{activated.id} is active from the next start"
+
+    _run_store(settings, work)
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Re-activate the version that was active before the current one."""
+    settings = Settings()
+
+    async def work(store: ModelStore) -> str:
+        previous = await store.registry.previous_active()
+        if previous is None:
+            raise ModelNotReady("there is no previously active version to roll back to")
+        activated = await _activate(store, previous, "model.rollback")
+        return f"rolled back: {activated.id} is active from the next start"
+
+    _run_store(settings, work)
+
+
+async def _first_start(settings: Settings) -> None:
+    """On a fresh data folder, fetch the configured catalog model into the encrypted store and activate it.
+
+    Nothing happens when a version is already active (the server loads it). A plaintext copy left by `models path`
+    (older installs, the test suite's shared file) is encrypted into the store instead of downloading again, so the
+    server never serves a plaintext file unless it is started with an explicit GGUF path.
+    """
+    reference = settings.local_model
+    if is_path_reference(reference):
+        fetcher.resolve_model(reference, settings.models_dir, fetch_missing=False)
+        return
+    entry = get_entry(reference)
+    async with _model_store(settings) as store:
+        if await store.registry.active() is not None:
+            return
+        cached = fetcher.model_path(entry, settings.models_dir)
+        if cached.exists():
+            err.print(f"first start: encrypting {cached} into the model store (delete that plaintext copy if unused)")
+        else:
+            err.print(f"first start: fetching {entry.name} ({entry.size / 1e6:.0f} MB) into the encrypted model store")
+        installed = await _install(store, entry.name, lambda **kw: store.pull(entry.name, **kw))
+        await _activate(store, installed, "model.activate")
 
 
 @models_app.command("path")
@@ -170,7 +361,7 @@ def serve(
         raise typer.Exit(code=2)
     if settings.load_model:
         try:
-            _ensure_model(settings)
+            asyncio.run(_first_start(settings))
         except UpcoachError as exc:
             raise _fail(exc) from exc
     config = uvicorn.Config(
@@ -338,6 +529,107 @@ def audit_export(
                 sys.stdout.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
 
     asyncio.run(export())
+
+
+@privacy_app.command("retention")
+def privacy_retention() -> None:
+    """Delete request records older than each user's retention period (UPCOACH_DEFAULT_RETENTION_DAYS for users
+    who never chose one), as the server's hourly job does."""
+    from upcoach.privacy.retention import RetentionJob
+    from upcoach.storage.privacy import PrivacyRepository
+
+    settings = Settings()
+
+    async def run() -> int:
+        async with _database(settings) as db:
+            repository = PrivacyRepository(db)
+            return await RetentionJob(repository, settings.default_retention_days, 3600).run_once()
+
+    print(f"retention: deleted {asyncio.run(run())} expired request records")
+
+
+@models_app.command("eval")
+def models_eval(
+    ids: Annotated[
+        list[str] | None,
+        typer.Argument(help="registry ids (name@version), catalog names or GGUF paths; default: every ready version"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the full report as JSON instead of a table")] = False,
+    max_tokens: Annotated[int, typer.Option(help="answer length cap per prompt")] = 96,
+) -> None:
+    """Score model versions on the fixed prompt set: latency, tokens/s and answer checks (#6)."""
+    from upcoach.llm.llamacpp import LlamaCppEngine
+    from upcoach.modelstore.evaluation import evaluate, load_prompt_set
+    from upcoach.modelstore.manager import engine_config_for
+
+    settings = Settings()
+    prompt_set = load_prompt_set()
+
+    async def run() -> list[dict[str, object]]:
+        reports: list[dict[str, object]] = []
+        async with _eval_targets(settings, ids or []) as targets:
+            for label, path in targets:
+                err.print(f"evaluating {label} ({len(prompt_set.prompts)} prompts)")
+                engine = LlamaCppEngine(engine_config_for(settings, path, label))
+                await engine.start()
+                try:
+                    if not engine.ready:
+                        raise UpcoachError(f"{label} did not load: {(await engine.health()).reason}")
+                    report = await evaluate(engine, label, prompt_set, max_tokens=max_tokens)
+                finally:
+                    await engine.stop()
+                reports.append(report.to_json())
+        return reports
+
+    try:
+        reports = asyncio.run(run())
+    except UpcoachError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        print(json.dumps(reports, indent=2))
+        return
+    table = Table("model", "passed", "score", "first token ms", "total ms", "tokens/s", "failures")
+    for report in reports:
+        failures = [f"{p['id']}: {'; '.join(p['failures'])}" for p in report["prompts"] if p["failures"]]  # type: ignore[attr-defined]
+        table.add_row(
+            str(report["model"]), f"{report['passed']}/{report['total']}", str(report["score"]),
+            str(report["firstTokenMsMean"]), str(report["totalMsMean"]), str(report["tokensPerSecondMean"]),
+            "\n".join(failures) or "-",
+        )  # fmt: skip
+    out.print(table)
+
+
+@asynccontextmanager
+async def _eval_targets(settings: Settings, ids: list[str]) -> AsyncIterator[list[tuple[str, Path]]]:
+    """(label, GGUF path) per id. Stored versions are decrypted into memory files that live until the exit."""
+    from contextlib import AsyncExitStack
+
+    from upcoach.modelstore.crypto import model_key_provider
+    from upcoach.modelstore.registry import ModelRegistry
+    from upcoach.modelstore.store import ModelStore
+
+    async with _database(settings) as db, AsyncExitStack() as stack:
+        registry = ModelRegistry(db)
+        key = audit_key_from_settings(settings)
+        assert key is not None
+        store = ModelStore(settings, registry, model_key_provider(settings), AuditLog(AuditRepository(db), key))
+        if not ids:
+            ids = [v.id for v in await registry.list() if v.status == "ready"] or [settings.local_model]
+        targets: list[tuple[str, Path]] = []
+        for reference in ids:
+            plain = None
+            if is_path_reference(reference):
+                plain = fetcher.resolve_model(reference, settings.models_dir, fetch_missing=False)
+            elif "@" not in reference and reference in CATALOG:
+                candidate = fetcher.model_path(get_entry(reference), settings.models_dir)
+                plain = candidate if candidate.exists() else None
+            if plain is not None:
+                targets.append((Path(reference).stem if is_path_reference(reference) else reference, plain))
+                continue
+            version = await registry.resolve(reference)
+            path = await stack.enter_async_context(store.open_plaintext(version.id))
+            targets.append((version.id, Path(path)))
+        yield targets
 
 
 if __name__ == "__main__":

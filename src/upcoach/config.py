@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
 import psutil
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def physical_cores() -> int:
     """Physical cores available to this process: llama.cpp decode is memory-bound, SMT siblings only add contention."""
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+class CloudRegion(BaseModel):
+    """One residency region's OpenAI-compatible cloud endpoint (#7)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(min_length=1)
+    model: str = "gpt-4o-mini"
+    api_key: str | None = None
 
 
 class Settings(BaseSettings):
@@ -101,6 +112,56 @@ class Settings(BaseSettings):
     tls_certfile: Path | None = Field(default=None, description="Serve HTTPS directly (with tls_keyfile).")
     tls_keyfile: Path | None = None
 
+    # Model store: encryption at rest (#6 part A)
+    model_key: SecretStr | None = Field(
+        default=None,
+        description="AES-256 key of stored models: 64 hex characters or base64 of 32 bytes; "
+        "default: <data_dir>/model.key (generated, mode 0600).",
+    )
+
+    # Model updates, device distribution, version A/B (#6 part B)
+    model_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 key signing model manifests (PEM, or 32-byte seed hex/base64); "
+        "default: <data_dir>/model_signing.key.",
+    )
+    model_smoke_max_tokens: int = Field(default=16, ge=1, le=256, description="Tokens an update's smoke test makes.")
+
+    # Suggestion chips, strategies library and its signed bundle (#8 part A)
+    bundle_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 key signing the offline strategies bundle (PEM, or 32-byte seed hex/base64); "
+        "default: <data_dir>/bundle-signing.key (generated, mode 0600).",
+    )
+    chips_budget_ms: float = Field(
+        default=2000.0, gt=0, le=60_000, description="Chips wait this long for the local model, then use the library."
+    )
+
+    # Experiments, voice journal, ratings (#8 part B)
+    journal_master_key: SecretStr | None = Field(
+        default=None,
+        description="Wraps every user's data key (32 bytes, hex or base64); default: <data_dir>/journal.key.",
+    )
+    journal_insight_timeout: float = Field(default=30.0, gt=0, description="Seconds the local model may take.")
+    experiments_dp_epsilon: float = Field(default=1.0, gt=0, description="Privacy budget of one DP results export.")
+    experiments_min_group_size: int = Field(default=20, ge=1, description="Smaller variants are suppressed in DP.")
+
+    # Transparency dashboard sign-in (#7 part B)
+    dashboard_session_minutes: int = Field(default=480, ge=1, description="Sessions end this long after sign-in...")
+    dashboard_idle_minutes: int = Field(default=30, ge=1, description="... or after this long without a request.")
+    dashboard_signin_attempts: int = Field(
+        default=5, ge=1, description="Failed dashboard sign-ins allowed per client address in 5 minutes."
+    )
+
+    # Privacy settings, residency, retention (#7 part A). Regions: JSON, e.g. UPCOACH_CLOUD_REGIONS=
+    # '{"eu": {"base_url": "https://eu.example.com/v1", "model": "gpt-4o-mini", "api_key": "..."}}'
+    cloud_regions: dict[str, CloudRegion] = Field(
+        default_factory=dict, description="Cloud endpoint per residency region; users with a region use only theirs."
+    )
+    default_retention_days: int = Field(default=365, ge=1, le=3650, description="For users who never chose one.")
+    retention_interval_seconds: float = Field(default=3600.0, gt=0, description="How often the retention job runs.")
+    privacy_cache_seconds: float = Field(default=5.0, ge=0, description="How long a worker trusts cached settings.")
+
     @field_validator("pool_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
@@ -112,6 +173,14 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("cloud_regions", mode="after")
+    @classmethod
+    def _region_names(cls, value: dict[str, CloudRegion]) -> dict[str, CloudRegion]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", name):
+                raise ValueError(f"region {name!r}: use a lower-case code like 'eu' or 'us'")
+        return value
 
     @property
     def models_dir(self) -> Path:

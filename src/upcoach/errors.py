@@ -119,6 +119,56 @@ class FetchFailed(ModelStoreError):
     code = "fetch_failed"
 
 
+# --- model store: registry, encryption at rest (#6 part A) ---
+
+
+class ModelInUse(ModelStoreError):
+    """The active model cannot be deleted: activate another version first."""
+
+    status = 409
+    code = "model_in_use"
+    type = "invalid_request_error"
+
+
+class ModelExists(ModelStoreError):
+    status = 409
+    code = "model_exists"
+    type = "invalid_request_error"
+
+
+class ModelNotReady(ModelStoreError):
+    """Only a downloaded and verified version can be activated or read."""
+
+    status = 409
+    code = "model_not_ready"
+    type = "invalid_request_error"
+
+
+class ModelTampered(ModelStoreError):
+    """An encrypted model file failed authentication (edited, truncated, extended or reordered): refused."""
+
+    status = 503
+    code = "model_tampered"
+
+
+class ModelKeyUnavailable(ModelStoreError):
+    """The file names an encryption key this server does not have."""
+
+    status = 503
+    code = "model_key_unavailable"
+
+
+class StorageFull(ModelStoreError):
+    """No space left for a model file: the download was abandoned and its partial file removed."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
 class Unauthorized(UpcoachError):
     """No usable credentials. ``headers`` must reach the client: RFC 9110 requires WWW-Authenticate on a 401."""
 
@@ -134,3 +184,69 @@ class Forbidden(UpcoachError):
     status = 403
     code = "forbidden"
     type = "permission_error"
+
+
+# --- experiments, voice journal, ratings (#8 part B) ---
+
+
+class ExperimentStopped(UpcoachError):
+    """The experiment was stopped: it takes no more events (assignments fall back to the control)."""
+
+    status = 409
+    code = "experiment_stopped"
+    type = "invalid_request_error"
+
+
+class ExperimentExists(UpcoachError):
+    status = 409
+    code = "experiment_exists"
+    type = "invalid_request_error"
+
+
+class DataKeyUnavailable(Unavailable):
+    """A user's data key cannot be unwrapped: the configured master key is not the one that wrapped it."""
+
+    code = "data_key_unavailable"
+
+
+# --- privacy settings (#7 part A) ---
+
+
+class VersionConflict(UpcoachError):
+    """Optimistic concurrency: the caller edited a version that someone else has replaced since."""
+
+    status = 409
+    code = "version_conflict"
+    type = "invalid_request_error"
+
+
+# --- model updates, device distribution, version A/B (#6 part B) ---
+
+
+class ModelStateConflict(UpcoachError):
+    """The model lifecycle is not in a state that allows this now (nothing to roll back to, an update or A/B test
+    already running)."""
+
+    status = 409
+    code = "model_state_conflict"
+    type = "invalid_request_error"
+
+
+class SmokeTestFailed(ModelStoreError):
+    """A new version loaded but did not produce a sane answer: it is not swapped in."""
+
+    status = 422
+    code = "smoke_test_failed"
+    type = "invalid_request_error"
+
+
+class RangeNotSatisfiable(UpcoachError):
+    """An HTTP Range outside the file (RFC 9110 15.5.17): the answer names the real size in Content-Range."""
+
+    status = 416
+    code = "range_not_satisfiable"
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message, param="Range")
+        self.headers = {"Content-Range": f"bytes */{size}"}

@@ -6,12 +6,20 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from upcoach.coaching.journal import Journal
+from upcoach.coaching.ratings import Ratings
+from upcoach.coaching.service import Coach
 from upcoach.config import Settings
 from upcoach.errors import ModelNotFound
+from upcoach.experiments.service import Experiments
 from upcoach.llm.base import Backend
 from upcoach.modelstore.catalog import CATALOG
+from upcoach.modelstore.manager import ModelManager
+from upcoach.modelstore.signing import ManifestSigner
 from upcoach.observability.audit import AuditLog
 from upcoach.observability.metrics import Metrics
+from upcoach.privacy.rights import DataRights
+from upcoach.privacy.settings import PrivacyService
 from upcoach.routing.engine import HybridEngine
 from upcoach.routing.policy import Target
 from upcoach.security.auth import principal_of
@@ -36,6 +44,18 @@ class Services:
     local_problem: str | None = "local model is loading"
     audit: AuditLog | None = None
     limiter: TokenBucketLimiter | None = None
+    # Privacy settings, residency and data rights (#7)
+    privacy: PrivacyService | None = None
+    rights: DataRights | None = None
+    # Model lifecycle (download, update, rollback, version A/B) and signed manifests for phones (#6)
+    models: ModelManager | None = None
+    model_signer: ManifestSigner | None = None
+    # Voice journal, answer ratings and A/B experiments (#8 part B)
+    journal: Journal | None = None
+    ratings: Ratings | None = None
+    experiments: Experiments | None = None
+    # Suggestion chips, the strategies library and its signed offline bundle (#8 part A)
+    coach: Coach | None = None
 
     def model_ids(self) -> list[str]:
         return [self.local_model_id, DEFAULT_ALIAS, AUTO_ALIAS]

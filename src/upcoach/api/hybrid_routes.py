@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from upcoach.api.errors import error_body
 from upcoach.api.hybrid_schemas import HybridProcessRequest, outcome_body, route_body
+from upcoach.api.offline import OFFLINE_ERRORS, answer_offline, hybrid_body
 from upcoach.errors import InvalidRequest, UpcoachError
 from upcoach.routing.engine import Event
 from upcoach.security.auth import principal_of
@@ -32,14 +34,26 @@ async def process(body: HybridProcessRequest, request: Request) -> JSONResponse 
     engine_request = body.to_engine(
         f"req_{uuid.uuid4().hex}", services.user_of(request), services.token_cap(request, body.max_tokens)
     )
-    if not body.stream:
-        outcome = await services.hybrid.process(engine_request)
-        return JSONResponse(outcome_body(outcome))
-    events = services.hybrid.stream(engine_request)
-    await anext(events)  # admitted: routing and admission errors still answer with their status code
-    return StreamingResponse(
-        _sse(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
+    started = time.perf_counter()
+    sse_headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    try:
+        if not body.stream:
+            return JSONResponse(outcome_body(await services.hybrid.process(engine_request)))
+        events = services.hybrid.stream(engine_request)
+        await anext(events)  # admitted: routing and admission errors still answer with their status code
+    except OFFLINE_ERRORS as exc:
+        # No model can answer (local and cloud both out): the strategies library does, and says so.
+        answer = await answer_offline(services, engine_request.messages, exc)
+        offline = hybrid_body(answer, engine_request.request_id, exc, (time.perf_counter() - started) * 1000)
+        if not body.stream:
+            return JSONResponse(offline)
+        return StreamingResponse(_offline_sse(offline), media_type="text/event-stream", headers=sse_headers)
+    return StreamingResponse(_sse(events), media_type="text/event-stream", headers=sse_headers)
+
+
+async def _offline_sse(body: dict[str, object]) -> AsyncIterator[bytes]:
+    yield _frame("token", {"content": body["response"]["content"]})  # type: ignore[index]
+    yield _frame("done", body)
 
 
 def _frame(event: str, payload: object) -> bytes:

@@ -111,6 +111,7 @@ def route_body(decision: Decision, state: LiveState) -> dict[str, Any]:
         "reasons": list(decision.reasons),
         "deviceReasons": list(decision.device_reasons),
         "cloudAllowed": decision.cloud_allowed,
+        "region": decision.region,
         "complexity": decision.complexity,
         "estimates": {"localFirstTokenMs": round(state.local_ttft_ms), "cloudFirstTokenMs": round(state.cloud_ttft_ms)},
         "error": decision.error_code,

@@ -17,8 +17,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from upcoach.api.errors import error_body
+from upcoach.api.offline import OFFLINE_ERRORS, answer_offline, openai_extension
 from upcoach.api.openai_schemas import ChatCompletionRequest, chunk_dict, completion_dict, new_completion_id
+from upcoach.coaching.offline import OFFLINE_BACKEND
 from upcoach.errors import InvalidRequest, UpcoachError
+from upcoach.llm.base import Usage
 from upcoach.routing.engine import Event, HybridRequest
 from upcoach.routing.policy import Hints, PrivacyLevel
 from upcoach.services import Services
@@ -64,13 +67,28 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
         force=force,
     )
     engine = services.hybrid
-    if not body.stream:
-        outcome = await engine.process(hybrid)
-        model = outcome.model or services.local_model_id
-        return JSONResponse(completion_dict(completion_id, model, outcome.text, outcome.finish_reason, outcome.usage))
-
-    events = engine.stream(hybrid)
-    await anext(events)  # admitted: errors up to here still get a proper status code
+    try:
+        if not body.stream:
+            outcome = await engine.process(hybrid)
+            model = outcome.model or services.local_model_id
+            return JSONResponse(
+                completion_dict(completion_id, model, outcome.text, outcome.finish_reason, outcome.usage)
+            )
+        events = engine.stream(hybrid)
+        await anext(events)  # admitted: errors up to here still get a proper status code
+    except OFFLINE_ERRORS as exc:
+        if force is not None:  # a caller that named a model gets that model's error, not a library answer
+            raise
+        answer = await answer_offline(services, hybrid.messages, exc)
+        completion = completion_dict(completion_id, OFFLINE_BACKEND, answer.text, "stop", Usage())
+        headers = {"X-Processing-Mode": "offline"}
+        if not body.stream:
+            return JSONResponse({**completion, "upcoach": openai_extension(answer, exc)}, headers=headers)
+        return StreamingResponse(
+            _offline_sse(completion_id, answer.text, openai_extension(answer, exc)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
+        )
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     model = body.model if body.model != "default" else services.local_model_id
     return StreamingResponse(
@@ -111,3 +129,11 @@ async def _sse(
 
 
 _SPLICE = "\x00splice\x00"
+
+
+async def _offline_sse(completion_id: str, text: str, extension: dict[str, object]) -> AsyncIterator[bytes]:
+    created = int(time.time())
+    yield _event(chunk_dict(completion_id, OFFLINE_BACKEND, created, delta={"role": "assistant", "content": ""}))
+    yield _event(chunk_dict(completion_id, OFFLINE_BACKEND, created, delta={"content": text}))
+    yield _event({**chunk_dict(completion_id, OFFLINE_BACKEND, created, finish_reason="stop"), "upcoach": extension})
+    yield b"data: [DONE]\n\n"

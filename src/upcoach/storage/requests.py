@@ -115,17 +115,20 @@ class RequestRepository:
 
     # Inside this class "list" names the method below, hence builtins.list in its signature.
     async def list(
-        self, *, user_id: str | None = None, since: datetime | None = None, limit: int = 100
+        self, *, user_id: str | None = None, since: datetime | None = None, limit: int = 100, offset: int = 0
     ) -> builtins.list[RequestRecord]:
-        """Newest first; ``since`` is inclusive."""
+        """Newest first; ``since`` is inclusive; ``offset`` skips that many (the dashboard's pages)."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
+        if offset < 0:
+            raise ValueError(f"offset must not be negative, got {offset}")
         query = (
             select(RequestRecordRow)
             .where(*_filters(user_id, since))
             # id breaks ties so that equal timestamps still page in a stable order.
             .order_by(RequestRecordRow.created_at.desc(), RequestRecordRow.id.desc())
             .limit(limit)
+            .offset(offset)
         )
         async with self._db.sessions() as session:
             rows = (await session.scalars(query)).all()
@@ -177,6 +180,16 @@ class RequestRepository:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )
+
+    async def all_for_user(self, user_id: str) -> builtins.list[RequestRecord]:
+        """Every record of one user, oldest first (data-subject export)."""
+        query = (
+            select(RequestRecordRow)
+            .where(RequestRecordRow.user_id == user_id)
+            .order_by(RequestRecordRow.created_at, RequestRecordRow.id)
+        )
+        async with self._db.sessions() as session:
+            return [_to_record(row) for row in (await session.scalars(query)).all()]
 
     async def delete_for_user(self, user_id: str) -> int:
         """Erase every record of one user (data-subject erasure). Returns the number of rows deleted."""

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, MetaData, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -124,10 +138,238 @@ class AuditEventRow(Base):
 # --- model registry (#6): tables below, migration 0003 ---
 
 
+class ModelVersionRow(Base):
+    """One installed (or installing) model version; the file itself is encrypted at ``path``.
+
+    At most one row is ``active`` (a partial unique index, so two concurrent activations cannot both win) and at
+    most one is ``previous``: the version that was active before, the rollback target.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        Index("ix_model_versions_name", "name"),
+        Index("uq_model_versions_active", "active", unique=True, sqlite_where=text("active"),
+              postgresql_where=text("active")),
+    )  # fmt: skip
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(2048))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    quantization: Mapped[str | None] = mapped_column(String(32))
+    licence: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    previous: Mapped[bool] = mapped_column(Boolean, default=False)
+    device_tier: Mapped[str | None] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(String(1024))
+    error: Mapped[str | None] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ModelJobRow(Base):
+    """A model download (or update) job: progress the status endpoint reports while the pull runs."""
+
+    __tablename__ = "model_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model_id: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(16))
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
 # --- privacy settings (#7): tables below, migration 0004 ---
+
+
+class PrivacySettingsRow(Base):
+    """A user's current privacy settings: the newest row of their history, kept apart so that routing reads one
+    row by primary key and the retention job can join on it. Users without a row have the defaults."""
+
+    __tablename__ = "privacy_settings"
+    # The retention job groups users by their retention period.
+    __table_args__ = (Index("ix_privacy_settings_retention_days", "retention_days"),)
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    processing_mode: Mapped[str] = mapped_column(String(16))
+    special_category_cloud_opt_in: Mapped[bool] = mapped_column(Boolean)
+    region: Mapped[str | None] = mapped_column(String(32))
+    retention_days: Mapped[int] = mapped_column(Integer)
+    analytics_opt_in: Mapped[bool] = mapped_column(Boolean)
+    do_not_share: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PrivacySettingsHistoryRow(Base):
+    """Every version of a user's privacy settings, and who set it. The primary key (user_id, version) refuses a
+    second writer that read the same version: optimistic concurrency across processes without locks."""
+
+    __tablename__ = "privacy_settings_history"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    processing_mode: Mapped[str] = mapped_column(String(16))
+    special_category_cloud_opt_in: Mapped[bool] = mapped_column(Boolean)
+    region: Mapped[str | None] = mapped_column(String(32))
+    retention_days: Mapped[int] = mapped_column(Integer)
+    analytics_opt_in: Mapped[bool] = mapped_column(Boolean)
+    do_not_share: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(128))
+    actor_role: Mapped[str] = mapped_column(String(16))
 
 
 # --- coaching: strategies, feedback (#8): tables below, migration 0005 ---
 
 
+class StrategyRow(Base):
+    """One coaching strategy of the offline library (coaching/data/strategies.json), as currently published.
+
+    ``search_text`` is what full-text search indexes: an FTS5 table mirrors it on SQLite (coaching_strategies_fts,
+    kept in step by coaching/strategies.py) and a GIN expression index covers it on PostgreSQL; neither is a model
+    here (see FTS_OBJECTS).
+    """
+
+    __tablename__ = "coaching_strategies"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    locale: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str] = mapped_column(String(32), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(Text)
+    steps: Mapped[list[str]] = mapped_column(JSON)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    chips: Mapped[list[str]] = mapped_column(JSON)
+    search_text: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class StrategyTagRow(Base):
+    """Tag -> strategy, so ``?tag=`` filters with an index on every backend instead of scanning JSON."""
+
+    __tablename__ = "coaching_strategy_tags"
+
+    strategy_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("coaching_strategies.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class StrategyVersionRow(Base):
+    """Every published library version with its manifest ({strategy id: content hash}): bundle deltas are
+    computed against the manifest of the version the app already holds."""
+
+    __tablename__ = "coaching_strategy_versions"
+
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    manifest: Mapped[dict[str, str]] = mapped_column(JSON)
+
+
+# Full-text search objects that are not SQLAlchemy models (created by migration 0005): the SQLite FTS5 virtual
+# table with its shadow tables, and PostgreSQL's GIN expression index. Schema comparisons skip exactly these.
+FTS_TABLE = "coaching_strategies_fts"
+FTS_INDEX = "ix_coaching_strategies_fts"
+FTS_OBJECTS = frozenset(
+    {FTS_TABLE, FTS_INDEX, *(f"{FTS_TABLE}_{shadow}" for shadow in ("data", "idx", "content", "docsize", "config"))}
+)
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic ``include_name`` hook: everything except the full-text search objects above."""
+    return name not in FTS_OBJECTS
+
+
 # --- experiments, voice journal (#8): tables below, migration 0006 ---
+
+
+class ExperimentRow(Base):
+    """An A/B experiment. ``variants``: [{name, weight, config}], the first one is the control. ``metrics``:
+    [{name, kind: rate|mean, min, max}]; min/max clip values for the differentially private export."""
+
+    __tablename__ = "experiments"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(1000))
+    variants: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    metrics: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ExperimentExposureRow(Base):
+    """The first time an analytics-opted-in user was shown their variant: one row per (experiment, user), the
+    unit every result is computed over. Users who did not opt in never get a row."""
+
+    __tablename__ = "experiment_exposures"
+
+    experiment_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+    variant: Mapped[str] = mapped_column(String(64))
+    exposed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class ExperimentEventRow(Base):
+    """An outcome (chip clicked, rating, session length...) of an opted-in user: a metric name and a number."""
+
+    __tablename__ = "experiment_events"
+    __table_args__ = (Index("ix_experiment_events_experiment_key_metric", "experiment_key", "metric"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    experiment_key: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    variant: Mapped[str] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class UserDataKeyRow(Base):
+    """A user's random AES-256 data key, wrapped (AES-GCM) by the master key that never enters the database.
+    Deleting this row crypto-shreds everything encrypted with it, copies in backups included."""
+
+    __tablename__ = "user_data_keys"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class JournalEntryRow(Base):
+    """A voice-journal entry. Transcript, mood, sentiment, themes and insight live only inside ``payload``
+    (nonce + AES-GCM ciphertext under the user's data key); the clear columns are what paging and filters need."""
+
+    __tablename__ = "journal_entries"
+    __table_args__ = (Index("ix_journal_entries_user_id_recorded_at", "user_id", "recorded_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    insight_status: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AnswerFeedbackRow(Base):
+    """A user's 1-5 rating of one answer (request_records.id). ``comment`` is encrypted with the user's data key."""
+
+    __tablename__ = "answer_feedback"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

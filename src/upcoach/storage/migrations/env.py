@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from upcoach.storage.database import async_url
-from upcoach.storage.tables import Base
+from upcoach.storage.tables import Base, include_name
 
 config = context.config
 target_metadata = Base.metadata
@@ -26,6 +26,7 @@ def run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_name=include_name,  # full-text search objects are not models (tables.FTS_OBJECTS)
         # SQLite cannot ALTER most things: drafted revisions must use batch (copy and move) operations there.
         render_as_batch=connection.dialect.name == "sqlite",
     )
@@ -47,6 +48,7 @@ def main() -> None:
         context.configure(
             url=config.get_main_option("sqlalchemy.url"),
             target_metadata=target_metadata,
+            include_name=include_name,
             literal_binds=True,
             dialect_opts={"paramstyle": "named"},
         )
