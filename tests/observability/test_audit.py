@@ -28,11 +28,11 @@ from upcoach.config import Settings
 from upcoach.observability.audit import (
     AuditLog,
     VerifyResult,
-    _create_key_file,
     audit_key_from_settings,
     parse_audit_key,
 )
 from upcoach.security.auth import Authenticator, audit_refusals
+from upcoach.security.keyfiles import create_key_file
 from upcoach.security.keys import ApiKeys, Role
 from upcoach.storage.audit import GENESIS_HMAC, AuditEvent, AuditRepository
 from upcoach.storage.database import Database
@@ -320,7 +320,7 @@ def test_racing_key_creators_agree_on_one_key(tmp_path: Path) -> None:
 
     def create() -> None:
         barrier.wait()
-        _create_key_file(path)
+        create_key_file(path)
 
     threads = [threading.Thread(target=create) for _ in range(8)]
     for thread in threads:

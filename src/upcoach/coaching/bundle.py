@@ -13,11 +13,9 @@ identical on every worker.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from upcoach.coaching.library import canonical_json
 from upcoach.coaching.strategies import Published, StrategyRepository
+from upcoach.security.keyfiles import create_key_file, parse_ed25519_key
 
 log = logging.getLogger(__name__)
 
@@ -66,23 +65,10 @@ class SigningKey:
 
 def parse_signing_key(value: str) -> SigningKey:
     """A PEM private key, or the 32-byte Ed25519 seed in hex or base64."""
-    value = value.strip()
-    if value.startswith("-----BEGIN"):
-        key = serialization.load_pem_private_key(value.encode(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise SigningKeyError("the bundle signing key must be an Ed25519 key")
-        return SigningKey(key)
-    seed: bytes | None = None
     try:
-        seed = bytes.fromhex(value)
-    except ValueError:
-        try:
-            seed = base64.b64decode(value + "=" * (-len(value) % 4), validate=False)
-        except (binascii.Error, ValueError):
-            seed = None
-    if seed is None or len(seed) != 32:
-        raise SigningKeyError("UPCOACH_BUNDLE_SIGNING_KEY must be a PEM Ed25519 key or a 32-byte seed (hex/base64)")
-    return SigningKey(Ed25519PrivateKey.from_private_bytes(seed))
+        return SigningKey(parse_ed25519_key(value, name="UPCOACH_BUNDLE_SIGNING_KEY"))
+    except ValueError as exc:
+        raise SigningKeyError(str(exc)) from exc
 
 
 def load_or_create_signing_key(configured: str | None, data_dir: Path) -> SigningKey:
@@ -90,20 +76,14 @@ def load_or_create_signing_key(configured: str | None, data_dir: Path) -> Signin
     if configured:
         return parse_signing_key(configured)
     path = data_dir / KEY_FILE
-    if path.exists():
-        return parse_signing_key(path.read_text())
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: if another worker created the key meanwhile, use theirs rather than overwrite it.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return parse_signing_key(path.read_text())
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    log.info("generated the strategies bundle signing key at %s", path)
-    return SigningKey(key)
+    if not path.exists():
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        # If another worker created the key meanwhile, theirs wins and is the one read below.
+        create_key_file(path, pem.decode())
+        log.info("generated the strategies bundle signing key at %s", path)
+    return parse_signing_key(path.read_text())
 
 
 def verify(bundle: dict[str, object], public_key: bytes) -> bool:

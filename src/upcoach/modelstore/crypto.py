@@ -21,12 +21,9 @@ empty file has an empty chunk), each stored as ciphertext + 16-byte tag. Why it 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 import os
-import re
 import secrets
 import stat
 import struct
@@ -40,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from upcoach.config import Settings
 from upcoach.errors import ModelKeyUnavailable, ModelTampered
+from upcoach.security.keyfiles import create_key_file, decode_key
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +97,7 @@ class StaticKeyProvider:
 
 def parse_model_key(value: str) -> bytes:
     """64 hex characters, or standard / URL-safe base64 of exactly 32 bytes."""
-    value = value.strip()
-    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
-        return bytes.fromhex(value)
-    try:
-        normalised = value.replace("-", "+").replace("_", "/")
-        key = base64.b64decode(normalised + "=" * (-len(normalised) % 4), validate=True)
-    except binascii.Error:
-        key = b""
-    if len(key) != 32:
-        raise ValueError("UPCOACH_MODEL_KEY must be 64 hex characters or the base64 of 32 random bytes")
-    return key
+    return decode_key(value, name="UPCOACH_MODEL_KEY", size=32)
 
 
 class EnvKeyProvider(StaticKeyProvider):
@@ -132,10 +120,8 @@ class FileKeyProvider:
 
     def _load(self) -> StaticKeyProvider:
         if self._inner is None:
-            from upcoach.observability.audit import _create_key_file  # the same race-free 0600 key file writer
-
             if not self._path.exists():
-                _create_key_file(self._path)
+                create_key_file(self._path)
                 log.warning(
                     "generated the model encryption key %s (mode 0600); back it up or set UPCOACH_MODEL_KEY: "
                     "without it the stored models cannot be decrypted",

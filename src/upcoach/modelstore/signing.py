@@ -9,20 +9,16 @@ The private key comes from ``UPCOACH_MODEL_SIGNING_KEY`` or ``<data_dir>/model_s
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import logging
-import os
-import re
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from upcoach.config import Settings
+from upcoach.security.keyfiles import create_key_file, parse_ed25519_key
 
 log = logging.getLogger(__name__)
 
@@ -37,40 +33,7 @@ def canonical_manifest(name: str, version: str, sha256: str, size: int) -> bytes
 
 def parse_signing_key(value: str) -> Ed25519PrivateKey:
     """A PEM (PKCS#8) Ed25519 key, or the 32-byte seed as hex or base64."""
-    value = value.strip()
-    if value.startswith("-----BEGIN"):
-        key = serialization.load_pem_private_key(value.encode(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError("UPCOACH_MODEL_SIGNING_KEY is a PEM key but not an Ed25519 one")
-        return key
-    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
-        seed = bytes.fromhex(value)
-    else:
-        try:
-            seed = base64.b64decode(value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4), validate=True)
-        except binascii.Error as exc:
-            raise ValueError("model signing key is neither PEM, hex nor base64") from exc
-    if len(seed) != 32:
-        raise ValueError(f"an Ed25519 seed has 32 bytes, this one has {len(seed)}")
-    return Ed25519PrivateKey.from_private_bytes(seed)
-
-
-def _create_key_file(path: Path) -> None:
-    """Write a new seed with mode 0600; a concurrent creator wins cleanly (link fails, we read theirs)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
-    finally:
-        temporary.unlink(missing_ok=True)
+    return parse_ed25519_key(value, name="model signing key")
 
 
 @dataclass(frozen=True)
@@ -97,7 +60,7 @@ class ManifestSigner:
             return cls(parse_signing_key(settings.model_signing_key.get_secret_value()))
         path = settings.data_dir / KEY_FILE
         if not path.exists():
-            _create_key_file(path)
+            create_key_file(path)
             log.info("generated the model signing key %s", path)
         return cls(parse_signing_key(path.read_text()))
 

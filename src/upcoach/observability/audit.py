@@ -10,21 +10,17 @@ chain: keep the head printed by ``upcoach audit verify`` somewhere else to catch
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import hmac
 import json
 import logging
-import os
 import re
-import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
 
 from upcoach.config import Settings
+from upcoach.security.keyfiles import create_key_file, decode_key
 from upcoach.storage.audit import GENESIS_HMAC, AuditEvent, AuditFilter, AuditRepository
 from upcoach.storage.tables import utc_now
 
@@ -71,40 +67,7 @@ class VerifyResult:
 
 def parse_audit_key(value: str) -> bytes:
     """Hex is tried first (so a hex key is never misread as base64), then standard or URL-safe base64."""
-    value = value.strip()
-    if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", value):
-        key = bytes.fromhex(value)
-    else:
-        try:
-            normalised = value.replace("-", "+").replace("_", "/")
-            key = base64.b64decode(normalised + "=" * (-len(normalised) % 4), validate=True)
-        except binascii.Error as exc:
-            raise ValueError("audit key is neither hex nor base64") from exc
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"audit key has {len(key)} bytes, at least {MIN_KEY_BYTES} are needed")
-    return key
-
-
-def _create_key_file(path: Path) -> None:
-    """Write a new random key to ``path`` (mode 0600) unless another process got there first.
-
-    The key is written to a private temporary file and then hard-linked into place: the link either wins or
-    fails with FileExistsError, so a concurrent reader never sees a half-written key.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
-    finally:
-        temporary.unlink(missing_ok=True)
+    return decode_key(value, name="audit key", minimum=MIN_KEY_BYTES)
 
 
 def audit_key_from_settings(settings: Settings, *, create: bool = True) -> bytes | None:
@@ -115,7 +78,7 @@ def audit_key_from_settings(settings: Settings, *, create: bool = True) -> bytes
     if not path.exists():
         if not create:
             return None
-        _create_key_file(path)
+        create_key_file(path)
         log.info("generated the audit trail key %s", path)
     if settings.effective_database_url.startswith("postgres"):
         # Each host would otherwise generate its own key and the others' rows would fail verification.

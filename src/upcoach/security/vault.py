@@ -11,12 +11,9 @@ Blob layout: ``0x01 || nonce (12 bytes) || AES-GCM ciphertext+tag``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 import os
-import re
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -25,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from upcoach.config import Settings
 from upcoach.errors import DataKeyUnavailable
-from upcoach.observability.audit import _create_key_file
+from upcoach.security.keyfiles import create_key_file, decode_key
 from upcoach.storage.database import Database
 from upcoach.storage.tables import UserDataKeyRow
 
@@ -43,18 +40,7 @@ class DataKeyMissing(LookupError):
 
 def parse_master_key(value: str) -> bytes:
     """Hex (64 digits) or base64 of exactly 32 bytes: AES-256 needs the full key, nothing is stretched."""
-    value = value.strip()
-    if re.fullmatch(r"[0-9a-fA-F]{64}", value):
-        key = bytes.fromhex(value)
-    else:
-        try:
-            normalised = value.replace("-", "+").replace("_", "/")
-            key = base64.b64decode(normalised + "=" * (-len(normalised) % 4), validate=True)
-        except binascii.Error as exc:
-            raise ValueError("journal master key is neither 64 hex digits nor base64") from exc
-    if len(key) != KEY_BYTES:
-        raise ValueError(f"journal master key has {len(key)} bytes, AES-256 needs exactly {KEY_BYTES}")
-    return key
+    return decode_key(value, name="journal master key", size=KEY_BYTES)
 
 
 def master_key_from_settings(settings: Settings) -> bytes:
@@ -63,7 +49,7 @@ def master_key_from_settings(settings: Settings) -> bytes:
         return parse_master_key(settings.journal_master_key.get_secret_value())
     path = settings.data_dir / KEY_FILE
     if not path.exists():
-        _create_key_file(path)
+        create_key_file(path)
         log.warning(
             "generated the journal master key %s: back it up apart from the database (without it no journal entry "
             "can be read) or set UPCOACH_JOURNAL_MASTER_KEY",
