@@ -45,7 +45,8 @@ def test_round_trip_at_chunk_boundaries(tmp_path: Path, size: int) -> None:
     data = secrets.token_bytes(size)
     path = tmp_path / "m.ucm"
     encrypt(path, data)
-    assert data[:64] not in path.read_bytes() or size == 0
+    # A short plaintext can occur in random ciphertext by chance; from 16 bytes on it would mean no encryption.
+    assert size < 16 or data[:64] not in path.read_bytes()
     assert path.stat().st_size == HEADER_SIZE + max(1, -(-size // CHUNK)) * TAG_SIZE + size
     assert decrypt(path) == data
 
