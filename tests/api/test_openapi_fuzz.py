@@ -18,7 +18,11 @@ from tests.conftest import LiveServer, model_server
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[LiveServer]:
-    caps = {"UPCOACH_MAX_TOKENS_BY_ROLE": '{"admin": 2, "user": 2, "coach": 2, "auditor": 2}'}
+    caps = {
+        "UPCOACH_MAX_TOKENS_BY_ROLE": '{"admin": 2, "user": 2, "coach": 2, "auditor": 2}',
+        # The fuzzer checks input handling: journal insights (60 tokens after a long prefill) are left pending.
+        "UPCOACH_JOURNAL_INSIGHT_TIMEOUT": "1",
+    }
     with model_server(tmp_path_factory, model_path, "fuzz", caps) as server:
         yield server
 
