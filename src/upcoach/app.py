@@ -38,7 +38,7 @@ from upcoach.llm.pool import BackendPool
 from upcoach.modelstore.catalog import model_id_for
 from upcoach.modelstore.crypto import model_key_provider
 from upcoach.modelstore.fetch import resolve_model
-from upcoach.modelstore.manager import ModelManager
+from upcoach.modelstore.manager import ModelManager, engine_config_for
 from upcoach.modelstore.registry import JobRepository, ModelRegistry
 from upcoach.modelstore.signing import ManifestSigner
 from upcoach.modelstore.store import ModelStore
@@ -74,17 +74,7 @@ log = logging.getLogger(__name__)
 def engine_config(settings: Settings) -> EngineConfig:
     """Resolve the configured model to a file (it must already be fetched) and build the engine's config."""
     path = resolve_model(settings.local_model, settings.models_dir, fetch_missing=False)
-    return EngineConfig(
-        model_path=path,
-        model_id=model_id_for(settings.local_model),
-        threads=settings.threads,
-        context_size=settings.context_size,
-        batch_size=settings.batch_size,
-        queue_depth=settings.queue_depth,
-        prefix_cache_bytes=settings.prefix_cache_mb << 20,
-        prefix_min_tokens=settings.prefix_cache_min_tokens,
-        default_max_tokens=settings.default_max_tokens,
-    )
+    return engine_config_for(settings, path, model_id_for(settings.local_model))
 
 
 def _redis(settings: Settings) -> object | None:
