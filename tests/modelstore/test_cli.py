@@ -27,9 +27,10 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("UPCOACH_DATA_DIR", str(data))
     monkeypatch.setenv("UPCOACH_MODEL_KEY", secrets.token_hex(32))
     monkeypatch.delenv("UPCOACH_DATABASE_URL", raising=False)
-    # Wide enough that table cells are not wrapped.
-    monkeypatch.setattr(cli.out, "width", 250)
-    monkeypatch.setattr(cli.err, "width", 250)
+    # Wide enough that table cells are not wrapped. The private field, not the ``width`` property: restoring the
+    # property would pin the width it read (80) for every later test, which then ignores COLUMNS.
+    monkeypatch.setattr(cli.out, "_width", 250)
+    monkeypatch.setattr(cli.err, "_width", 250)
     return data
 
 
