@@ -238,3 +238,9 @@ def test_odd_input_is_a_clear_400_or_404(server: tuple[LiveServer, Keys]) -> Non
         == 400
     )
     assert httpx.get(journal + "/entries", headers=alice, params={"limit": 0}).status_code == 400
+    # Valid ISO times with no UTC equivalent in Python's range: a 400 naming the field, not a 500 from the driver.
+    for recorded in ("9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"):
+        far = httpx.post(journal + "/entries", headers=alice, json={"transcript": "x", "recordedAt": recorded})
+        assert far.status_code == 400 and far.json()["error"]["param"] == "recordedAt", far.text
+    far_from = httpx.get(journal + "/insights", headers=alice, params={"from": "0001-01-01T00:00:00+14:00"})
+    assert far_from.status_code == 400 and far_from.json()["error"]["param"] == "from", far_from.text

@@ -151,6 +151,21 @@ def test_users_see_only_their_own_usage(secure_server: tuple[LiveServer, dict[st
     assert 0 < bob.json()["total"] < everyone["total"]
 
 
+def test_times_without_a_utc_equivalent_are_a_400(secure_server: tuple[LiveServer, dict[str, str], Path]) -> None:
+    # Year 1 at +14:00 and year 9999 at -12:00 overflow when moved to UTC: a 500 from the driver before.
+    server, keys, _ = secure_server
+    for path, param, value in (("/api/audit", "since", "0001-01-01T00:00:00+14:00"),
+                               ("/api/audit", "until", "9999-12-31T23:59:59-12:00"),
+                               ("/api/ai/usage/summary", "since", "0001-01-01T00:00:00+14:00")):  # fmt: skip
+        response = httpx.get(server.base_url + path, headers=auth(keys["root"]), params={param: value})
+        assert response.status_code == 400, (path, param, response.text)
+        assert response.json()["error"]["param"] == param
+    ok = httpx.get(
+        server.base_url + "/api/audit", headers=auth(keys["root"]), params={"since": "2000-01-01T00:00:00+14:00"}
+    )
+    assert ok.status_code == 200
+
+
 def test_revoked_key_is_refused(secure_server: tuple[LiveServer, dict[str, str], Path]) -> None:
     server, _, data_dir = secure_server
     key = cli(data_dir, "keys", "create", "--user", "mallory", "--role", "user").stdout.strip().splitlines()[-1]

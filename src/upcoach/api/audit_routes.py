@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from upcoach.api.times import as_utc
 from upcoach.errors import InvalidRequest
 from upcoach.observability.audit import AuditLog
 from upcoach.security.auth import Principal, require
@@ -28,9 +29,9 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | None, param: str) -> datetime | None:
     # A time given without a zone is read as UTC, the zone the trail is written in.
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    return None if value is None else as_utc(value, param)
 
 
 def audit_log_of(request: Request) -> AuditLog:
@@ -68,7 +69,7 @@ async def read_audit(
     if output_format == "json" and limit is not None and limit > MAX_PAGE:
         raise InvalidRequest(f"limit must be at most {MAX_PAGE} for format=json; use format=jsonl", param="limit")
     audit = audit_log_of(request)
-    since, until = _utc(since), _utc(until)
+    since, until = _utc(since, "since"), _utc(until, "until")
     used = {
         "actor": actor,
         "action": action,

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from upcoach.api.errors import error_body
 from upcoach.api.hybrid_schemas import HybridProcessRequest, outcome_body, route_body
 from upcoach.api.offline import OFFLINE_ERRORS, answer_offline, hybrid_body
+from upcoach.api.times import as_utc
 from upcoach.errors import InvalidRequest, UpcoachError
 from upcoach.routing.engine import Event
 from upcoach.security.auth import principal_of
@@ -90,6 +91,8 @@ async def usage_summary(
 ) -> Response:
     if since is not None and since.utcoffset() is None:
         raise InvalidRequest("since must carry a timezone, e.g. 2026-11-25T00:00:00Z", param="since")
+    if since is not None:
+        since = as_utc(since, "since")
     principal = principal_of(request)
     if principal is not None and principal.via != "dev" and principal.role not in (Role.admin, Role.auditor):
         user = principal.user_id  # users and coaches see their own usage; the service-wide view is for admins

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.times import as_utc
 from upcoach.coaching.journal import Journal
 from upcoach.errors import InvalidRequest, NotFound, Unavailable
 from upcoach.services import Services
@@ -59,11 +60,12 @@ def _bound(value: str | None, name: str, *, end: bool) -> datetime | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, OverflowError) as exc:
         raise InvalidRequest(f"{name} must be a date (2026-11-25) or an ISO 8601 datetime", param=name) from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return as_utc(moment, name)
 
 
 @router.post("/entries", status_code=201)
 async def add_entry(body: EntryIn, request: Request) -> dict[str, object]:
+    as_utc(body.recorded_at, "recordedAt")  # the entry keeps the offset it was recorded with; UTC must exist too
     entry = await _journal(request).add(_user(request), body.transcript, body.recorded_at, body.mood)
     return entry.to_json()
 
