@@ -133,6 +133,9 @@ def test_bad_requests_are_clear_4xx(server: tuple[LiveServer, dict[str, str]], f
         ({}, 400, "invalid_request"),
         ({"modelId": "no-such-model"}, 404, "model_not_found"),
         ({"modelId": NAME, "surprise": 1}, 400, "invalid_request"),
+        # The name and version also name the file on disk: refused at once, not left to fail in the job.
+        ({"source": file_url, "sha256": SHA, "name": "../../etc/x"}, 400, "invalid_request"),
+        ({"source": file_url, "sha256": SHA, "name": "ok", "version": "a/b"}, 400, "invalid_request"),
     ]
     for body, status, code in cases:
         response = api(server, "POST", "/download", json=body)
@@ -355,3 +358,28 @@ def test_delete_rules_and_audit(server: tuple[LiveServer, dict[str, str]], insta
     actions = {(e["action"], e["actor"]) for e in trail}
     for action in ("model.download", "model.activate", "model.rollback", "model.delete", "model.ab_started"):
         assert (action, "root") in actions, action
+
+
+def test_a_tampered_artifact_is_refused_before_any_byte(
+    server: tuple[LiveServer, dict[str, str]], file_url: str
+) -> None:
+    """Every chunk is edited after the install: the phone gets 503 model_tampered and the trail an event, where it
+    used to get a 200 (or 206) whose body broke off at once."""
+    body = {"source": file_url + "/broken.gguf", "name": "tampered", "version": "1",
+            "sha256": hashlib.sha256(BROKEN).hexdigest()}  # fmt: skip
+    job = wait_job(server, api(server, "POST", "/download", json=body).json()["job"]["id"])
+    assert job["status"] == "done", job
+    live, keys = server
+    stored = live.log_path.parent / "data" / "models" / "store" / "tampered@1.ucm"
+    raw = bytearray(stored.read_bytes())
+    raw[4096:] = bytes(b ^ 0xFF for b in raw[4096:])  # the header stays intact; the chunks do not
+    stored.write_bytes(bytes(raw))
+    url = f"{live.base_url}/api/ai/models/tampered@1/artifact"
+    for extra in ({}, {"Range": "bytes=2000000-"}):
+        refused = httpx.get(url, headers=h(keys["alice"], **extra), timeout=60)
+        assert refused.status_code == 503, (extra, refused.status_code)
+        assert refused.json()["error"]["code"] == "model_tampered"
+    trail = httpx.get(live.base_url + "/api/audit", headers=h(keys["eve"]),
+                      params={"action": "model.tampered"}).json()["data"]  # fmt: skip
+    assert "tampered@1" in {e["target"] for e in trail}
+    assert api(server, "DELETE", "/tampered@1").status_code == 200

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -263,4 +264,16 @@ async def artifact(model_id: str, request: Request, _: Anyone) -> Response:
         status_code = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     body = manager.store.read_plaintext_range(version.id, start, end)
-    return StreamingResponse(body, status_code=status_code, headers=headers, media_type="application/octet-stream")
+    # Decrypt the first chunk before the status line: a tampered or truncated file (its header, its size, the chunk
+    # the range starts in) is then a clear model_tampered error, not a 200 or 206 that breaks off at once.
+    first = await anext(body, b"")
+    return StreamingResponse(
+        _prepend(first, body), status_code=status_code, headers=headers, media_type="application/octet-stream"
+    )
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for block in rest:
+        yield block

@@ -33,6 +33,7 @@ from upcoach.llm.base import ChatMessage, ChatRequest, GenerationParams
 from upcoach.llm.llamacpp import EngineConfig, LlamaCppEngine
 from upcoach.modelstore.catalog import CATALOG
 from upcoach.modelstore.evaluation import sanity_problems
+from upcoach.modelstore.registry import model_id as registry_id
 from upcoach.modelstore.swap import Loaded, SwappableBackend
 from upcoach.modelstore.versions_ab import VersionExperiment
 from upcoach.observability.audit import AuditLog
@@ -146,6 +147,8 @@ class PullSpec:
             raise InvalidRequest("give exactly one of source (an http(s) URL) and modelId", param="source")
         if sha256 is not None and not SHA256_PATTERN.fullmatch(sha256):
             raise InvalidRequest("sha256 must be 64 hexadecimal characters", param="sha256")
+        # The registry checks them again in the job; checked here too, a bad name or version is a 400 at once.
+        registry_id(name or "model", version or "0")
         if source is not None:
             if not re.match(r"https?://[^/\s]+", source):
                 raise InvalidRequest("source must be an http:// or https:// URL", param="source")
