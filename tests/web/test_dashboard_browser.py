@@ -25,7 +25,16 @@ from tests.conftest import LiveServer, data_dir_with_model, start_server, stop_s
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking"]  # fmt: skip
+# The screenshots in docs/ are refreshed only on request (UPCOACH_UPDATE_SCREENSHOTS=1), so a test run leaves the
+# checkout clean; otherwise they go to a temporary folder, still taken (a page that cannot render fails the test).
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def screenshot_path(tmp_path: Path, name: str) -> str:
+    folder = DOCS if os.environ.get("UPCOACH_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    return str(folder / name)
+
+
 PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1280, "height": 900}
 COMPLEX = (
@@ -125,7 +134,7 @@ def assert_fits(page: Any, width: int) -> None:
         assert control.evaluate("element => element.labels.length") > 0, control.evaluate("e => e.outerHTML")
 
 
-def test_user_sees_their_request_and_sets_local_only(scenario: Scenario, browser: Any) -> None:
+def test_user_sees_their_request_and_sets_local_only(scenario: Scenario, browser: Any, tmp_path: Path) -> None:
     base = scenario.server.base_url
     first = scenario.first
     assert first["routing"]["decision"] == "cloud", first["routing"]
@@ -159,7 +168,7 @@ def test_user_sees_their_request_and_sets_local_only(scenario: Scenario, browser
     rows = page.locator("tr.request")
     assert rows.first.get_attribute("data-request-id") == second["requestId"]  # newest first
     assert_fits(page, PHONE["width"])
-    page.screenshot(path=str(DOCS / "dashboard-user.png"), full_page=True)
+    page.screenshot(path=screenshot_path(tmp_path, "dashboard-user.png"), full_page=True)
 
     page.get_by_role("button", name="Sign out").click()
     page.goto(base + "/dashboard")
@@ -167,7 +176,7 @@ def test_user_sees_their_request_and_sets_local_only(scenario: Scenario, browser
     context.close()
 
 
-def test_admin_sees_the_service_as_charts(scenario: Scenario, browser: Any) -> None:
+def test_admin_sees_the_service_as_charts(scenario: Scenario, browser: Any, tmp_path: Path) -> None:
     base = scenario.server.base_url
     # Besides the cloud request of the fixture, one that runs locally, so every share chart has both sides.
     local = httpx.post(base + "/api/ai/hybrid/process", timeout=180,
@@ -205,7 +214,7 @@ def test_admin_sees_the_service_as_charts(scenario: Scenario, browser: Any) -> N
     assert "qwen2.5-0.5b-instruct" in page.locator("#model-id").inner_text()
     assert page.locator("#model-state").inner_text().startswith("ready")
     assert "closed" in page.locator("#breaker-state").inner_text()
-    page.screenshot(path=str(DOCS / "dashboard-admin.png"), full_page=True)
+    page.screenshot(path=screenshot_path(tmp_path, "dashboard-admin.png"), full_page=True)
 
     # The same page on a phone: charts scale down, nothing scrolls sideways.
     page.set_viewport_size(PHONE)
