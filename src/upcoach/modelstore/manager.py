@@ -427,6 +427,10 @@ class ModelManager:
             serving = {loaded.version_id for loaded in (self.backend.current, self.backend.candidate) if loaded}
             if version.id in serving:
                 raise ModelStateConflict(f"{version.id} is serving; activate or roll back to another version first")
+            # A version still arriving: deleting it now would race the job, which would write it back as ready.
+            running = any(job.status not in ("done", "failed") for job in self._jobs.values())
+            if version.status in ("downloading", "verifying") and running:
+                raise ModelStateConflict(f"{version.id} is still being downloaded; wait for its job to finish")
             await self.store.delete(version.id)
             await self.audit.append(
                 actor, "admin", "model.delete", target=version.id, details={"sha256": version.sha256}
