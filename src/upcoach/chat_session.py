@@ -11,10 +11,13 @@ from upcoach.config import Settings
 from upcoach.llm.base import ChatMessage, ChatRequest, GenerationParams
 
 
-async def _remote_tokens(url: str, model: str, history: list[ChatMessage], max_tokens: int) -> AsyncIterator[str]:
+async def _remote_tokens(
+    url: str, model: str, history: list[ChatMessage], max_tokens: int, api_key: str | None
+) -> AsyncIterator[str]:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=url, api_key="local")
+    # A server with auth off accepts any key; one with auth on needs the caller's (--key / UPCOACH_API_KEY).
+    client = AsyncOpenAI(base_url=url, api_key=api_key or "local")
     stream = await client.chat.completions.create(
         model=model,
         messages=[{"role": m.role, "content": m.content} for m in history],  # type: ignore[misc]
@@ -27,7 +30,13 @@ async def _remote_tokens(url: str, model: str, history: list[ChatMessage], max_t
 
 
 async def run_chat(
-    settings: Settings, *, system: str | None, url: str | None, max_tokens: int, console: Console
+    settings: Settings,
+    *,
+    system: str | None,
+    url: str | None,
+    max_tokens: int,
+    console: Console,
+    api_key: str | None = None,
 ) -> None:
     engine = None
     if url is None:
@@ -63,7 +72,7 @@ async def run_chat(
                 request = ChatRequest(tuple(history), GenerationParams(max_tokens=max_tokens))
                 tokens: AsyncIterator[str] = (c.text async for c in engine.stream(request) if c.text)
             else:
-                tokens = _remote_tokens(url or "", "default", history, max_tokens)
+                tokens = _remote_tokens(url or "", "default", history, max_tokens, api_key)
             async for piece in tokens:
                 parts.append(piece)
                 console.print(piece, end="", markup=False, highlight=False)

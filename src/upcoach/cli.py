@@ -48,6 +48,8 @@ audit_app = typer.Typer(help="Verify and export the audit trail.", no_args_is_he
 app.add_typer(audit_app, name="audit")
 privacy_app = typer.Typer(help="Privacy jobs: retention.", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
+ab_app = typer.Typer(help="Model-version A/B on a running server (needs an admin key).", no_args_is_help=True)
+models_app.add_typer(ab_app, name="ab")
 
 err = Console(stderr=True)
 out = Console()
@@ -391,6 +393,7 @@ def chat(
         typer.Option(help="talk to a running server (e.g. http://127.0.0.1:8080/v1) instead of in-process"),
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="answer length cap")] = 512,
+    key: Annotated[str | None, typer.Option(envvar="UPCOACH_API_KEY", help="API key for --url")] = None,
 ) -> None:
     """Interactive terminal chat that streams tokens. /reset clears the conversation, /exit or Ctrl-D quits."""
     from upcoach.chat_session import run_chat
@@ -399,7 +402,7 @@ def chat(
     try:
         if url is None:
             _ensure_model(settings)
-        asyncio.run(run_chat(settings, system=system, url=url, max_tokens=max_tokens, console=out))
+        asyncio.run(run_chat(settings, system=system, url=url, max_tokens=max_tokens, console=out, api_key=key))
     except UpcoachError as exc:
         raise _fail(exc) from exc
     except KeyboardInterrupt:
@@ -630,6 +633,74 @@ async def _eval_targets(settings: Settings, ids: list[str]) -> AsyncIterator[lis
             path = await stack.enter_async_context(store.open_plaintext(version.id))
             targets.append((version.id, Path(path)))
         yield targets
+
+
+
+# ---- model-version A/B: the test lives in the running server, so these commands call its API ---------------------
+ServerUrl = Annotated[str, typer.Option("--url", envvar="UPCOACH_URL", help="the running server")]
+AdminKey = Annotated[str | None, typer.Option("--key", envvar="UPCOACH_API_KEY", help="an admin API key")]
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _call_server(method: str, url: str, path: str, key: str | None, body: dict[str, object] | None = None) -> dict:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.request(method, url.rstrip("/") + path, headers=headers, json=body, timeout=120)
+    except httpx.HTTPError as exc:
+        err.print(f"[red]error:[/red] cannot reach {url}: {exc}")
+        raise typer.Exit(code=1) from exc
+    payload = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code >= 400:
+        error = payload.get("error", {}) if isinstance(payload, dict) else {}
+        err.print(f"[red]error {response.status_code}:[/red] {error.get('message') or response.text}")
+        raise typer.Exit(code=1)
+    return payload
+
+
+def _print_ab(test: dict | None) -> None:
+    if not test:
+        out.print("no A/B test is running")
+        return
+    out.print(f"active {test['activeId']}, candidate {test['candidateId']} for {test['share']:.0%} of users")
+    table = Table("version", "requests", "first token P50/P95 ms", "total P50/P95 ms", "ratings", "mean rating")
+    for version, stats in test["versions"].items():
+        first, total, ratings = stats["firstTokenMs"], stats["totalMs"], stats["ratings"]
+        table.add_row(
+            version, str(stats["requests"]), f"{first['p50']} / {first['p95']}", f"{total['p50']} / {total['p95']}",
+            str(ratings["count"]), str(ratings["mean"]),
+        )  # fmt: skip
+    out.print(table)
+
+
+@ab_app.command("start")
+def ab_start(
+    candidate: Annotated[str, typer.Argument(help="the candidate version, name@version")],
+    share: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of users sent to the candidate")] = 0.1,
+    url: ServerUrl = DEFAULT_URL,
+    key: AdminKey = None,
+) -> None:
+    """Load a candidate beside the active version and send a sticky share of users to it."""
+    _print_ab(_call_server("POST", url, "/api/ai/models/ab", key, {"candidateId": candidate, "share": share})["abTest"])
+
+
+@ab_app.command("status")
+def ab_status(url: ServerUrl = DEFAULT_URL, key: AdminKey = None) -> None:
+    """Latency and user ratings per version of the running A/B test."""
+    _print_ab(_call_server("GET", url, "/api/ai/models/ab", key)["abTest"])
+
+
+@ab_app.command("promote")
+def ab_promote(url: ServerUrl = DEFAULT_URL, key: AdminKey = None) -> None:
+    """Make the candidate the active version (the previous one stays installed for a rollback)."""
+    out.print_json(data=_call_server("POST", url, "/api/ai/models/ab/promote", key))
+
+
+@ab_app.command("stop")
+def ab_stop(url: ServerUrl = DEFAULT_URL, key: AdminKey = None) -> None:
+    """End the test and keep the active version for everyone (roll the candidate back)."""
+    out.print_json(data=_call_server("POST", url, "/api/ai/models/ab/stop", key))
 
 
 if __name__ == "__main__":

@@ -274,10 +274,20 @@ def test_version_ab_splits_users_and_compares(server: tuple[LiveServer, dict[str
     assert rated.status_code == 200 and rated.json() == {"version": V2, "rating": 4}
     assert api(server, "POST", "/ab/rating", "alice", json={"version": V2, "rating": 9}).status_code == 400
     assert api(server, "GET", "/ab").json()["abTest"]["versions"][V2]["ratings"]["count"] == 1
-    stopped = api(server, "POST", "/ab/stop")
-    assert stopped.status_code == 200 and stopped.json()["activeId"] == V1
-    assert api(server, "GET", "/ab").json()["abTest"] is None
+    # The operator's commands: `upcoach models ab status|stop` call the running server's API with an admin key.
+    status = ab_cli(live, keys["root"], "status")
+    assert status.returncode == 0 and f"candidate {V2}" in status.stdout and V1 in status.stdout, status
+    assert ab_cli(live, keys["alice"], "stop").returncode == 1  # a user's key: the server's 403 is the exit code
+    stopped = ab_cli(live, keys["root"], "stop")
+    assert stopped.returncode == 0 and f'"activeId": "{V1}"' in stopped.stdout, stopped
+    assert "no A/B test is running" in ab_cli(live, keys["root"], "status").stdout
     assert active_id(server) == V1
+
+
+def ab_cli(live: LiveServer, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "upcoach.cli", "models", "ab", *args, "--url", live.base_url]
+    env = {**os.environ, "UPCOACH_API_KEY": key, "COLUMNS": "200"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
 
 
 def test_recommend_over_http(server: tuple[LiveServer, dict[str, str]], installed: str) -> None:
