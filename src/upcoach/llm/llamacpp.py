@@ -440,15 +440,15 @@ class LlamaCppEngine:
             while running:
                 for branch in list(running):
                     token = current[branch]
-                    if llama_cpp.llama_vocab_is_eog(vocab, token):
-                        running.remove(branch)
-                        continue
-                    n_generated += 1
-                    texts[branch] += self._piece(token)
+                    ended = bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+                    if not ended:
+                        n_generated += 1
+                        texts[branch] += self._piece(token)
                     line, newline, _ = texts[branch].partition(b"\n")
-                    if newline or position - len(tokens) + 1 >= max_tokens:
+                    if ended or newline or position - len(tokens) + 1 >= max_tokens:
                         running.remove(branch)
-                        job.channel.put(Chunk(line.decode("utf-8", errors="replace") + "\n"))
+                        if line:
+                            job.channel.put(Chunk(line.decode("utf-8", errors="replace") + "\n"))
                 if not running:
                     break
                 if job.cancel.is_set():
