@@ -24,6 +24,12 @@ def test_model_lines_are_cleaned_deduplicated_and_cut_to_count() -> None:
     assert parse_chips(output, 2) == ["Tell me more", "I'll try tonight"]
     assert clean_chip("  Why not?  ") == "Why not?"
     assert parse_chips("Why do I avoid it?\nwhy do I avoid it\nWhy do I avoid it!\n", 3) == ["Why do I avoid it?"]
+    branches = "I feel overwhelmed\nReally, I feel overwhelmed\nSeriously, I feel overwhelmed\nNo thanks\nThanks\n"
+    assert parse_chips(branches, 5) == ["I feel overwhelmed", "No thanks", "Thanks"]
+    assert parse_chips("Absolutely, I feel lost\nHonestly, I feel lost\nI feel lost today\n", 3) == [
+        "Absolutely, I feel lost",
+        "I feel lost today",
+    ]
 
 
 def test_grammar_shape_depends_on_count_and_script() -> None:

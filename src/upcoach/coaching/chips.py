@@ -147,18 +147,28 @@ _EXAMPLE_REPLIES = frozenset(
 def parse_chips(output: str, count: int) -> list[str]:
     """Clean, distinct chips from the model's lines; verbatim copies of the prompt's examples are dropped.
 
-    Distinct ignores case and punctuation: "Why do I avoid it?" and "why do I avoid it" are one chip to a user.
+    Distinct ignores case and punctuation ("Why do I avoid it?" and "why do I avoid it" are one chip to a user),
+    and a chip that only puts a word in front of another ("Really, I feel overwhelmed") is that chip again:
+    parallel branches start with different words but can end the same way.
     """
     chips: list[str] = []
     seen: set[str] = {_key(reply) for reply in _EXAMPLE_REPLIES}
+    kept: list[list[str]] = []
     for line in output.splitlines():
         chip = clean_chip(line)
         key = _key(chip)
-        if len(chip) < 2 or key in seen:
+        if len(chip) < 2 or key in seen or any(_near(key.split(), other) for other in kept):
             continue
         seen.add(key)
+        kept.append(key.split())
         chips.append(chip)
     return chips[:count]
+
+
+def _near(a: list[str], b: list[str]) -> bool:
+    """One chip ends with the other (two words or more), or the two differ only in their first word."""
+    short, long = sorted((a, b), key=len)
+    return (len(short) >= 2 and long[len(long) - len(short) :] == short) or (len(a) == len(b) > 2 and a[1:] == b[1:])
 
 
 def _key(chip: str) -> str:
