@@ -7,9 +7,11 @@ Speed is the whole design (the plan's gate is P95 <= 300 ms on a 2-core CPU, whe
   quotes to pay for, no preamble, no run-on, and ``max_tokens`` is bounded by the count;
 - greedy decoding (temperature 0): the most likely short reply, reproducible for the same conversation;
 - several chips are decoded side by side (``ChatRequest.branches``): one one-line answer per chip, each from a
-  different first token, all advanced in one llama.cpp batch per step. Decode is memory-bandwidth bound, so
-  five chips cost about what one does instead of five times as much. Should that path fail, the chips are
-  written the old way, one line after another in one sequence.
+  different first token, all advanced in one llama.cpp batch per step. The answer takes as many steps as the
+  longest chip instead of the sum of all, and the forced different starts give distinct chips where greedy
+  decoding of one sequence repeats itself. A step is not free, though: on this 2-core CPU a batch of 2 costs
+  ~2x a single token and a batch of 5 ~3.7x (measured), so five chips still cost well over one. Should that
+  path fail, the chips are written the old way, one line after another in one sequence.
 When the model cannot answer in time (not loaded, queue full, a queue ahead of us longer than the budget, or the
 budget runs out mid-generation) the chips come from the strategies library instead (full-text search on the
 last user message) and the answer says so with ``source: "library"``.
