@@ -5,7 +5,13 @@ Speed is the whole design (the plan's gate is P95 <= 300 ms on a 2-core CPU, whe
 - only the last coach and user turns go in, each cut to its last ~200 characters;
 - a GBNF grammar makes the model write exactly ``count`` lines of 1-8 words and then stop: no JSON braces or
   quotes to pay for, no preamble, no run-on, and ``max_tokens`` is bounded by the count;
-- greedy decoding (temperature 0): the most likely short reply, reproducible for the same conversation.
+- greedy decoding (temperature 0): the most likely short reply, reproducible for the same conversation;
+- several chips are decoded side by side (``ChatRequest.branches``): one one-line answer per chip, each from a
+  different first token, all advanced in one llama.cpp batch per step. The answer takes as many steps as the
+  longest chip instead of the sum of all, and the forced different starts give distinct chips where greedy
+  decoding of one sequence repeats itself. A step is not free, though: on this 2-core CPU a batch of 2 costs
+  ~2x a single token and a batch of 5 ~3.7x (measured), so five chips still cost well over one. Should that
+  path fail, the chips are written the old way, one line after another in one sequence.
 When the model cannot answer in time (not loaded, queue full, a queue ahead of us longer than the budget, or the
 budget runs out mid-generation) the chips come from the strategies library instead (full-text search on the
 last user message) and the answer says so with ``source: "library"``.
@@ -20,11 +26,11 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from upcoach.coaching.library import MAX_CHIP_WORDS
 from upcoach.coaching.strategies import StrategyRepository
-from upcoach.errors import Overloaded, Unavailable
+from upcoach.errors import InvalidRequest, Overloaded, Unavailable
 from upcoach.llm.base import Backend, ChatMessage, ChatRequest, GenerationParams, collect
 
 log = logging.getLogger(__name__)
@@ -88,6 +94,7 @@ SELF_HARM_STRATEGY = "support-reach-out"
 
 _LEAD = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|[\"'“”‘’])\s*")
 _TRAIL = re.compile(r"[\"'“”‘’.,;:]+$")
+_PUNCTUATION = re.compile(r"[^\w\s]+")
 
 
 # Characters a chip never needs: sentence and role punctuation (":" is how "Coach:" transcripts start, "." how
@@ -140,17 +147,34 @@ _EXAMPLE_REPLIES = frozenset(
 
 
 def parse_chips(output: str, count: int) -> list[str]:
-    """Clean, distinct chips from the model's lines; verbatim copies of the prompt's examples are dropped."""
+    """Clean, distinct chips from the model's lines; verbatim copies of the prompt's examples are dropped.
+
+    Distinct ignores case and punctuation ("Why do I avoid it?" and "why do I avoid it" are one chip to a user),
+    and a chip that only puts a word in front of another ("Really, I feel overwhelmed") is that chip again:
+    parallel branches start with different words but can end the same way.
+    """
     chips: list[str] = []
-    seen: set[str] = set(_EXAMPLE_REPLIES)
+    seen: set[str] = {_key(reply) for reply in _EXAMPLE_REPLIES}
+    kept: list[list[str]] = []
     for line in output.splitlines():
         chip = clean_chip(line)
-        key = chip.casefold()
-        if len(chip) < 2 or key in seen:
+        key = _key(chip)
+        if len(chip) < 2 or key in seen or any(_near(key.split(), other) for other in kept):
             continue
         seen.add(key)
+        kept.append(key.split())
         chips.append(chip)
     return chips[:count]
+
+
+def _near(a: list[str], b: list[str]) -> bool:
+    """One chip ends with the other (two words or more), or the two differ only in their first word."""
+    short, long = sorted((a, b), key=len)
+    return (len(short) >= 2 and long[len(long) - len(short) :] == short) or (len(a) == len(b) > 2 and a[1:] == b[1:])
+
+
+def _key(chip: str) -> str:
+    return " ".join(_PUNCTUATION.sub(" ", chip.casefold()).split())
 
 
 @dataclass
@@ -228,7 +252,7 @@ class ChipService:
         if reason is not None:
             return await self._library(messages, count, started, reason)
         assert backend is not None
-        request = ChatRequest(
+        sequential = ChatRequest(
             (ChatMessage("system", system_prompt(style, locale)), ChatMessage("user", _conversation(messages, count))),
             GenerationParams(max_tokens=count * TOKENS_PER_CHIP, temperature=0.0),
             request_id=request_id,
@@ -237,7 +261,20 @@ class ChipService:
         model_started = time.perf_counter()
         try:
             async with asyncio.timeout(budget / 1000):
-                completion = await collect(backend.stream(request))
+                completion = None
+                if count > 1 and self._branches(backend):
+                    parallel = replace(
+                        sequential,
+                        params=replace(sequential.params, max_tokens=TOKENS_PER_CHIP),
+                        grammar=chip_grammar(1, locale),
+                        branches=count,
+                    )
+                    try:
+                        completion = await collect(backend.stream(parallel))
+                    except (Unavailable, InvalidRequest) as exc:
+                        log.warning("parallel chips failed (%s); writing them one after another", exc)
+                if completion is None:
+                    completion = await collect(backend.stream(sequential))
         except TimeoutError:
             return await self._library(messages, count, started, f"local model over the {budget:.0f} ms budget")
         except (Overloaded, Unavailable) as exc:
@@ -267,11 +304,13 @@ class ChipService:
     def _unfit(backend: Backend | None) -> str | None:
         if backend is None:
             return "local model not loaded"
-        # The served engine may sit behind a wrapper that swaps model versions (modelstore/swap.py).
-        engine = getattr(getattr(backend, "current", None), "engine", None) or backend
-        if not getattr(engine, "supports_grammar", False):
+        if not getattr(_engine(backend), "supports_grammar", False):
             return "the local backend cannot constrain output"
         return None
+
+    @staticmethod
+    def _branches(backend: Backend) -> bool:
+        return bool(getattr(_engine(backend), "supports_branches", False))
 
     async def _library(
         self,
@@ -322,6 +361,11 @@ class ChipService:
                 seen.add(text.casefold())
                 chips.append(Chip(text, "library"))
         return chips[:count]
+
+
+def _engine(backend: Backend) -> object:
+    """The engine that will serve: it may sit behind a wrapper that swaps model versions (modelstore/swap.py)."""
+    return getattr(getattr(backend, "current", None), "engine", None) or backend
 
 
 def _expected_wait_ms(backend: Backend) -> float:

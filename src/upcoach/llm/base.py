@@ -47,6 +47,10 @@ class ChatRequest:
     # A GBNF grammar the output must follow (structured output, e.g. suggestion chips). Only backends with
     # ``supports_grammar = True`` honour it; the others refuse such a request rather than return free text.
     grammar: str | None = None
+    # Decode this many alternative one-line answers side by side (suggestion chips), each starting differently;
+    # the text is one line per answer. Needs a grammar that ends after one line. Only backends with
+    # ``supports_branches = True`` honour it.
+    branches: int = 1
 
 
 @dataclass

@@ -54,20 +54,31 @@ class GrammarSampler:
             self._grammar = None
         self._free.close()
 
-    def sample(self) -> int:
-        """The next token from the last evaluated position's logits, allowed by the grammar; accepted into it."""
+    def sample(self, index: int = -1) -> int:
+        """The next token from the logits of batch row ``index`` (default: the last evaluated position), allowed
+        by the grammar; accepted into it. Parallel branches (one sampler each) pass the row of their own token."""
         ctx = self._llama._ctx  # type: ignore[attr-defined]
-        token = int(self._free.sample(ctx, -1))
+        token = int(self._free.sample(ctx, index))
         if not self._allowed(token):
-            logits = np.ctypeslib.as_array(ctx.get_logits_ith(-1), shape=(self._n_vocab,))
+            logits = np.ctypeslib.as_array(ctx.get_logits_ith(index), shape=(self._n_vocab,))
             top = np.argpartition(logits, -TOP_CANDIDATES)[-TOP_CANDIDATES:]
             token = self._choose(logits, np.unique(np.concatenate([top, np.asarray(self._eog, dtype=top.dtype)])))
             if token < 0:
                 token = self._choose(logits, np.arange(self._n_vocab))
             if token < 0:
                 raise RuntimeError("the grammar allows no token here")
-        self._lib.llama_sampler_accept(self._grammar, token)
+        self.accept(token)
         return token
+
+    def accept(self, token: int) -> None:
+        """Advance the grammar past ``token``: for a token chosen elsewhere (a branch's forced first token)."""
+        self._lib.llama_sampler_accept(self._grammar, token)
+
+    def allowed(self, ids: np.ndarray) -> np.ndarray:
+        """Which of ``ids`` the grammar allows next (a boolean mask, in the same order)."""
+        candidates = np.zeros(len(ids), dtype=_TOKEN_DATA)
+        candidates["id"] = ids
+        return np.isfinite(self._apply(candidates)["logit"])
 
     def _apply(self, candidates: np.ndarray) -> np.ndarray:
         """Run the grammar over ``candidates`` (a _TOKEN_DATA array, changed in place: rejected -> -inf)."""

@@ -1,0 +1,99 @@
+"""Parallel one-line answers (``ChatRequest.branches``) in the real llama.cpp engine: distinct, each following
+the grammar, and leaving the context exactly as the single-sequence path expects it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.conftest import COACH_SYSTEM_PROMPT
+from upcoach.coaching.chips import _conversation, chip_grammar, parse_chips, system_prompt
+from upcoach.errors import InvalidRequest
+from upcoach.llm.base import ChatMessage, ChatRequest, GenerationParams
+from upcoach.llm.llamacpp import MAX_BRANCHES, EngineConfig, LlamaCppEngine
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CONVERSATION = (ChatMessage("assistant", "What happened?"), ChatMessage("user", "My manager criticised my talk."))
+
+
+@pytest_asyncio.fixture(scope="module")
+async def engine(model_path: Path) -> AsyncIterator[LlamaCppEngine]:
+    engine = LlamaCppEngine(EngineConfig(model_path=model_path, model_id="test", threads=2, context_size=1024))
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.stop()
+
+
+def chips_request(n: int, style: str = "default") -> ChatRequest:
+    return ChatRequest(
+        (ChatMessage("system", system_prompt(style, "en")), ChatMessage("user", _conversation(CONVERSATION, n))),
+        GenerationParams(max_tokens=12, temperature=0.0),
+        grammar=chip_grammar(1),
+        branches=n,
+    )
+
+
+def greedy(question: str) -> ChatRequest:
+    messages = (ChatMessage("system", COACH_SYSTEM_PROMPT), ChatMessage("user", question))
+    return ChatRequest(messages, GenerationParams(max_tokens=24, temperature=0.0))
+
+
+def branch_cells(engine: LlamaCppEngine) -> list[int]:
+    """The highest position each branch sequence holds (-1: empty)."""
+    import llama_cpp
+
+    memory = engine._llama._ctx.memory  # type: ignore[union-attr]
+    return [llama_cpp.llama_memory_seq_pos_max(memory, s) for s in range(1, MAX_BRANCHES + 1)]
+
+
+async def test_each_branch_is_one_distinct_valid_chip(engine: LlamaCppEngine) -> None:
+    for n in (3, 5):
+        completion = await engine.chat(chips_request(n))
+        lines = completion.text.split("\n")
+        assert lines[-1] == "" and len(lines) == n + 1, completion.text
+        for line in lines[:-1]:
+            assert 1 <= len(line.split(" ")) <= 8 and line[0] not in "0123456789-* ", line
+            assert not set(line) & set('.:"()[]'), line
+        assert len({line.split(" ")[0].casefold() for line in lines[:-1]}) == n, completion.text
+        assert len(parse_chips(completion.text, n)) >= n - 1, completion.text
+        assert completion.finish_reason == "stop"
+    assert branch_cells(engine) == [-1] * MAX_BRANCHES
+
+
+async def test_branches_leave_the_context_as_they_found_it(engine: LlamaCppEngine) -> None:
+    # The same greedy answer before and after: with branch cells left over, or sequence 0 holding a branch's
+    # tokens, the second answer would attend to them (or restore a polluted prefix) and drift.
+    question = "I can't sleep before big meetings. What can I do tonight?"
+    before = (await engine.chat(greedy(question))).text
+    await engine.chat(chips_request(4))
+    after_chips = (await engine.chat(greedy(question))).text
+    await engine.chat(chips_request(3, "action"))
+    await engine.chat(chips_request(3, "action"))  # warm: the prompt's prefix now comes from the prefix cache
+    after_warm = (await engine.chat(greedy(question))).text
+    assert before == after_chips == after_warm and before
+    assert branch_cells(engine) == [-1] * MAX_BRANCHES
+
+
+async def test_a_closed_stream_cancels_the_branches_and_the_engine_keeps_serving(engine: LlamaCppEngine) -> None:
+    cancelled = engine.stats.cancelled
+    stream = engine.stream(chips_request(5))
+    assert (await anext(stream)).text == ""  # admitted: the worker is on it
+    await stream.aclose()
+    completion = await engine.chat(chips_request(2))  # queued behind the cancelled one: runs once it stopped
+    assert engine.stats.cancelled == cancelled + 1
+    assert len(completion.text.splitlines()) == 2
+    assert branch_cells(engine) == [-1] * MAX_BRANCHES
+
+
+async def test_branches_need_a_grammar_and_a_small_count(engine: LlamaCppEngine) -> None:
+    with pytest.raises(InvalidRequest):
+        await engine.chat(ChatRequest((ChatMessage("user", "hi"),), branches=2))
+    with pytest.raises(InvalidRequest):
+        await engine.chat(chips_request(MAX_BRANCHES + 1))
+    assert (await engine.health()).ok
