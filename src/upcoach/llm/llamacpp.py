@@ -156,9 +156,10 @@ class LlamaCppEngine:
         _allow_branches(llama, 1 + MAX_BRANCHES)
         self._llama = llama
         self._formatter = PromptFormatter.from_llama(llama)
+        # A model decrypted into memory is opened as /proc/self/fd/N: name it by its id, not by the descriptor.
         log.info(
-            "loaded %s in %.1f s (ctx %d, %d threads)",
-            self.config.model_path.name, time.perf_counter() - started, self.config.context_size,
+            "loaded %s (%s) in %.1f s (ctx %d, %d threads)",
+            self.config.model_id, self.config.model_path, time.perf_counter() - started, self.config.context_size,
             self.config.threads,
         )  # fmt: skip
 
