@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +54,17 @@ def chips(server: LiveServer, messages: list[dict[str, str]], **extra: object) -
     return httpx.post(server.base_url + "/api/coach/suggestions", json={"messages": messages, **extra}, timeout=120)
 
 
+def model_chips(server: LiveServer, messages: list[dict[str, str]], **extra: object) -> dict[str, object]:
+    """Chips from the model: with no waiting room (queue depth 0) the previous request's slot can still be in use
+    for a moment after its answer arrived, and the library would answer instead; ask again then."""
+    for _ in range(5):
+        body = chips(server, messages, **extra).json()
+        if not str(body.get("reason") or "").startswith("local model busy"):
+            return body
+        time.sleep(0.5)
+    return body
+
+
 def assert_chips(body: dict[str, object], count: int) -> None:
     suggestions = body["suggestions"]
     assert isinstance(suggestions, list) and len(suggestions) == count == body["count"]
@@ -66,9 +78,7 @@ def assert_chips(body: dict[str, object], count: int) -> None:
 @pytest.mark.parametrize(("case", "count"), [(0, 3), (1, 5), (2, 2), (3, 1)])
 def test_model_chips_respect_count_and_length(chips_server: LiveServer, case: int, count: int) -> None:
     locale, messages = CONVERSATIONS[case]
-    response = chips(chips_server, messages, count=count, locale=locale)
-    assert response.status_code == 200, response.text
-    body = response.json()
+    body = model_chips(chips_server, messages, count=count, locale=locale)
     assert_chips(body, count)
     assert body["modelLatencyMs"] > 0, body  # the local model was asked, and answered
     if body["source"] == "model":
@@ -80,7 +90,7 @@ def test_model_chips_respect_count_and_length(chips_server: LiveServer, case: in
 
 def test_style_is_a_prompt_template_an_experiment_can_vary(chips_server: LiveServer) -> None:
     locale, messages = CONVERSATIONS[0]
-    bodies = {style: chips(chips_server, messages, count=3, style=style).json() for style in ("default", "question")}
+    bodies = {style: model_chips(chips_server, messages, count=3, style=style) for style in ("default", "question")}
     for style, body in bodies.items():
         assert body["style"] == style and body["modelLatencyMs"] is not None
         assert_chips(body, 3)
