@@ -129,7 +129,8 @@ def _verdict(result: dict[str, object]) -> str:
     met = "met" if p95 <= GATE_MS else "NOT met"
     return (
         f"**Gate P95 <= {GATE_MS:.0f} ms by model-written chips: {met}** (model-only P95 {p95:.0f} ms). Decode is the "
-        "floor: ~8 tokens per chip at this machine's decode speed; the library fallback keeps answers inside the "
+        "floor: ~8 batch steps per answer, and a step of n branches costs ~n/2 single steps on these 2 cores; "
+        "the library fallback keeps answers inside the "
         "gate, labelled `source: library`."
     )
 
@@ -150,7 +151,8 @@ def section(command: str) -> str:
             f"- machine: {machine()}",
             f"- model: {model_only['model']}; `POST /api/coach/suggestions` over HTTP, {REQUESTS} requests one at a "
             f"time after {WARMUP} warm-up, {len(CONVERSATIONS)} conversations x counts 1-5 x the 4 styles; client-"
-            "measured. Greedy decoding under the chips grammar (sample-then-check, llm/constrained.py)",
+            "measured. Greedy decoding under the chips grammar (sample-then-check, llm/constrained.py); "
+            "count > 1: one branch per chip, all decoded in one llama.cpp batch per step (`ChatRequest.branches`)",
             "",
             _verdict(model_only),
             "",
