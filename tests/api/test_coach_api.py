@@ -130,6 +130,19 @@ def test_without_a_model_chips_come_from_the_matching_strategies(offline_server:
     assert body["strategyIds"][0].startswith("sleep-")
 
 
+def test_library_chips_follow_the_experiment_style(offline_server: LiveServer) -> None:
+    """With the model out, a chip-wording experiment still compares wordings: the library's chips that read like
+    the assigned style come first."""
+    messages = [{"role": "user", "content": "I keep putting off my report and my goal feels too big"}]
+    by_style = {
+        style: [s["text"] for s in chips(offline_server, messages, count=3, style=style).json()["suggestions"]]
+        for style in ("default", "question", "action")
+    }
+    assert all(text.endswith("?") for text in by_style["question"]), by_style
+    assert any(text.lower().startswith(("i will", "i'll", "let's", "today")) for text in by_style["action"]), by_style
+    assert by_style["question"] != by_style["action"]
+
+
 def test_signs_of_self_harm_get_support_chips_not_model_chips(offline_server: LiveServer) -> None:
     body = chips(offline_server, [{"role": "user", "content": "I keep wanting to hurt myself."}], count=2).json()
     assert body["source"] == "library" and "distress" in body["reason"]

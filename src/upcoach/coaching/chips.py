@@ -90,6 +90,14 @@ LANGUAGES = {
     "ko": "Korean", "ar": "Arabic", "hi": "Hindi",
 }  # fmt: skip
 GENERIC_CHIPS = ("What should I do first?", "Can you give an example?", "Tell me more", "That helps, thanks")
+# Library chips are not written per style: these pick the ones that read like the style an experiment assigned,
+# so a chip-wording experiment still compares wordings when the library answers (model busy or over budget).
+_STYLE_PATTERNS = {
+    "question": re.compile(r"\?\s*$"),
+    "action": re.compile(r"^(?:i will|i'll|i'm going to|i am going to|i can|let's|today|tomorrow|tonight|this week)\b",
+                         re.IGNORECASE),
+    "feeling": re.compile(r"\b(?:feel|feeling|felt|i'm|i am)\b", re.IGNORECASE),
+}  # fmt: skip
 SELF_HARM_STRATEGY = "support-reach-out"
 
 _LEAD = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|[\"'“”‘’])\s*")
@@ -238,6 +246,7 @@ class ChipService:
         budget = budget_ms or self.budget_ms
         if self_harm:
             reason = "signs of distress: support suggestions from the library"
+            # Support chips first whatever the style: never reordered for an experiment.
             return await self._library(messages, count, started, reason, preferred=SELF_HARM_STRATEGY)
         reason = self._unfit(backend)
         if reason is None:
@@ -250,7 +259,7 @@ class ChipService:
                 if wait > budget:
                     reason = f"local model busy (about {wait:.0f} ms of work queued ahead)"
         if reason is not None:
-            return await self._library(messages, count, started, reason)
+            return await self._library(messages, count, started, reason, style)
         assert backend is not None
         sequential = ChatRequest(
             (ChatMessage("system", system_prompt(style, locale)), ChatMessage("user", _conversation(messages, count))),
@@ -276,18 +285,18 @@ class ChipService:
                 if completion is None:
                     completion = await collect(backend.stream(sequential))
         except TimeoutError:
-            return await self._library(messages, count, started, f"local model over the {budget:.0f} ms budget")
+            return await self._library(messages, count, started, f"local model over the {budget:.0f} ms budget", style)
         except (Overloaded, Unavailable) as exc:
-            return await self._library(messages, count, started, f"local model unavailable ({exc.code})")
+            return await self._library(messages, count, started, f"local model unavailable ({exc.code})", style)
         model_ms = (time.perf_counter() - model_started) * 1000
         texts = parse_chips(completion.text if completion else "", count)
         if not texts:
             reason = "the model wrote no usable chip"
-            return await self._library(messages, count, started, reason, model_latency_ms=model_ms)
+            return await self._library(messages, count, started, reason, style, model_latency_ms=model_ms)
         chips = [Chip(text, "model") for text in texts]
         strategy_ids: list[str] = []
         if len(chips) < count:
-            extra = await self._library_chips(messages, count, exclude={c.text.casefold() for c in chips})
+            extra = await self._library_chips(messages, count, style, exclude={c.text.casefold() for c in chips})
             chips += extra[: count - len(chips)]
             strategy_ids = list(dict.fromkeys(c.strategy_id for c in chips if c.strategy_id))
         return ChipsResult(
@@ -318,10 +327,11 @@ class ChipService:
         count: int,
         started: float,
         reason: str,
+        style: str = "default",
         preferred: str | None = None,
         model_latency_ms: float | None = None,
     ) -> ChipsResult:
-        chips = await self._library_chips(messages, count, preferred=preferred)
+        chips = await self._library_chips(messages, count, style, preferred=preferred)
         return ChipsResult(
             chips=chips,
             source="library",
@@ -337,10 +347,12 @@ class ChipService:
         self,
         messages: Sequence[ChatMessage],
         count: int,
+        style: str = "default",
         exclude: set[str] | None = None,
         preferred: str | None = None,
     ) -> list[Chip]:
-        """Chips of the strategies that best match the last user message, taking the best one of each in turn."""
+        """Chips of the strategies that best match the last user message, taking the best one of each in turn;
+        those that read like ``style`` first (a stable sort keeps the best strategies first within each group)."""
         seen = set(exclude or ())
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
         strategies = []
@@ -360,6 +372,9 @@ class ChipService:
             if text.casefold() not in seen:
                 seen.add(text.casefold())
                 chips.append(Chip(text, "library"))
+        pattern = _STYLE_PATTERNS.get(style)
+        if pattern is not None:
+            chips.sort(key=lambda chip: pattern.search(chip.text) is None)
         return chips[:count]
 
 
