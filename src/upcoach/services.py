@@ -10,7 +10,7 @@ from upcoach.coaching.journal import Journal
 from upcoach.coaching.ratings import Ratings
 from upcoach.coaching.service import Coach
 from upcoach.config import Settings
-from upcoach.errors import ModelNotFound
+from upcoach.errors import InvalidRequest, ModelNotFound
 from upcoach.experiments.service import Experiments
 from upcoach.llm.base import Backend
 from upcoach.modelstore.catalog import CATALOG
@@ -30,6 +30,15 @@ from upcoach.storage.requests import RequestRepository
 
 DEFAULT_ALIAS = "default"
 AUTO_ALIAS = "auto"
+MAX_USER_ID = 128  # the user_id columns are String(128)
+
+
+def checked_user_id(value: str, param: str = "X-User-Id") -> str:
+    """A user id a caller named: bounded like the columns that store it, and no NUL (PostgreSQL refuses it), so
+    it fails here as a 400 rather than later in a background write."""
+    if not 1 <= len(value) <= MAX_USER_ID or "\x00" in value:
+        raise InvalidRequest(f"{param} must be 1-{MAX_USER_ID} characters without NUL", param=param)
+    return value
 
 
 @dataclass
@@ -81,7 +90,9 @@ class Services:
         if principal is None:
             return None
         if principal.via == "dev" or principal.role in (Role.admin, Role.coach):
-            return request.headers.get("x-user-id") or claimed or principal.user_id
+            if named := request.headers.get("x-user-id"):
+                return checked_user_id(named)
+            return checked_user_id(claimed, "user") if claimed else principal.user_id
         return principal.user_id
 
     def token_cap(self, request: Request, requested: int | None) -> int:

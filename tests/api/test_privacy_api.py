@@ -325,3 +325,19 @@ def test_local_only_end_to_end_with_the_real_model(tmp_path_factory: pytest.Temp
         assert body["response"]["content"].strip()  # type: ignore[index]
         assert body["metrics"]["costsIncurred"] == 0  # type: ignore[index]
         assert cloud.requests == []
+
+
+def test_a_named_user_longer_than_the_columns_is_a_400_on_every_route(env: Env) -> None:
+    """X-User-Id is checked where it is read (Services.user_of), so no route can pass a name the user_id columns
+    (128 characters) would refuse later, in a background write."""
+    too_long = "u" * 129
+    body = {"messages": [{"role": "user", "content": "hello"}]}
+    for method, path, payload in [
+        ("POST", "/api/ai/hybrid/route", body),
+        ("GET", "/api/privacy/settings", None),
+        ("GET", "/api/journal/entries", None),
+    ]:
+        response = env.call(method, path, "root", too_long, json=payload)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["param"] == "X-User-Id", path
+    assert env.call("GET", "/api/privacy/settings", "root", "u" * 128).status_code == 200

@@ -23,7 +23,6 @@ AppUser = Annotated[Principal, Depends(caller(*CHAT_ROLES))]
 Key = Annotated[str, Path(pattern=f"^(?:{KEY_FORMAT.pattern})$", description="a-z, 0-9, '_', '.', '-'")]
 # NUL cannot be stored in PostgreSQL text; refusing it here keeps a 400 from becoming a driver error.
 Text = r"^[^\x00]*$"
-MAX_USER_ID = 128
 
 
 class _Strict(BaseModel):
@@ -85,10 +84,7 @@ def _experiments(request: Request) -> Experiments:
 
 
 def _user(request: Request) -> str:
-    user = _services(request).user_of(request) or "anonymous"
-    if len(user) > MAX_USER_ID or "\x00" in user:
-        raise InvalidRequest(f"X-User-Id must be 1-{MAX_USER_ID} characters", param="X-User-Id")
-    return user
+    return _services(request).user_of(request) or "anonymous"
 
 
 async def _audit(request: Request, principal: Principal, action: str, key: str, details: dict[str, object]) -> None:

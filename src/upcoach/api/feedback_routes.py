@@ -10,14 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.coaching.ratings import Ratings
-from upcoach.errors import InvalidRequest, Unavailable
+from upcoach.errors import Unavailable
 from upcoach.security.auth import Principal
 from upcoach.security.keys import Role
 from upcoach.services import Services
 
 router = APIRouter(prefix="/api/ai/feedback", tags=["feedback"])
-
-MAX_USER_ID = 128
 
 
 class FeedbackIn(BaseModel):
@@ -45,8 +43,6 @@ async def rate(
 ) -> JSONResponse:
     """201 for the first rating of a request, 200 when it replaces an earlier one."""
     user = _services(request).user_of(request) or "anonymous"
-    if len(user) > MAX_USER_ID:
-        raise InvalidRequest(f"X-User-Id must be 1-{MAX_USER_ID} characters", param="X-User-Id")
     rating, created = await _ratings(request).rate(user, body.request_id, body.rating, body.comment)
     return JSONResponse(rating, status_code=201 if created else 200)
 

@@ -18,6 +18,7 @@ from upcoach.privacy.rights import DataRights
 from upcoach.privacy.settings import PrivacyService, PrivacySettings
 from upcoach.security.auth import Principal
 from upcoach.security.keys import Role
+from upcoach.services import checked_user_id
 
 router = APIRouter(prefix="/api/privacy", tags=["privacy"])
 
@@ -32,7 +33,6 @@ CAMEL = {
 SNAKE = {snake: camel for camel, snake in CAMEL.items()}
 READ_ONLY = frozenset({"updatedAt", "availableRegions", "notices", "userId"})
 _ETAG = re.compile(r'\s*(?:W/)?"?(\d{1,9})"?\s*')
-MAX_USER_ID = 128
 
 Caller = Annotated[Principal, Depends(caller())]
 
@@ -56,8 +56,7 @@ def subject_of(request: Request, principal: Principal) -> str:
     named = (request.headers.get("x-user-id") or "").strip()
     if not named or named == principal.user_id:
         return principal.user_id
-    if len(named) > MAX_USER_ID:
-        raise InvalidRequest(f"X-User-Id is longer than {MAX_USER_ID} characters", param="X-User-Id")
+    checked_user_id(named)
     if principal.via == "dev" or principal.role == Role.admin:
         return named
     raise Forbidden("only admins may act on another user's privacy data (X-User-Id)")
