@@ -635,7 +635,6 @@ async def _eval_targets(settings: Settings, ids: list[str]) -> AsyncIterator[lis
         yield targets
 
 
-
 # ---- model-version A/B: the test lives in the running server, so these commands call its API ---------------------
 ServerUrl = Annotated[str, typer.Option("--url", envvar="UPCOACH_URL", help="the running server")]
 AdminKey = Annotated[str | None, typer.Option("--key", envvar="UPCOACH_API_KEY", help="an admin API key")]
