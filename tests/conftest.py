@@ -7,13 +7,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from upcoach.config import Settings
 from upcoach.modelstore.catalog import DEFAULT_MODEL, get_entry
@@ -159,3 +160,17 @@ def llama_cpp_peer(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -
     process = spawn(cmd, dict(os.environ), log_path, url + "/models", 180)
     yield url
     stop_server(LiveServer(url, process, log_path))
+
+
+@pytest_asyncio.fixture(scope="session")
+async def llama_engine(model_path: Path) -> AsyncIterator[object]:
+    """One in-process engine on the real model for every test that drives the engine directly (grammar, branches,
+    chips): loaded once per test session instead of once per module."""
+    from upcoach.llm.llamacpp import EngineConfig, LlamaCppEngine
+
+    engine = LlamaCppEngine(EngineConfig(model_path=model_path, model_id="test", threads=2, context_size=1024))
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.stop()

@@ -12,7 +12,7 @@ from upcoach.coaching.chips import ChipService, _conversation, _tail, chip_gramm
 from upcoach.coaching.library import load_builtin
 from upcoach.coaching.strategies import StrategyRepository
 from upcoach.llm.base import ChatMessage
-from upcoach.llm.llamacpp import EngineConfig, LlamaCppEngine
+from upcoach.llm.llamacpp import LlamaCppEngine
 from upcoach.storage.database import Database
 
 
@@ -46,14 +46,9 @@ def test_only_the_end_of_the_last_turns_goes_to_the_model() -> None:
     assert len(_tail(long)) <= 201 and "ignored" not in prompt
 
 
-@pytest_asyncio.fixture(scope="module")
-async def engine(model_path: Path) -> AsyncIterator[LlamaCppEngine]:
-    engine = LlamaCppEngine(EngineConfig(model_path=model_path, model_id="test", threads=2, context_size=1024))
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.stop()
+@pytest.fixture
+def engine(llama_engine: LlamaCppEngine) -> LlamaCppEngine:
+    return llama_engine
 
 
 @pytest_asyncio.fixture

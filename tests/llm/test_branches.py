@@ -3,31 +3,22 @@ the grammar, and leaving the context exactly as the single-sequence path expects
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
-import pytest_asyncio
 
 from tests.conftest import COACH_SYSTEM_PROMPT
 from upcoach.coaching.chips import _conversation, chip_grammar, parse_chips, system_prompt
 from upcoach.errors import InvalidRequest
 from upcoach.llm.base import ChatMessage, ChatRequest, GenerationParams
-from upcoach.llm.llamacpp import MAX_BRANCHES, EngineConfig, LlamaCppEngine
+from upcoach.llm.llamacpp import MAX_BRANCHES, LlamaCppEngine
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CONVERSATION = (ChatMessage("assistant", "What happened?"), ChatMessage("user", "My manager criticised my talk."))
 
 
-@pytest_asyncio.fixture(scope="module")
-async def engine(model_path: Path) -> AsyncIterator[LlamaCppEngine]:
-    engine = LlamaCppEngine(EngineConfig(model_path=model_path, model_id="test", threads=2, context_size=1024))
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.stop()
+@pytest.fixture
+def engine(llama_engine: LlamaCppEngine) -> LlamaCppEngine:
+    return llama_engine
 
 
 def chips_request(n: int, style: str = "default") -> ChatRequest:

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
-import pytest_asyncio
 
 from upcoach.coaching.chips import chip_grammar, parse_chips
 from upcoach.errors import InvalidRequest
 from upcoach.llm.base import ChatMessage, ChatRequest, GenerationParams
-from upcoach.llm.llamacpp import EngineConfig, LlamaCppEngine
+from upcoach.llm.llamacpp import LlamaCppEngine
 from upcoach.llm.openai_compat import OpenAICompatBackend
 
 # The engine fixture lives on the session event loop (the project default), so the tests run on it too.
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@pytest_asyncio.fixture(scope="module")
-async def engine(model_path: Path) -> AsyncIterator[LlamaCppEngine]:
-    engine = LlamaCppEngine(EngineConfig(model_path=model_path, model_id="test", threads=2, context_size=1024))
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.stop()
+@pytest.fixture
+def engine(llama_engine: LlamaCppEngine) -> LlamaCppEngine:
+    return llama_engine
 
 
 def ask(content: str, grammar: str | None, max_tokens: int = 24, temperature: float = 0.8) -> ChatRequest:
