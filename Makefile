@@ -7,10 +7,26 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install serve test bench bench-tools lint clean services model browser
 
-$(STAMP): pyproject.toml
+# llama-cpp-python is compiled once per machine into a wheelhouse of our own, with flags pip's wheel cache would not
+# tell apart: ggml's AMX kernels crash on Intel Sapphire Rapids hosts in their first matrix multiply
+# (ggml-org/llama.cpp#20824), so they are left out; -march=native keeps every other instruction set of the host.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPU_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+WHEELHOUSE ?= $(HOME)/.cache/upcoach-wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-noamx
+
+$(WHEELHOUSE)/.built:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet "pip>=24"
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[dev]'
+	mkdir -p $(WHEELHOUSE)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	CMAKE_ARGS="-DCMAKE_C_FLAGS='$(LLAMA_CPU_FLAGS)' -DCMAKE_CXX_FLAGS='$(LLAMA_CPU_FLAGS)'" \
+		$(BIN)/python -m pip wheel --quiet --no-cache-dir --no-deps "llama-cpp-python==$(LLAMA_CPP_VERSION)" -w $(WHEELHOUSE)
+	touch $@
+
+$(STAMP): pyproject.toml $(WHEELHOUSE)/.built
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet "pip>=24"
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) "llama-cpp-python==$(LLAMA_CPP_VERSION)" -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
