@@ -30,6 +30,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import phonenumbers
 
+from upcoach.security.textnorm import View, view
+
 TYPES = ("SECRET", "URL_TOKEN", "CARD", "IBAN", "NATIONAL_ID", "EMAIL", "IP", "DOB", "PHONE", "ADDRESS", "PERSON")
 _SPECIFICITY = {t: len(TYPES) - i for i, t in enumerate(TYPES)}
 
@@ -630,6 +632,15 @@ def _candidates(text: str) -> list[Entity]:
     return found + list(_phones(text, found))  # last: the slowest, and it can skip what others found
 
 
+def _in_original(normal: View, entities: Sequence[Entity]) -> list[Entity]:
+    """Findings in the normalised view, moved to the characters the user wrote (invisibles inside included)."""
+    moved = []
+    for e in entities:
+        start, end = normal.span(e.start, e.end)
+        moved.append(Entity(e.type, start, end, normal.original[start:end]))
+    return moved
+
+
 def _resolve(candidates: Sequence[Entity]) -> list[Entity]:
     chosen: list[Entity] = []
     for c in sorted(candidates, key=lambda e: (e.start - e.end, -_SPECIFICITY[e.type], e.start)):
@@ -639,8 +650,13 @@ def _resolve(candidates: Sequence[Entity]) -> list[Entity]:
 
 
 def detect(text: str) -> list[Entity]:
-    """All PII in `text`: non-overlapping, sorted by start; on overlap the longest (then most specific) wins."""
-    return _resolve(_candidates(text))
+    """All PII in `text`: non-overlapping, sorted by start; on overlap the longest (then most specific) wins.
+
+    The detectors read the shared normal form (textnorm.view: no invisible characters, look-alikes mapped, NFKC), so
+    "jane\u200b@example.com" is an e-mail; spans and values are those of ``text`` itself.
+    """
+    normal = view(text)
+    return _in_original(normal, _resolve(_candidates(normal.text)))
 
 
 _TYPE_ALT = "|".join(sorted(TYPES, key=len, reverse=True))
@@ -699,14 +715,15 @@ class Redactor:
         return {t: len(values) for t, values in self._counted.items() if values}
 
     def _entities(self, text: str) -> list[Entity]:
-        candidates = _candidates(text)
-        for m in _PLACEHOLDER.finditer(text):
+        normal = view(text)
+        candidates = _candidates(normal.text)
+        for m in _PLACEHOLDER.finditer(normal.text):
             kind = (m.group("bt") or m.group("t")).upper()
             candidates.append(Entity(kind, m.start(), m.end(), m.group()))
         for value, kind in self._known.items():
-            for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", text):
+            for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", normal.text):
                 candidates.append(Entity(kind, m.start(), m.end(), value))
-        return _resolve(candidates)
+        return _in_original(normal, _resolve(candidates))
 
     def _placeholder(self, e: Entity) -> str:
         key = (e.type, e.value)
@@ -715,11 +732,13 @@ class Redactor:
             self._next[e.type] = n
             self._placeholders[key] = f"{e.type}_{n}"
             self._values[f"{e.type}_{n}"] = e.value
-            self._known.setdefault(e.value, e.type)
+            # Recurrences are looked for in the normal form, like every finding ("Tom" and "T\u200bom" are one).
+            normal = view(e.value).text
+            self._known.setdefault(normal, e.type)
             if e.type == "PERSON":
-                for part in e.value.split():
+                for part in normal.split():
                     if len(part) > 2 and part[0].isupper() and part not in _NOT_NAMES:
                         self._known.setdefault(part, "PERSON")
-            if not _PLACEHOLDER.fullmatch(e.value):
+            if not _PLACEHOLDER.fullmatch(normal):
                 self._counted.setdefault(e.type, set()).add(e.value)
         return self._placeholders[key]
