@@ -2,7 +2,9 @@
 library instead of failing, in each API's own shape, and say so (``processingMode: "offline"``).
 
 Only "nobody can answer" errors qualify: the local side unavailable and the cloud failing or not allowed. Bad
-requests, refused prompt injections and a full queue (429, retry shortly) keep their status codes.
+requests, refused prompt injections, failed security checks and a full queue (429, retry shortly) keep their
+status codes. The library answer passes the same guard as a model's: self-harm starts with the crisis resources and
+carries the ``self_harm`` flag, and a check that cannot run refuses (503 ``security_check_failed``).
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ log = logging.getLogger(__name__)
 OFFLINE_ERRORS = (Unavailable, BackendError)
 
 
-async def answer_offline(services: Services, messages: tuple[ChatMessage, ...], error: UpcoachError) -> OfflineAnswer:
+async def answer_offline(
+    services: Services, messages: tuple[ChatMessage, ...], error: UpcoachError, *, request_id: str, user_id: str | None
+) -> OfflineAnswer:
     """The library's answer, or ``error`` re-raised when the library cannot answer either."""
     coach = services.coach
     if coach is None:
         raise error
+    inspection = await services.hybrid.guard.check(messages, request_id=request_id, user_id=user_id, endpoint="offline")
     try:
-        return await offline_answer(coach.strategies, messages)
+        return await offline_answer(coach.strategies, messages, self_harm=inspection.self_harm)
     except Exception:
         log.exception("offline answer failed")
         raise error from None
@@ -52,7 +57,7 @@ def hybrid_body(answer: OfflineAnswer, request_id: str, error: UpcoachError, lat
             "fallbackUsed": True,
             "complexity": None,
             "redactions": {},
-            "flags": [],
+            "flags": list(answer.flags),
         },
         "finishReason": "stop",
         "requestId": request_id,
@@ -67,4 +72,5 @@ def openai_extension(answer: OfflineAnswer, error: UpcoachError) -> dict[str, An
         "reason": answer.reason,
         "strategyIds": answer.strategy_ids,
         "error": error.code,
+        "flags": list(answer.flags),
     }

@@ -4,7 +4,8 @@ No I/O, no clock, no randomness: every rule is testable exhaustively and every d
 human-readable reasons the dashboard shows. Rule order is the privacy order: privacy first, then availability,
 then the caller's latency preference, then complexity vs cost. The user's own privacy settings come before
 everything: ``local_only`` and ``do_not_share`` keep every request off the cloud, including fallback and
-spill-over (a 429 or 503 is better than a leak), and a settings lookup that failed counts as ``local_only``.
+spill-over (a 429 or 503 is better than a leak). A settings lookup that failed never reaches the policy: the
+engine refuses such a request (503 ``security_check_failed``).
 """
 
 from __future__ import annotations
@@ -115,10 +116,8 @@ def decide(
     config: PolicyConfig,
     device: Device | None = None,
     user: PrivacySettings | None = None,
-    user_problem: str | None = None,
 ) -> Decision:
-    """``user``: the requesting user's privacy settings (None: anonymous, the defaults). ``user_problem``: why
-    their settings could not be read; the request is then treated as ``local_only`` (fail closed)."""
+    """``user``: the requesting user's privacy settings (None: anonymous, the defaults)."""
     reasons: list[str] = []
     complexity = features.complexity
 
@@ -144,10 +143,7 @@ def decide(
         reasons.append(state.local_unavailable_reason)
         return done(None, cloud_allowed, "local_unavailable")
 
-    # 0. The user's settings: nothing of theirs reaches the cloud when they said so (or we cannot tell).
-    if user_problem is not None:
-        reasons.append(f"privacy settings unavailable ({user_problem}): treated as local_only (fail closed)")
-        return local_or_fail(cloud_allowed=False)
+    # 0. The user's settings: nothing of theirs reaches the cloud when they said so.
     refusal = user.cloud_refusal if user is not None else None
     if refusal is not None:
         reasons.append(refusal)
