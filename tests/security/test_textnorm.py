@@ -71,7 +71,26 @@ VALUES = [
     ("IBAN", "My salary goes to {} every month.", "DE89 3704 0044 0532 0130 00"),
     ("CARD", "I paid with {} yesterday.", "4111 1111 1111 1111"),
     ("NATIONAL_ID", "My SSN is {} on the form.", "123-45-6789"),
+    ("PASSPORT", "My passport number is {} for the visa.", "X1234567"),
+    ("BANK_ACCOUNT", "Pay into account {} please.", "12345678"),
+    ("PASSWORD", "wifi password: {} for the room.", "Sunflower2024"),
 ]
+
+
+LABELLED = [
+    ("PASSPORT", "passport number", "X1234567"),
+    ("CUSTOMER_ID", "Kundennummer", "10045832"),
+    ("PASSWORD", "mot de passe", "Soleil2023"),
+    ("LICENSE_PLATE", "licence plate", "AB12 CDE"),
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_labels_are_found_however_label_and_value_are_disguised(data: st.DataObject) -> None:
+    kind, label, value = data.draw(st.sampled_from(LABELLED))
+    text = f"My {data.draw(disguised(label))}: {data.draw(disguised(value))}, just so you know."
+    assert kind in {e.type for e in detect(text)}, repr(text)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,10 @@ shipped list of given names); no model and no network. `Redactor` replaces each 
 answer. The values live only in the Redactor's mapping: `Entity.__repr__` and `Redactor.counts` never show them.
 
 Types, most specific first (this order breaks ties when two findings cover the same span; otherwise the longest
-finding wins): SECRET, URL_TOKEN, CARD, IBAN, NATIONAL_ID, EMAIL, IP, DOB, PHONE, ADDRESS, PERSON.
+finding wins): SECRET, URL_TOKEN, CARD, IBAN, NATIONAL_ID, then the values found by their label (security/labels.py:
+PASSWORD, PIN, PASSPORT, DRIVER_LICENSE, TAX_ID, BANK_ACCOUNT, ROUTING_NUMBER, PATIENT_ID, POLICY_NUMBER,
+EMPLOYEE_ID, MEMBER_ID, CUSTOMER_ID, LICENSE_PLATE, USERNAME, SECURITY_ANSWER), EMAIL, IP, DOB, PHONE, ADDRESS,
+PERSON.
 
 Guarantees: `rehydrate(redact(t)) == t` for every text, including texts that already contain placeholder-like tokens
 (those are redacted like any other value), and placeholders are never reused for a different value. Errors are not
@@ -30,9 +33,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import phonenumbers
 
+from upcoach.security.labels import TYPES as LABELLED_TYPES
+from upcoach.security.labels import find_labelled
 from upcoach.security.textnorm import View, view
 
-TYPES = ("SECRET", "URL_TOKEN", "CARD", "IBAN", "NATIONAL_ID", "EMAIL", "IP", "DOB", "PHONE", "ADDRESS", "PERSON")
+TYPES = (
+    "SECRET", "URL_TOKEN", "CARD", "IBAN", "NATIONAL_ID", *(t for t in LABELLED_TYPES if t != "NATIONAL_ID"), "EMAIL",
+    "IP", "DOB", "PHONE", "ADDRESS", "PERSON",
+)  # fmt: skip
 _SPECIFICITY = {t: len(TYPES) - i for i, t in enumerate(TYPES)}
 
 
@@ -387,21 +395,14 @@ _SECRET_PATTERNS = tuple(
     )
 )
 _SECRET_VALUE = r"[\"']?(?P<v>[^\s\"',;]*[^\s\"',;.!?)\]])"
+# Passwords and PINs are values introduced by a label like any other: security/labels.py finds them.
 _SECRET_ASSIGN = re.compile(
-    r"(?i)\b(?P<k>password|passwd|pwd|passcode|passwort|kennwort|mot de passe|mdp|contrase[ñn]a|senha|pin|"
-    r"api[_ -]?key|apikey|secret[_ -]?key|access[_ -]?key(?:[_ -]?id)?|client[_ -]?secret|(?:auth|access|bearer)"
+    r"(?i)\b(?P<k>api[_ -]?key|apikey|secret[_ -]?key|access[_ -]?key(?:[_ -]?id)?|client[_ -]?secret|(?:auth|access|bearer)"
     r"[_ -]?token|private[_ -]?key|aws_secret_access_key|secret|token)[\"']?\s*(?P<sep>:|=|=>)\s*" + _SECRET_VALUE
 )
 # Bare "secret:"/"token:" also start prose ("the secret: start small"): there the value must look machine-made.
 _WEAK_KEYS = frozenset(("secret", "token"))
 _MACHINE_MADE = re.compile(r"^(?=.*[\d_/+=-]).{8,}$")
-# "my password is X" only for password words: "the secret is consistency" is coaching, not a credential.
-_SECRET_IS = re.compile(
-    r"(?i)\b(?:password|passwort|kennwort|mot de passe|contrase[ñn]a|senha|pin|passcode)\s+(?:is|was|ist|war|est|"
-    r"es|era|è|é)\s+(?!(?:weak|strong|too|very|not|the|a|an|easy|hard|long|short|safe|secure|same|different|old|new|"
-    r"expired|wrong|correct|incorrect|invalid|saved|stored|set|changed|reset|required|needed|still|also|just|now|"
-    r"here|nicht|zu|sehr|pas|trop|no|muy|non|troppo|não|muito)\b)" + _SECRET_VALUE
-)
 
 
 def _secrets(text: str) -> Iterator[Entity]:
@@ -411,9 +412,6 @@ def _secrets(text: str) -> Iterator[Entity]:
     for m in _SECRET_ASSIGN.finditer(text):
         weak = m.group("k").lower() in _WEAK_KEYS and m.group("sep") == ":"
         if len(m.group("v")) >= 3 and not (weak and not _MACHINE_MADE.match(m.group("v"))):
-            yield Entity("SECRET", m.start("v"), m.end("v"), m.group("v"))
-    for m in _SECRET_IS.finditer(text):
-        if len(m.group("v")) >= 3:
             yield Entity("SECRET", m.start("v"), m.end("v"), m.group("v"))
 
 
@@ -624,7 +622,15 @@ def _persons(text: str) -> Iterator[Entity]:
 
 # --- resolution and redaction ------------------------------------------------------------------------------------
 
-_DETECTORS = (_secrets, _url_tokens, _cards, _ibans, _national_ids, _emails, _ips, _dobs, _addresses, _persons)
+
+def _labelled(text: str) -> Iterator[Entity]:
+    for kind, start, end in find_labelled(text):
+        yield Entity(kind, start, end, text[start:end])
+
+
+_DETECTORS = (
+    _secrets, _url_tokens, _cards, _ibans, _national_ids, _labelled, _emails, _ips, _dobs, _addresses, _persons
+)  # fmt: skip
 
 
 def _candidates(text: str) -> list[Entity]:
