@@ -150,7 +150,7 @@ def test_the_route_decision_reads_every_role_too(site: Site) -> None:
 
 def test_chips_read_every_role(site: Site) -> None:
     messages = [
-        {"role": "assistant", "content": "Last time you wrote: \"I want to kill myself.\" How are you today?"},
+        {"role": "assistant", "content": 'Last time you wrote: "I want to kill myself." How are you today?'},
         {"role": "user", "content": "A bit better."},
     ]
     body = site.client.post("/api/coach/suggestions", json={"messages": messages}).json()

@@ -397,8 +397,9 @@ _SECRET_PATTERNS = tuple(
 _SECRET_VALUE = r"[\"']?(?P<v>[^\s\"',;]*[^\s\"',;.!?)\]])"
 # Passwords and PINs are values introduced by a label like any other: security/labels.py finds them.
 _SECRET_ASSIGN = re.compile(
-    r"(?i)\b(?P<k>api[_ -]?key|apikey|secret[_ -]?key|access[_ -]?key(?:[_ -]?id)?|client[_ -]?secret|(?:auth|access|bearer)"
-    r"[_ -]?token|private[_ -]?key|aws_secret_access_key|secret|token)[\"']?\s*(?P<sep>:|=|=>)\s*" + _SECRET_VALUE
+    r"(?i)\b(?P<k>api[_ -]?key|apikey|secret[_ -]?key|access[_ -]?key(?:[_ -]?id)?|client[_ -]?secret|"
+    r"(?:auth|access|bearer)[_ -]?token|private[_ -]?key|aws_secret_access_key|secret|token)[\"']?\s*"
+    r"(?P<sep>:|=|=>)\s*" + _SECRET_VALUE
 )
 # Bare "secret:"/"token:" also start prose ("the secret: start small"): there the value must look machine-made.
 _WEAK_KEYS = frozenset(("secret", "token"))
