@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from tests.fakes.fault_server import FaultServer
 from upcoach.app import create_app
 from upcoach.config import Settings
+from upcoach.errors import Overloaded
 from upcoach.privacy import special_category
 from upcoach.security import pii
 from upcoach.services import Services
@@ -281,3 +282,18 @@ def test_library_chips_and_journal_insights_for_self_harm_carry_the_resources(si
     stored = site.client.post("/api/journal/entries", json=entry).json()
     assert stored["flags"] == ["self_harm"] and stored["insightStatus"] == "pending"
     assert stored["insight"].startswith(special_category.CRISIS_RESOURCES.strip())
+
+
+def test_a_full_queue_still_answers_self_harm_with_crisis_resources(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the in-process model raises queue_full; here the engine is made to, the fault this test is about.
+    async def full(*_: object) -> Any:
+        raise Overloaded("the local queue is full", retry_after=1)
+
+    monkeypatch.setattr(site.services.hybrid, "process", full)
+    body = hybrid(site, [{"role": "user", "content": SELF_HARM}]).json()
+    assert body["processingMode"] == "offline" and body["routing"]["flags"] == ["self_harm"]
+    assert body["response"]["content"].startswith(special_category.CRISIS_RESOURCES.strip())
+    busy = hybrid(site, [{"role": "user", "content": "How do I stop procrastinating?"}])
+    assert busy.status_code == 429 and busy.json()["error"]["code"] == "queue_full"

@@ -2,9 +2,10 @@
 library instead of failing, in each API's own shape, and say so (``processingMode: "offline"``).
 
 Only "nobody can answer" errors qualify: the local side unavailable and the cloud failing or not allowed. Bad
-requests, refused prompt injections, failed security checks and a full queue (429, retry shortly) keep their
-status codes. The library answer passes the same guard as a model's: self-harm starts with the crisis resources and
-carries the ``self_harm`` flag, and a check that cannot run refuses (503 ``security_check_failed``).
+requests, refused prompt injections and failed security checks keep their status codes, and so does a full queue
+(429, retry shortly), except for a message with signs of self-harm: that one is answered now, never "try later".
+The library answer passes the same guard as a model's: self-harm starts with the crisis resources and carries the
+``self_harm`` flag, and a check that cannot run refuses (503 ``security_check_failed``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import logging
 from typing import Any
 
 from upcoach.coaching.offline import OFFLINE_BACKEND, OfflineAnswer, offline_answer
-from upcoach.errors import BackendError, Unavailable, UpcoachError
+from upcoach.errors import BackendError, Overloaded, Unavailable, UpcoachError
 from upcoach.llm.base import ChatMessage
 from upcoach.services import Services
 
 log = logging.getLogger(__name__)
 
-OFFLINE_ERRORS = (Unavailable, BackendError)
+# What the routes hand to ``answer_offline``; a full queue only when the conversation shows signs of self-harm.
+OFFLINE_ERRORS = (Unavailable, BackendError, Overloaded)
 
 
 async def answer_offline(
@@ -30,6 +32,8 @@ async def answer_offline(
     if coach is None:
         raise error
     inspection = await services.hybrid.guard.check(messages, request_id=request_id, user_id=user_id, endpoint="offline")
+    if isinstance(error, Overloaded) and not inspection.self_harm:
+        raise error
     try:
         return await offline_answer(coach.strategies, messages, self_harm=inspection.self_harm)
     except Exception:
