@@ -663,7 +663,7 @@ def detect(text: str) -> list[Entity]:
     "jane\u200b@example.com" is an e-mail; spans and values are those of ``text`` itself.
     """
     normal = view(text)
-    return _in_original(normal, _resolve(_candidates(normal.text)))
+    return _resolve(_in_original(normal, _candidates(normal.text)))
 
 
 _TYPE_ALT = "|".join(sorted(TYPES, key=len, reverse=True))
@@ -672,6 +672,13 @@ _TYPE_ALT = "|".join(sorted(TYPES, key=len, reverse=True))
 _PLACEHOLDER = re.compile(
     rf"\[(?P<bt>(?i:{_TYPE_ALT}))(?:_|\\_)(?P<bn>\d+)\]|(?<![\w\]])\[?(?P<t>{_TYPE_ALT})(?:_|\\_)(?P<n>\d+)\]?(?!\w)"
 )
+
+
+def _placeholders_in(text: str) -> list[Entity]:
+    return [
+        Entity((m.group("bt") or m.group("t")).upper(), m.start(), m.end(), m.group())
+        for m in _PLACEHOLDER.finditer(text)
+    ]
 
 
 class Redactor:
@@ -724,13 +731,14 @@ class Redactor:
     def _entities(self, text: str) -> list[Entity]:
         normal = view(text)
         candidates = _candidates(normal.text)
-        for m in _PLACEHOLDER.finditer(normal.text):
-            kind = (m.group("bt") or m.group("t")).upper()
-            candidates.append(Entity(kind, m.start(), m.end(), m.group()))
         for value, kind in self._known.items():
             for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", normal.text):
                 candidates.append(Entity(kind, m.start(), m.end(), value))
-        return _in_original(normal, _resolve(candidates))
+        found = _in_original(normal, candidates + _placeholders_in(normal.text))
+        # Placeholder-like text as written too: that is what ``rehydrate`` reads back ("0100000\x1bPHONE_1" holds a
+        # bare PHONE_1, though the normal form glues it to the digits).
+        found += _placeholders_in(text)
+        return _resolve(found)
 
     def _placeholder(self, e: Entity) -> str:
         key = (e.type, e.value)
