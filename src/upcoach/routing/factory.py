@@ -18,36 +18,26 @@ from upcoach.routing.policy import PolicyConfig
 from upcoach.security.guard import Guard, Refusal
 
 
+def _cloud_client(settings: Settings, name: str, base_url: str, model: str, api_key: str | None) -> OpenAICompatBackend:
+    return OpenAICompatBackend(
+        name=name, base_url=base_url, model=model, api_key=api_key, kind="cloud",
+        connect_timeout=settings.cloud_connect_timeout, first_token_timeout=settings.cloud_first_token_timeout,
+        total_timeout=settings.cloud_total_timeout,
+    )  # fmt: skip
+
+
 def cloud_backend(settings: Settings) -> OpenAICompatBackend | None:
     """The legacy cloud endpoint (UPCOACH_CLOUD_BASE_URL), used by users without a residency region."""
     if not settings.cloud_base_url:
         return None
-    return OpenAICompatBackend(
-        name="cloud",
-        base_url=settings.cloud_base_url,
-        model=settings.cloud_model,
-        api_key=settings.cloud_api_key,
-        kind="cloud",
-        connect_timeout=settings.cloud_connect_timeout,
-        first_token_timeout=settings.cloud_first_token_timeout,
-        total_timeout=settings.cloud_total_timeout,
-    )
+    return _cloud_client(settings, "cloud", settings.cloud_base_url, settings.cloud_model, settings.cloud_api_key)
 
 
 def regional_clouds(settings: Settings, store: BreakerStore) -> dict[str, RegionalCloud]:
     """One cloud endpoint and breaker per residency region (UPCOACH_CLOUD_REGIONS)."""
     regions: dict[str, RegionalCloud] = {}
     for name, region in settings.cloud_regions.items():
-        backend = OpenAICompatBackend(
-            name=f"cloud-{name}",
-            base_url=region.base_url,
-            model=region.model,
-            api_key=region.api_key,
-            kind="cloud",
-            connect_timeout=settings.cloud_connect_timeout,
-            first_token_timeout=settings.cloud_first_token_timeout,
-            total_timeout=settings.cloud_total_timeout,
-        )
+        backend = _cloud_client(settings, f"cloud-{name}", region.base_url, region.model, region.api_key)
         breaker = CircuitBreaker(f"cloud-{name}", breaker_config_from_settings(settings), store)
         regions[name] = RegionalCloud(backend, breaker, region.model)
     return regions

@@ -51,7 +51,9 @@ _QUOTE = re.compile(r"[\"'“”‘’«]?")
 _ID_TOKEN = re.compile(r"[^\W_]+(?:[-/.][^\W_]+)*")
 _PLATE_TOKEN = re.compile(r"[A-Z0-9]+(?:-[A-Z0-9]+)*(?![\w-])")
 _PIN = re.compile(r"\d{4,8}(?![\w])")
-_SECRET = re.compile(r"[^\s\"',;]*[^\s\"',;.!?)\]]")
+# A password or key as people paste it: up to the next space, quote or separator, without closing punctuation.
+SECRET_VALUE = r"[^\s\"',;]*[^\s\"',;.!?)\]]"
+_SECRET = re.compile(SECRET_VALUE)
 _LOGIN = re.compile(r"[\w.@+-]*[\w@]")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
 _MADE_UP = re.compile(r"[\d\W_]|.[A-Z]")  # a digit, a symbol or an inner capital: not an everyday word

@@ -33,8 +33,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import phonenumbers
 
+from upcoach.security.labels import SECRET_VALUE, find_labelled
 from upcoach.security.labels import TYPES as LABELLED_TYPES
-from upcoach.security.labels import find_labelled
 from upcoach.security.textnorm import View, view
 
 TYPES = (
@@ -394,7 +394,7 @@ _SECRET_PATTERNS = tuple(
         r"\bnpm_[A-Za-z0-9]{36}\b",
     )
 )
-_SECRET_VALUE = r"[\"']?(?P<v>[^\s\"',;]*[^\s\"',;.!?)\]])"
+_SECRET_VALUE = rf"[\"']?(?P<v>{SECRET_VALUE})"
 # Passwords and PINs are values introduced by a label like any other: security/labels.py finds them.
 _SECRET_ASSIGN = re.compile(
     r"(?i)\b(?P<k>api[_ -]?key|apikey|secret[_ -]?key|access[_ -]?key(?:[_ -]?id)?|client[_ -]?secret|"
