@@ -11,7 +11,7 @@ from upcoach.privacy.settings import PrivacySettings
 from upcoach.routing.features import extract
 from upcoach.routing.policy import Decision, Hints, LiveState, PolicyConfig, decide, special_categories_may_leave
 
-CONFIG = PolicyConfig(complexity_threshold=0.5, redact_private=True)
+CONFIG = PolicyConfig(complexity_threshold=0.5)
 COMPLEX = extract((ChatMessage("user", "Compare GROW, OKR and SMART frameworks in detail and build a 12-week plan "
                                "with weekly milestones for me."),))  # fmt: skip
 HEALTHY = LiveState(local_available=True, cloud_configured=True, local_ttft_ms=200, cloud_ttft_ms=700)

@@ -192,7 +192,7 @@ async def test_breaker_state_is_shared_through_redis(wired: Wiring, local: Llama
             await client.aclose()
 
 
-async def test_local_queue_full_spills_public_to_cloud_but_refuses_private(
+async def test_local_queue_full_spills_public_and_redacted_private_to_cloud_but_refuses_sensitive(
     wired: Wiring, local: LlamaCppEngine, fault: FaultServer
 ) -> None:
     engine, _ = make_engine(wired, local, fault)
@@ -204,8 +204,10 @@ async def test_local_queue_full_spills_public_to_cloud_but_refuses_private(
         spilled = await engine.process(request(SIMPLE))
         assert spilled.processing_mode == "cloud"
         assert any("queue full" in r for r in spilled.reasons)
+        private = await engine.process(request(SIMPLE, "private"))
+        assert private.processing_mode == "hybrid"  # the cloud, redacted: what ships (never kept local)
         with pytest.raises(Exception) as caught:
-            await engine.process(request(SIMPLE, "private"))
+            await engine.process(request(SIMPLE, "sensitive"))
         assert getattr(caught.value, "status", None) == 429
     finally:
         await stream.aclose()  # type: ignore[attr-defined]

@@ -84,7 +84,7 @@ def build_hybrid_engine(
         cloud_model=settings.cloud_model,
         prices=PriceTable.from_settings(settings),
         budget=CloudBudget(settings.cloud_budget_usd_per_day, redis),
-        policy=PolicyConfig(settings.complexity_threshold, redact_private=True),
+        policy=PolicyConfig(settings.complexity_threshold),
         metrics=metrics,
         record=record,
         guard=build_guard(metrics, audit),

@@ -59,8 +59,6 @@ class LiveState:
 @dataclass(frozen=True)
 class PolicyConfig:
     complexity_threshold: float = 0.5
-    # Private requests may use the cloud only with personal data redacted; off when no redactor is available.
-    redact_private: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,12 +147,9 @@ def decide(
         reasons.append(refusal)
         return local_or_fail(cloud_allowed=False)
 
-    # 1. Privacy: sensitive and private content stays on our side.
+    # 1. Privacy: sensitive content stays on our side; private content leaves only redacted (``redact``).
     if hints.privacy_level == "sensitive":
         reasons.append("privacy level sensitive: local only")
-        return local_or_fail(cloud_allowed=False)
-    if hints.privacy_level == "private" and not config.redact_private:
-        reasons.append("privacy level private: kept local")
         return local_or_fail(cloud_allowed=False)
     # From here on the request may use the cloud: as it is when public, redacted when private.
     cloud_words = "cloud with personal data redacted" if redact else "cloud"
