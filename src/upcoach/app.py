@@ -49,12 +49,9 @@ from upcoach.observability.records import RecordWriter
 from upcoach.privacy.retention import RetentionJob
 from upcoach.privacy.rights import DataRights
 from upcoach.privacy.settings import PrivacyService
-from upcoach.routing.breaker import CircuitBreaker, MemoryBreakerStore, RedisBreakerStore, breaker_config_from_settings
-from upcoach.routing.costs import CloudBudget, PriceTable
-from upcoach.routing.engine import HybridEngine, HybridRequest, RegionalCloud
-from upcoach.routing.policy import PolicyConfig
+from upcoach.routing.breaker import MemoryBreakerStore, RedisBreakerStore
+from upcoach.routing.factory import build_hybrid_engine
 from upcoach.security.auth import Authenticator, announce_auth_mode, audit_refusals, require
-from upcoach.security.guard import Guard
 from upcoach.security.keys import ApiKeys, Role
 from upcoach.security.limits import TokenBucketLimiter
 from upcoach.security.vault import UserKeyVault, master_key_from_settings
@@ -87,40 +84,6 @@ def _redis(settings: Settings) -> object | None:
         settings.redis_url, max_connections=64, timeout=2, socket_timeout=1, socket_connect_timeout=1
     )
     return aioredis.Redis(connection_pool=pool)
-
-
-def _cloud(settings: Settings) -> OpenAICompatBackend | None:
-    if not settings.cloud_base_url:
-        return None
-    return OpenAICompatBackend(
-        name="cloud",
-        base_url=settings.cloud_base_url,
-        model=settings.cloud_model,
-        api_key=settings.cloud_api_key,
-        kind="cloud",
-        connect_timeout=settings.cloud_connect_timeout,
-        first_token_timeout=settings.cloud_first_token_timeout,
-        total_timeout=settings.cloud_total_timeout,
-    )
-
-
-def _regional_clouds(settings: Settings, store: object) -> dict[str, RegionalCloud]:
-    """One cloud endpoint and breaker per residency region (UPCOACH_CLOUD_REGIONS)."""
-    regions: dict[str, RegionalCloud] = {}
-    for name, region in settings.cloud_regions.items():
-        backend = OpenAICompatBackend(
-            name=f"cloud-{name}",
-            base_url=region.base_url,
-            model=region.model,
-            api_key=region.api_key,
-            kind="cloud",
-            connect_timeout=settings.cloud_connect_timeout,
-            first_token_timeout=settings.cloud_first_token_timeout,
-            total_timeout=settings.cloud_total_timeout,
-        )
-        breaker = CircuitBreaker(f"cloud-{name}", breaker_config_from_settings(settings), store)  # type: ignore[arg-type]
-        regions[name] = RegionalCloud(backend, breaker, region.model)
-    return regions
 
 
 def _register_core_rights(rights: DataRights, privacy: PrivacyService, requests: RequestRepository) -> None:
@@ -161,8 +124,9 @@ def _wire_journal_ratings_experiments(services: Services, db: Database, settings
     vault = UserKeyVault(db, master_key_from_settings(settings))
     # The journal asks for the local backend at each entry: it may still be loading, or gone (pending insight).
     services.journal = Journal(
-        JournalRepository(db), vault, lambda: services.local, insight_timeout=settings.journal_insight_timeout
-    )
+        JournalRepository(db), vault, lambda: services.local, guard=services.hybrid.guard,
+        insight_timeout=settings.journal_insight_timeout,
+    )  # fmt: skip
     services.ratings = Ratings(FeedbackRepository(db), services.requests, vault)
 
     async def analytics_opt_in(user_id: str) -> bool:
@@ -258,14 +222,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await pool.start()
                 stack.push_async_callback(pool.stop)
             locals_: list[Backend] = [b for b in (engine, pool) if b is not None]
-            cloud = _cloud(settings)
-            if cloud is not None:
-                stack.push_async_callback(cloud.aclose)
             store = RedisBreakerStore(redis) if redis is not None else MemoryBreakerStore()  # type: ignore[arg-type]
-            breaker = CircuitBreaker("cloud", breaker_config_from_settings(settings), store) if cloud else None
-            regions = _regional_clouds(settings, store)
-            for regional in regions.values():
-                stack.push_async_callback(regional.backend.aclose)  # type: ignore[attr-defined]
             privacy = PrivacyService(db, audit, settings)
             rights = DataRights(audit, audit_key)
             _register_core_rights(rights, privacy, repository)
@@ -274,28 +231,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await retention.start()
             stack.push_async_callback(retention.stop)
 
-            async def audit_flags(request: HybridRequest, flags: list[str]) -> None:
-                action = "request.blocked" if "prompt_injection_blocked" in flags else "request.flagged"
-                await audit.append(
-                    request.user_id or "anonymous", "user", action, target=request.request_id,
-                    details={"flags": flags, "endpoint": request.endpoint},
-                )  # fmt: skip
-
-            hybrid = HybridEngine(
-                local=locals_,
-                cloud=cloud,
-                cloud_breaker=breaker,
-                cloud_model=settings.cloud_model,
-                prices=PriceTable.from_settings(settings),
-                budget=CloudBudget(settings.cloud_budget_usd_per_day, redis),
-                policy=PolicyConfig(settings.complexity_threshold, redact_private=True),
-                metrics=metrics,
-                record=writer.submit,
-                guard=Guard(),
-                on_flag=audit_flags,
-                regions=regions,
-                privacy=privacy.get,
-            )
+            hybrid = build_hybrid_engine(
+                settings, local=locals_, metrics=metrics, record=writer.submit, audit=audit, privacy=privacy.get,
+                breaker_store=store, redis=redis,
+            )  # fmt: skip
+            stack.push_async_callback(hybrid.aclose)
             services = Services(
                 settings=settings,
                 db=db,

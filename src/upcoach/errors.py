@@ -73,6 +73,20 @@ class Unavailable(UpcoachError):
     type = "server_error"
 
 
+class SecurityCheckFailed(UpcoachError):
+    """A check that must pass before any text may reach a model (prompt injection, special-category data, PII
+    redaction, the user's privacy settings) could not run: the request is refused, never let through unchecked.
+    Not an ``Unavailable``, so no fallback (offline library answer) takes over either."""
+
+    status = 503
+    code = "security_check_failed"
+    type = "server_error"
+
+    def __init__(self, check: str) -> None:
+        super().__init__(f"the {check} check could not run, so the request was refused; try again later")
+        self.check = check
+
+
 class LocalUnavailable(Unavailable):
     """Privacy requires the local model and it cannot answer: never a reason to use the cloud."""
 

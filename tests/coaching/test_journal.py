@@ -22,7 +22,11 @@ from upcoach.config import Settings
 from upcoach.errors import DataKeyUnavailable, NotFound
 from upcoach.llm.base import Backend
 from upcoach.llm.openai_compat import OpenAICompatBackend
+from upcoach.observability.audit import AuditLog
+from upcoach.observability.metrics import Metrics
+from upcoach.routing.factory import build_guard
 from upcoach.security.vault import DataKeyMissing, UserKeyVault, master_key_from_settings, parse_master_key
+from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
 from upcoach.storage.feedback import FeedbackRepository
 from upcoach.storage.journal import JournalRepository
@@ -39,7 +43,9 @@ WHEN = datetime(2026, 11, 20, 21, 30, tzinfo=UTC)
 
 
 def journal(db: Database, key: bytes | None = None, local: Backend | None = None) -> Journal:
-    return Journal(JournalRepository(db), UserKeyVault(db, key or os.urandom(32)), lambda: local, insight_timeout=20)
+    guard = build_guard(Metrics(), AuditLog(AuditRepository(db), os.urandom(32)))  # the guard create_app wires
+    vault = UserKeyVault(db, key or os.urandom(32))
+    return Journal(JournalRepository(db), vault, lambda: local, guard=guard, insight_timeout=20)
 
 
 def windows(text_: str, size: int = 8) -> list[str]:

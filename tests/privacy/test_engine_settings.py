@@ -4,20 +4,19 @@ loopback (FaultServer) stand in for the local side and the clouds; each records 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.fakes.fault_server import FaultServer
-from upcoach.errors import BackendError
+from tests.wiring import Wiring, wiring
+from upcoach.errors import BackendError, SecurityCheckFailed
 from upcoach.llm.base import ChatMessage, GenerationParams
 from upcoach.llm.openai_compat import OpenAICompatBackend
-from upcoach.observability.metrics import Metrics
 from upcoach.privacy.settings import PrivacySettings
-from upcoach.routing.breaker import BreakerConfig, CircuitBreaker, MemoryBreakerStore
-from upcoach.routing.costs import CloudBudget, Price, PriceTable
-from upcoach.routing.engine import HybridEngine, HybridRequest, Outcome, RegionalCloud
-from upcoach.routing.policy import Hints, PolicyConfig
+from upcoach.routing.costs import Price, PriceTable
+from upcoach.routing.engine import HybridEngine, HybridRequest, Outcome
+from upcoach.routing.policy import Hints
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -42,9 +41,19 @@ def peers() -> Iterator[dict[str, FaultServer]]:
         server.__exit__(None, None, None)
 
 
+@pytest.fixture(scope="module")
+async def wired(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Wiring]:
+    async with wiring(tmp_path_factory.mktemp("engine-settings")) as wired:
+        yield wired
+
+
 def engine(
-    peers: dict[str, FaultServer], settings: dict[str, PrivacySettings] | Exception, local_model: str = "ok"
+    wired: Wiring,
+    peers: dict[str, FaultServer],
+    settings: dict[str, PrivacySettings] | Exception,
+    local_model: str = "ok",
 ) -> tuple[HybridEngine, list[Outcome]]:
+    """The shipped wiring (routing/factory.py); the settings lookup reads ``settings`` instead of the database."""
     for peer in peers.values():
         peer.clear()
 
@@ -53,31 +62,14 @@ def engine(
             raise settings
         return settings.get(user_id, PrivacySettings())
 
-    def cloud(name: str) -> OpenAICompatBackend:
-        return OpenAICompatBackend(name, peers[name].url, "ok", api_key="k", first_token_timeout=5, total_timeout=10)
-
-    def breaker(name: str) -> CircuitBreaker:
-        return CircuitBreaker(name, BreakerConfig(), MemoryBreakerStore())
-
-    outcomes: list[Outcome] = []
-
-    async def record(outcome: Outcome) -> None:
-        outcomes.append(outcome)
-
-    hybrid = HybridEngine(
-        local=[OpenAICompatBackend("pool", peers["local"].url, local_model, kind="pool", total_timeout=10)],
-        cloud=cloud("cloud"),
-        cloud_breaker=breaker("cloud"),
-        cloud_model="ok",
-        prices=PRICES,
-        budget=CloudBudget(None),
-        policy=PolicyConfig(0.5, redact_private=True),
-        metrics=Metrics(),
-        record=record,
-        regions={name: RegionalCloud(cloud(name), breaker(name), "ok") for name in ("eu", "us")},
-        privacy=lookup,
-    )
-    return hybrid, outcomes
+    regions = {name: {"base_url": peers[name].url, "model": "ok", "api_key": "k"} for name in ("eu", "us")}
+    hybrid, recorder = wired.engine(
+        [OpenAICompatBackend("pool", peers["local"].url, local_model, kind="pool", total_timeout=10)],
+        privacy=lookup, cloud_base_url=peers["cloud"].url, cloud_model="ok", cloud_api_key="k",
+        cloud_first_token_timeout=5, cloud_total_timeout=10, cloud_regions=regions, prices={},
+        default_cloud_price={"input": 1.0, "output": 2.0}, local_cost_per_1m_tokens=0.0,
+    )  # fmt: skip
+    return hybrid, recorder.outcomes
 
 
 def request(text: str, user_id: str | None, privacy: str = "public") -> HybridRequest:
@@ -94,8 +86,8 @@ def received(peers: dict[str, FaultServer]) -> dict[str, int]:
     return {name: len(peer.requests) for name, peer in peers.items()}
 
 
-async def test_the_cloud_is_chosen_without_settings(peers: dict[str, FaultServer]) -> None:
-    hybrid, outcomes = engine(peers, {})
+async def test_the_cloud_is_chosen_without_settings(wired: Wiring, peers: dict[str, FaultServer]) -> None:
+    hybrid, outcomes = engine(wired, peers, {})
     outcome = await hybrid.process(request(COMPLEX, "anyone"))
     assert outcome.processing_mode == "cloud" and outcome.region is None
     assert received(peers) == {"local": 0, "cloud": 1, "eu": 0, "us": 0}
@@ -104,30 +96,37 @@ async def test_the_cloud_is_chosen_without_settings(peers: dict[str, FaultServer
 
 @pytest.mark.parametrize("user", [PrivacySettings("local_only"), PrivacySettings("cloud_allowed", do_not_share=True)])
 async def test_no_cloud_settings_keep_even_a_failing_local_answer_local(
-    peers: dict[str, FaultServer], user: PrivacySettings
+    wired: Wiring, peers: dict[str, FaultServer], user: PrivacySettings
 ) -> None:
-    hybrid, _ = engine(peers, {"u": user})
+    hybrid, _ = engine(wired, peers, {"u": user})
     outcome = await hybrid.process(request(COMPLEX, "u"))
     assert outcome.processing_mode == "local" and outcome.reasons[0].startswith("user setting:")
     # The local side fails: the error reaches the caller, the cloud never sees the request.
-    hybrid, outcomes = engine(peers, {"u": user}, local_model="error-500")
+    hybrid, outcomes = engine(wired, peers, {"u": user}, local_model="error-500")
     with pytest.raises(BackendError):
         await hybrid.process(request(COMPLEX, "u"))
     assert received(peers) == {"local": 1, "cloud": 0, "eu": 0, "us": 0}
     assert outcomes[0].outcome == "error" and not outcomes[0].fallback_used
 
 
-async def test_a_failed_lookup_is_treated_as_local_only(peers: dict[str, FaultServer]) -> None:
-    hybrid, _ = engine(peers, ConnectionRefusedError("database down"))
-    outcome = await hybrid.process(request(COMPLEX, "u"))
-    assert outcome.processing_mode == "local"
-    assert "privacy settings unavailable (ConnectionRefusedError)" in outcome.reasons[0]
-    assert received(peers)["cloud"] == 0
+async def test_a_failed_lookup_refuses_the_request(wired: Wiring, peers: dict[str, FaultServer]) -> None:
+    hybrid, outcomes = engine(wired, peers, ConnectionRefusedError("database down"))
+    with pytest.raises(SecurityCheckFailed) as refused:
+        await hybrid.process(request(COMPLEX, "u"))
+    assert refused.value.status == 503 and refused.value.code == "security_check_failed"
+    assert refused.value.check == "settings"
+    assert received(peers) == {"local": 0, "cloud": 0, "eu": 0, "us": 0}  # nothing reached any model
+    assert 'upcoach_security_check_failures_total{check="settings"} 1.0' in hybrid.metrics.render().decode()
+    audited = await wired.audit_events("request.refused")
+    assert audited[-1]["actor"] == "u" and audited[-1]["details"]["check"] == "settings"  # type: ignore[index]
+    with pytest.raises(SecurityCheckFailed):
+        await hybrid.route(request(COMPLEX, "u"))
     # Anonymous requests need no lookup: the defaults apply.
     assert (await hybrid.process(request(COMPLEX, None))).processing_mode == "cloud"
 
 
 async def test_special_categories_reach_the_cloud_only_with_cloud_allowed_and_opt_in(
+    wired: Wiring,
     peers: dict[str, FaultServer],
 ) -> None:
     users = {
@@ -135,10 +134,7 @@ async def test_special_categories_reach_the_cloud_only_with_cloud_allowed_and_op
         "allowed": PrivacySettings("cloud_allowed"),
         "opted": PrivacySettings("cloud_allowed", special_category_cloud_opt_in=True),
     }
-    from upcoach.security.guard import Guard
-
-    hybrid, _ = engine(peers, users)
-    hybrid.guard = Guard()
+    hybrid, _ = engine(wired, peers, users)
     for user in ("hybrid-opted", "allowed"):
         outcome = await hybrid.process(request(HEALTH, user))
         assert outcome.processing_mode == "local" and "special-category" in outcome.reasons[0], user
@@ -149,9 +145,9 @@ async def test_special_categories_reach_the_cloud_only_with_cloud_allowed_and_op
     assert received(peers)["cloud"] == 1
 
 
-async def test_each_region_uses_only_its_own_endpoint(peers: dict[str, FaultServer]) -> None:
+async def test_each_region_uses_only_its_own_endpoint(wired: Wiring, peers: dict[str, FaultServer]) -> None:
     users = {"e": PrivacySettings(region="eu"), "u": PrivacySettings(region="us"), "a": PrivacySettings(region="ap")}
-    hybrid, outcomes = engine(peers, users)
+    hybrid, outcomes = engine(wired, peers, users)
     eu = await hybrid.process(request(COMPLEX, "e"))
     assert (eu.processing_mode, eu.backend, eu.region) == ("cloud", "cloud-eu", "eu")
     assert received(peers) == {"local": 0, "cloud": 0, "eu": 1, "us": 0}

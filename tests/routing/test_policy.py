@@ -36,9 +36,10 @@ def test_sensitive_with_local_down_fails_instead_of_using_cloud() -> None:
     assert not decision.cloud_allowed
 
 
-def test_private_stays_local() -> None:
+def test_private_reaches_the_cloud_only_redacted() -> None:
+    # The old policy had a "private: kept local" mode that never shipped (create_app always redacted).
     decision = run(COMPLEX, privacy_level="private")
-    assert decision.target == "local" and not decision.cloud_allowed
+    assert decision.target == "cloud" and decision.redact
 
 
 @pytest.mark.parametrize(
@@ -74,11 +75,13 @@ def test_latency_budget_switches_side_when_only_the_other_fits() -> None:
     assert decision.target == "local" and "misses" in decision.reasons[-1]
 
 
-def test_local_queue_full_spills_public_to_cloud_but_never_private() -> None:
+def test_local_queue_full_spills_public_and_redacted_private_to_cloud_but_never_sensitive() -> None:
     full = LiveState(local_available=True, local_queue_full=True, cloud_configured=True)
     assert run(SIMPLE, full, privacy_level="public").target == "cloud"
     assert "queue full" in run(SIMPLE, full, privacy_level="public").reasons[0]
-    assert run(SIMPLE, full, privacy_level="private").target == "local"
+    private = run(SIMPLE, full, privacy_level="private")
+    assert private.target == "cloud" and private.redact
+    assert run(SIMPLE, full, privacy_level="sensitive").target == "local"
 
 
 def test_local_down_public_goes_to_cloud() -> None:
@@ -97,7 +100,7 @@ def test_device_rules() -> None:
     assert not run(COMPLEX, device=phone, privacy_level="public").on_device
 
 
-def test_every_combination_gives_a_reasoned_decision_and_private_never_cloud() -> None:
+def test_every_combination_gives_a_reasoned_decision_and_private_never_cloud_unredacted() -> None:
     for level, prefer, budget, local_ok, full, cloud, breaker, features in itertools.product(
         ("public", "private", "sensitive"), (False, True), (None, 50.0, 5000.0), (True, False), (False, True),
         (True, False), (False, True), (SIMPLE, COMPLEX),
@@ -105,28 +108,27 @@ def test_every_combination_gives_a_reasoned_decision_and_private_never_cloud() -
         state = LiveState(local_ok, full, 200, cloud, breaker, False, 700)
         decision = run(features, state, privacy_level=level, prefer_local=prefer, max_latency_ms=budget)
         assert decision.reasons
-        if level != "public":
+        if level == "sensitive":
             assert decision.target in ("local", None) and not decision.cloud_allowed
+        if level == "private" and (decision.cloud_allowed or decision.target == "cloud"):
+            assert decision.redact
         if decision.target == "cloud":
             assert cloud and not breaker
         if decision.target is None:
             assert not local_ok and decision.error_code == "local_unavailable"
 
 
-REDACTING = PolicyConfig(complexity_threshold=0.5, redact_private=True)
-
-
 def test_private_complex_goes_to_cloud_only_redacted() -> None:
-    decision = decide(COMPLEX, Hints("private"), HEALTHY, REDACTING)
+    decision = decide(COMPLEX, Hints("private"), HEALTHY, CONFIG)
     assert decision.target == "cloud" and decision.redact and decision.cloud_allowed
     assert "redacted" in decision.reasons[-1]
-    simple = decide(SIMPLE, Hints("private"), HEALTHY, REDACTING)
+    simple = decide(SIMPLE, Hints("private"), HEALTHY, CONFIG)
     assert simple.target == "local" and simple.redact  # a fallback to the cloud would be redacted too
 
 
 def test_public_is_never_marked_for_redaction_and_sensitive_never_leaves() -> None:
-    assert not decide(COMPLEX, Hints("public"), HEALTHY, REDACTING).redact
-    sensitive = decide(COMPLEX, Hints("sensitive"), HEALTHY, REDACTING)
+    assert not decide(COMPLEX, Hints("public"), HEALTHY, CONFIG).redact
+    sensitive = decide(COMPLEX, Hints("sensitive"), HEALTHY, CONFIG)
     assert sensitive.target == "local" and not sensitive.cloud_allowed and not sensitive.redact
 
 
@@ -135,6 +137,6 @@ def test_with_redaction_every_cloud_bound_private_decision_is_redacted() -> None
         (False, True), (None, 50.0), (True, False), (False, True), (True, False), (SIMPLE, COMPLEX)
     ):
         state = LiveState(local_ok, full, 200, cloud, False, False, 700)
-        decision = decide(features, Hints("private", prefer, budget), state, REDACTING)
+        decision = decide(features, Hints("private", prefer, budget), state, CONFIG)
         if decision.cloud_allowed or decision.target == "cloud":
             assert decision.redact

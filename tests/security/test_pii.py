@@ -23,6 +23,7 @@ from upcoach.security import pii
 from upcoach.security.pii import Entity, Redactor, detect
 
 EVAL_FILE = Path(__file__).parent / "data" / "pii_eval.txt"
+LABELLED_EVAL_FILE = Path(__file__).parent / "data" / "labelled_pii_eval.txt"
 
 
 def found(text: str) -> set[tuple[str, str]]:
@@ -104,9 +105,29 @@ POSITIVES = [
         "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcDEF123_-x ok",
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcDEF123_-x",
     ),
-    ("SECRET", "my password is hunter2.", "hunter2"),
+    ("PASSWORD", "my password is hunter2.", "hunter2"),
     ("SECRET", "api_key=a8f5f167f44f4964e6c998dee827110c", "a8f5f167f44f4964e6c998dee827110c"),
-    ("SECRET", "mein Passwort ist Sonne123", "Sonne123"),
+    ("PASSWORD", "mein Passwort ist Sonne123", "Sonne123"),
+    # Values introduced by their label (security/labels.py), in each supported language.
+    ("PASSPORT", "My passport number is X1234567.", "X1234567"),
+    ("PASSPORT", "Meine Reisepassnummer lautet C01X00T47.", "C01X00T47"),
+    ("DRIVER_LICENSE", "driving licence no. MORGA753116SM9IJ", "MORGA753116SM9IJ"),
+    ("BANK_ACCOUNT", "account 12345678 routing 021000021", "12345678"),
+    ("ROUTING_NUMBER", "account 12345678 routing 021000021", "021000021"),
+    ("ROUTING_NUMBER", "sort code 20-00-00", "20-00-00"),
+    ("EMPLOYEE_ID", "Mi número de empleado es 73921.", "73921"),
+    ("MEMBER_ID", "Mitgliedsnummer: 884213", "884213"),
+    ("CUSTOMER_ID", "numéro client 884213", "884213"),
+    ("POLICY_NUMBER", "Numero di polizza PL77812345 per la casa.", "PL77812345"),
+    ("PATIENT_ID", "Número de utente 123456789 no centro de saúde.", "123456789"),
+    ("TAX_ID", "Steuernummer 143/815/08150", "143/815/08150"),
+    ("NATIONAL_ID", "Ausweisnummer L01X00T47", "L01X00T47"),
+    ("LICENSE_PLATE", "Mijn kenteken is 12-ABC-3.", "12-ABC-3"),
+    ("LICENSE_PLATE", "my licence plate is AB12 CDE and I got a fine", "AB12 CDE"),
+    ("PASSWORD", "Mot de passe : Soleil2023", "Soleil2023"),
+    ("PIN", "PIN-Code: 0815", "0815"),
+    ("USERNAME", "Benutzername: mmueller", "mmueller"),
+    ("SECURITY_ANSWER", "My mother's maiden name is Fitzgerald.", "Fitzgerald"),
 ]
 
 
@@ -140,8 +161,16 @@ NEGATIVES = [
     ("URL_TOKEN", "see https://example.com/blog?page=2&utm_source=x"),
     ("SECRET", "The secret is consistency."),
     ("SECRET", "Here's the secret: start small."),
-    ("SECRET", "My password is too weak."),
+    ("PASSWORD", "My password is too weak."),
     ("SECRET", "Can I get an API key for the app?"),
+    # Coaching talk with numbers or label words is not personal data.
+    ("PASSWORD", "Password reset emails stress me out."),
+    ("PASSWORD", "My password is longer than yours."),
+    ("BANK_ACCOUNT", "Let me give you my account of what happened."),
+    ("BANK_ACCOUNT", "My account has 2 factor authentication now."),
+    ("CUSTOMER_ID", "The customer number one priority is speed."),
+    ("LICENSE_PLATE", "The plate was empty by 8 pm."),
+    ("PIN", "PIN-Eingabe am Automaten macht mich nervös."),
     ("ADDRESS", "I walk 3 miles every day along the river."),
     ("ADDRESS", "I sent it via Slack 2 times."),
     ("PERSON", "May I ask how to plan my week?"),
@@ -346,9 +375,9 @@ def test_round_trip_is_exact_for_any_text(chunks: list[str]) -> None:
 _MARK = re.compile(r"\{\{(\w+)\|(.*?)\}\}")
 
 
-def load_eval(split: str) -> list[tuple[str, list[tuple[str, int, int]]]]:
+def load_eval(split: str, path: Path = EVAL_FILE) -> list[tuple[str, list[tuple[str, int, int]]]]:
     samples = []
-    for line in EVAL_FILE.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if not line or line.startswith("#") or not line.startswith(f"{split}: "):
             continue
         raw = line.split(": ", 1)[1]
@@ -362,10 +391,10 @@ def load_eval(split: str) -> list[tuple[str, list[tuple[str, int, int]]]]:
     return samples
 
 
-def evaluate(split: str) -> dict[str, tuple[int, int, int, int]]:
+def evaluate(split: str, path: Path = EVAL_FILE) -> dict[str, tuple[int, int, int, int]]:
     """Type -> (gold, gold found, predicted, predicted correct); a match is an overlap with the same type."""
     stats: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for text, gold in load_eval(split):
+    for text, gold in load_eval(split, path):
         predicted = detect(text)
         for kind, s, e in gold:
             stats[kind][0] += 1
@@ -379,15 +408,22 @@ def evaluate(split: str) -> dict[str, tuple[int, int, int, int]]:
 def test_eval_set_is_big_enough_and_half_held_out() -> None:
     dev, held = load_eval("dev"), load_eval("held")
     assert len(dev) + len(held) >= 300 and len(held) >= 150
-    labelled = {kind for _, gold in dev + held for kind, _, _ in gold}
+    labelled_dev, labelled_held = load_eval("dev", LABELLED_EVAL_FILE), load_eval("held", LABELLED_EVAL_FILE)
+    assert len(labelled_dev) >= 60 and len(labelled_held) >= 60
+    labelled = {kind for _, gold in dev + held + labelled_dev + labelled_held for kind, _, _ in gold}
     assert labelled == set(pii.TYPES)
 
 
+@pytest.mark.parametrize("path", [EVAL_FILE, LABELLED_EVAL_FILE], ids=["pii", "labelled"])
 @pytest.mark.parametrize("split", ["dev", "held"])
-def test_eval_set_quality(split: str) -> None:
-    for kind, (gold, hit, predicted, correct) in evaluate(split).items():
-        assert gold == 0 or hit / gold >= 0.9, (kind, hit, gold)
+def test_eval_set_quality(split: str, path: Path) -> None:
+    results = evaluate(split, path)
+    for kind, (gold, hit, predicted, correct) in results.items():
+        # The labelled set has 2-8 values per type: its recall is held to the total below, not per type.
+        assert gold == 0 or hit / gold >= 0.9 or path == LABELLED_EVAL_FILE, (kind, hit, gold)
         assert predicted == 0 or correct / predicted >= 0.8, (kind, correct, predicted)
+    gold, hit, predicted, correct = (sum(column) for column in zip(*results.values(), strict=True))
+    assert hit / gold >= 0.9 and correct / predicted >= 0.95, (hit, gold, correct, predicted)
 
 
 def latency_ms(runs: int = 400) -> tuple[float, float]:
@@ -412,16 +448,25 @@ def main() -> None:
     print(
         f"{time.strftime('%Y-%m-%d')} python {platform.python_version()} on {platform.machine()} {platform.processor()}"
     )
-    for split in ("dev", "held"):
-        print(f"\n{split}: {len(load_eval(split))} sentences")
+    for path, split in (
+        (EVAL_FILE, "dev"),
+        (EVAL_FILE, "held"),
+        (LABELLED_EVAL_FILE, "dev"),
+        (LABELLED_EVAL_FILE, "held"),
+    ):
+        print(f"\n{path.name} {split}: {len(load_eval(split, path))} sentences")
         print("| type | gold | precision | recall |")
         print("| --- | ---: | ---: | ---: |")
         totals = [0, 0, 0, 0]
+        results = evaluate(split, path)
         for kind in pii.TYPES:
-            gold, hit, predicted, correct = evaluate(split).get(kind, (0, 0, 0, 0))
+            gold, hit, predicted, correct = results.get(kind, (0, 0, 0, 0))
+            if not gold and not predicted:
+                continue
             totals = [a + b for a, b in zip(totals, (gold, hit, predicted, correct), strict=True)]
             precision = f"{correct / predicted:.2f}" if predicted else "n/a"
-            print(f"| {kind} | {gold} | {precision} | {hit / gold:.2f} |")
+            recall = f"{hit / gold:.2f}" if gold else "n/a"
+            print(f"| {kind} | {gold} | {precision} | {recall} |")
         print(f"| all | {totals[0]} | {totals[3] / totals[2]:.2f} | {totals[1] / totals[0]:.2f} |")
     median, p95 = latency_ms()
     print(f"\ndetect() on 300-character messages: median {median:.2f} ms, P95 {p95:.2f} ms")

@@ -1,7 +1,10 @@
 """Coaching API: suggestion chips, the strategies library (search, signed offline bundle, signing key).
 
-Chips never leave the server: they are written by the local model (or taken from the library), whatever the
-cloud settings. Wire shapes are camelCase like the rest of the plan's API.
+Chips never reach the cloud: they are written by the local side (the in-process model, or a self-hosted pool in
+the ``local`` role) or taken from the library, whatever the cloud settings. The conversation passes the same guard
+as a chat request first (every role; a check that cannot run is a 503 ``security_check_failed``); signs of
+self-harm give support chips, the ``self_harm`` flag and the crisis resources. Wire shapes are camelCase like the
+rest of the plan's API.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from upcoach.coaching.library import Strategy
 from upcoach.coaching.service import Coach
 from upcoach.errors import NotFound, PromptInjection, Unavailable
 from upcoach.llm.base import ChatMessage
+from upcoach.privacy.special_category import CRISIS_RESOURCES
 from upcoach.services import Services
 
 router = APIRouter(prefix="/api/coach")
@@ -57,8 +61,10 @@ def _coach(request: Request) -> Coach:
     return coach  # type: ignore[no-any-return]
 
 
-def _chips_body(result: ChipsResult, body: SuggestionsRequest, request_id: str) -> dict[str, Any]:
+def _chips_body(result: ChipsResult, body: SuggestionsRequest, request_id: str, self_harm: bool) -> dict[str, Any]:
     return {
+        # First, as in every answer to signs of self-harm: where to find help now.
+        "crisisResources": CRISIS_RESOURCES.strip() if self_harm else None,
         "suggestions": [{"text": chip.text, "source": chip.source} for chip in result.chips],
         "source": result.source,
         "model": result.model,
@@ -70,6 +76,7 @@ def _chips_body(result: ChipsResult, body: SuggestionsRequest, request_id: str) 
         "locale": result.locale,
         "count": len(result.chips),
         "requestId": request_id,
+        "flags": ["self_harm"] if self_harm else [],
     }
 
 
@@ -79,12 +86,12 @@ async def suggestions(body: SuggestionsRequest, request: Request) -> dict[str, A
     coach = _coach(request)
     request_id = f"chips_{uuid.uuid4().hex}"
     messages = tuple(ChatMessage(m.role, m.content) for m in body.messages)
-    guard = services.hybrid.guard
-    inspection = guard.inspect(messages) if guard is not None else None
-    if inspection is not None and inspection.injection_verdict == "block":
+    user_id = services.user_of(request)
+    inspection = await services.hybrid.guard.check(messages, request_id=request_id, user_id=user_id, endpoint="chips")
+    if inspection.injection_verdict == "block":
         if services.audit is not None:
             await services.audit.append(
-                services.user_of(request) or "anonymous", "user", "request.blocked", target=request_id,
+                user_id or "anonymous", "user", "request.blocked", target=request_id,
                 details={"flags": ["prompt_injection_blocked"], "endpoint": "chips"},
             )  # fmt: skip
         raise PromptInjection("the conversation looks like a prompt injection and was refused", param="messages")
@@ -95,10 +102,10 @@ async def suggestions(body: SuggestionsRequest, request: Request) -> dict[str, A
         locale=body.locale,
         style=body.style,
         budget_ms=body.max_latency_ms,
-        self_harm=bool(inspection and inspection.self_harm),
+        self_harm=inspection.self_harm,
         request_id=request_id,
     )
-    return _chips_body(result, body, request_id)
+    return _chips_body(result, body, request_id, inspection.self_harm)
 
 
 def strategy_body(strategy: Strategy) -> dict[str, Any]:

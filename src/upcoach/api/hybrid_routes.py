@@ -44,7 +44,9 @@ async def process(body: HybridProcessRequest, request: Request) -> JSONResponse 
         await anext(events)  # admitted: routing and admission errors still answer with their status code
     except OFFLINE_ERRORS as exc:
         # No model can answer (local and cloud both out): the strategies library does, and says so.
-        answer = await answer_offline(services, engine_request.messages, exc)
+        answer = await answer_offline(
+            services, engine_request.messages, exc, request_id=engine_request.request_id, user_id=engine_request.user_id
+        )
         offline = hybrid_body(answer, engine_request.request_id, exc, (time.perf_counter() - started) * 1000)
         if not body.stream:
             return JSONResponse(offline)

@@ -2,7 +2,10 @@
 library instead of failing, in each API's own shape, and say so (``processingMode: "offline"``).
 
 Only "nobody can answer" errors qualify: the local side unavailable and the cloud failing or not allowed. Bad
-requests, refused prompt injections and a full queue (429, retry shortly) keep their status codes.
+requests, refused prompt injections and failed security checks keep their status codes, and so does a full queue
+(429, retry shortly), except for a message with signs of self-harm: that one is answered now, never "try later".
+The library answer passes the same guard as a model's: self-harm starts with the crisis resources and carries the
+``self_harm`` flag, and a check that cannot run refuses (503 ``security_check_failed``).
 """
 
 from __future__ import annotations
@@ -11,22 +14,28 @@ import logging
 from typing import Any
 
 from upcoach.coaching.offline import OFFLINE_BACKEND, OfflineAnswer, offline_answer
-from upcoach.errors import BackendError, Unavailable, UpcoachError
+from upcoach.errors import BackendError, Overloaded, Unavailable, UpcoachError
 from upcoach.llm.base import ChatMessage
 from upcoach.services import Services
 
 log = logging.getLogger(__name__)
 
-OFFLINE_ERRORS = (Unavailable, BackendError)
+# What the routes hand to ``answer_offline``; a full queue only when the conversation shows signs of self-harm.
+OFFLINE_ERRORS = (Unavailable, BackendError, Overloaded)
 
 
-async def answer_offline(services: Services, messages: tuple[ChatMessage, ...], error: UpcoachError) -> OfflineAnswer:
+async def answer_offline(
+    services: Services, messages: tuple[ChatMessage, ...], error: UpcoachError, *, request_id: str, user_id: str | None
+) -> OfflineAnswer:
     """The library's answer, or ``error`` re-raised when the library cannot answer either."""
     coach = services.coach
     if coach is None:
         raise error
+    inspection = await services.hybrid.guard.check(messages, request_id=request_id, user_id=user_id, endpoint="offline")
+    if isinstance(error, Overloaded) and not inspection.self_harm:
+        raise error
     try:
-        return await offline_answer(coach.strategies, messages)
+        return await offline_answer(coach.strategies, messages, self_harm=inspection.self_harm)
     except Exception:
         log.exception("offline answer failed")
         raise error from None
@@ -52,7 +61,7 @@ def hybrid_body(answer: OfflineAnswer, request_id: str, error: UpcoachError, lat
             "fallbackUsed": True,
             "complexity": None,
             "redactions": {},
-            "flags": [],
+            "flags": list(answer.flags),
         },
         "finishReason": "stop",
         "requestId": request_id,
@@ -67,4 +76,5 @@ def openai_extension(answer: OfflineAnswer, error: UpcoachError) -> dict[str, An
         "reason": answer.reason,
         "strategyIds": answer.strategy_ids,
         "error": error.code,
+        "flags": list(answer.flags),
     }

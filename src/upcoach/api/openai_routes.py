@@ -79,7 +79,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     except OFFLINE_ERRORS as exc:
         if force is not None:  # a caller that named a model gets that model's error, not a library answer
             raise
-        answer = await answer_offline(services, hybrid.messages, exc)
+        answer = await answer_offline(services, hybrid.messages, exc, request_id=completion_id, user_id=hybrid.user_id)
         completion = completion_dict(completion_id, OFFLINE_BACKEND, answer.text, "stop", Usage())
         headers = {"X-Processing-Mode": "offline"}
         if not body.stream:

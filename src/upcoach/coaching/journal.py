@@ -4,7 +4,10 @@ Each entry is analysed locally: sentiment (VADER, English only: other languages 
 themes (a keyword lexicon, coaching/themes.py) and a short insight written by the local model. The cloud is never
 called: the local backend is used directly, bypassing the hybrid router. When the local model cannot answer
 (loading, busy, down, too slow) the entry is still stored with its insight ``pending``; pending insights are
-retried when the user next reads their insights.
+retried when the user next reads their insights. Before anything is stored or sent to the model, the transcript
+passes the same guard as a chat message (a check that cannot run refuses the entry: 503
+``security_check_failed``); an entry with signs of self-harm is flagged ``self_harm`` and its insight starts with
+the crisis resources, even while the model's sentence is still pending.
 
 Everything derived from the transcript lives inside one AES-GCM ciphertext under the user's data key
 (security/vault.py); the transcript never reaches request records, metrics or logs.
@@ -27,6 +30,8 @@ from upcoach.coaching.sentiment import Sentiment, analyse
 from upcoach.coaching.themes import themes_of
 from upcoach.errors import NotFound, UpcoachError
 from upcoach.llm.base import Backend, ChatMessage, ChatRequest, GenerationParams
+from upcoach.privacy.special_category import CRISIS_RESOURCES
+from upcoach.security.guard import Guard
 from upcoach.security.vault import DataKeyMissing, UserCipher, UserKeyVault
 from upcoach.storage.journal import JournalRepository
 from upcoach.storage.tables import JournalEntryRow, utc_now
@@ -59,11 +64,12 @@ class JournalEntry:
     themes: list[str] = field(default_factory=list)
     insight: str | None = None
     insight_status: str = "pending"
+    flags: list[str] = field(default_factory=list)
 
     def payload(self) -> bytes:
         return json.dumps(
             {"transcript": self.transcript, "mood": self.mood, "sentiment": self.sentiment.to_json(),
-             "themes": self.themes, "insight": self.insight},
+             "themes": self.themes, "insight": self.insight, "flags": self.flags},
             ensure_ascii=False,
         ).encode()  # fmt: skip
 
@@ -78,6 +84,7 @@ class JournalEntry:
             "themes": self.themes,
             "insight": self.insight,
             "insightStatus": self.insight_status,
+            "flags": self.flags,
         }
 
 
@@ -99,6 +106,7 @@ def _decode(row: JournalEntryRow, cipher: UserCipher) -> JournalEntry:
         themes=list(data["themes"]),
         insight=data["insight"],
         insight_status=row.insight_status,
+        flags=list(data.get("flags", [])),  # entries stored before flags existed have none
     )
 
 
@@ -125,15 +133,21 @@ class Journal:
         vault: UserKeyVault,
         local: Callable[[], Backend | None],
         *,
+        guard: Guard,
         insight_timeout: float = 30.0,
     ) -> None:
         self._repository = repository
         self._vault = vault
         self._local = local
+        self._guard = guard
         self._timeout = insight_timeout
 
     async def add(self, user_id: str, transcript: str, recorded_at: datetime, mood: int | None) -> JournalEntry:
         entry_id = uuid.uuid4().hex
+        inspection = await self._guard.check(
+            (ChatMessage("user", transcript),), request_id=f"journal_{entry_id}", user_id=user_id, endpoint="journal"
+        )
+        self_harm = inspection.self_harm
         entry = JournalEntry(
             id=entry_id,
             recorded_at=recorded_at,
@@ -142,6 +156,8 @@ class Journal:
             mood=mood,
             sentiment=analyse(transcript),
             themes=themes_of(transcript),
+            insight=CRISIS_RESOURCES.strip() if self_harm else None,
+            flags=["self_harm"] if self_harm else [],
         )
         cipher = await self._vault.cipher(user_id, create=True)
         # Stored before the model runs: an entry must never be lost because the insight could not be written.
@@ -227,6 +243,8 @@ class Journal:
         insight = await self._write_insight(entry)
         if insight is None:
             return False
+        if "self_harm" in entry.flags:
+            insight = f"{CRISIS_RESOURCES.strip()}\n\n{insight}"
         entry.insight, entry.insight_status = insight, "ready"
         await self._repository.update(entry.id, user_id, cipher.encrypt(entry.payload(), _context(entry.id)), "ready")
         return True

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from upcoach.security.textnorm import clean
+
 # theme -> stems; a word matches a stem when it starts with it ("stress" matches stressed, stressful).
 THEMES: dict[str, tuple[str, ...]] = {
     "work": ("work", "job", "boss", "manager", "colleague", "coworker", "office", "meeting", "deadline", "project",
@@ -35,5 +37,5 @@ _WORD = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
 
 def themes_of(text: str) -> list[str]:
     """The themes a text touches, in the lexicon's order."""
-    words = _WORD.findall(text.lower())
+    words = _WORD.findall(clean(text))  # the shared normal form: "h\u200bealth" is a health word too
     return [theme for theme, stems in THEMES.items() if any(word.startswith(stems) for word in words)]

@@ -39,6 +39,11 @@ class Metrics:
             "upcoach_routing_decision_seconds", "Time to compute a routing decision",
             buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005), registry=r,
         )  # fmt: skip
+        # Requests refused because a check raised (security/guard.py): each one is a 503, never a pass.
+        self.security_check_failures = Counter(
+            "upcoach_security_check_failures", "Requests refused because a security check failed to run", ["check"],
+            registry=r,
+        )  # fmt: skip
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,9 +1,10 @@
 """Special-category data (GDPR art. 9) and signs of self-harm, found with multilingual phrase rules.
 
 A request that mentions any category here stays on the local model; one that shows signs of self-harm also gets
-`CRISIS_RESOURCES`. Rules cover English, German, French, Spanish, Italian and Portuguese. Text is lower-cased and
-stripped of accents first (so "depressão", "depressao" and "DEPRESSÃO" are one word), and every rule is anchored
-on word boundaries with explicit inflections (`depress\\w*`, `schwanger\\w*`).
+`CRISIS_RESOURCES`. Rules cover English, German, French, Spanish, Italian and Portuguese. Text goes through the
+shared normaliser first (security/textnorm.py: invisible characters, look-alike letters, NFKC, case, whitespace)
+and is stripped of accents (so "depressão", "depressao", "DEPRESSÃO" and "dep\u00adression" are one word), and
+every rule is anchored on word boundaries with explicit inflections (`depress\\w*`, `schwanger\\w*`).
 
 Where the line is drawn (the product keeps ordinary wellness coaching routable):
 - special: diagnoses, symptoms of a condition, treatment, therapy, medication, disability, pregnancy and fertility,
@@ -24,8 +25,9 @@ mentions a diagnosis and stays local, which is the fail-closed choice.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
+
+from upcoach.security.textnorm import clean, fold_accents
 
 CATEGORIES = (
     "health",
@@ -447,14 +449,9 @@ _IDIOMS = re.compile(
 _MEDICAL = frozenset(("health", "mental_health", "medication", "pregnancy", "sex_life", "genetic", "self_harm"))
 
 
-def _normalise(text: str) -> str:
-    text = text.replace("’", "'").replace("ß", "ss").lower()
-    text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
-    return " ".join(text.split())
-
-
 def detect_special_categories(text: str) -> SpecialCategoryResult:
-    normalised = _IDIOMS.sub(" ", _normalise(text))
+    # The shared normaliser first (invisibles, look-alikes, NFKC, case, whitespace): "H\u200bIV" is "hiv" here.
+    normalised = _IDIOMS.sub(" ", fold_accents(clean(text)))
     categories: set[str] = set()
     matches: list[str] = []
     for name, category, pattern in _COMPILED:

@@ -4,9 +4,10 @@ Fallback directions are asymmetric on purpose: the cloud may always fall back to
 leaves), but local falls back to the cloud only when the decision said the content may go there. A cloud
 answer that breaks off mid-stream is finished by the local model from where it stopped ("hybrid").
 
-Each request is decided with its user's privacy settings (looked up per request; a failed lookup counts as
-``local_only``) and may only use the cloud endpoint of the user's residency region: the legacy endpoint for users
-without a region, the region's own endpoint otherwise, and none (local) where the region has no endpoint.
+Each request is decided with its user's privacy settings (looked up per request; a failed lookup refuses the
+request, like any failed security check) and may only use the cloud endpoint of the user's residency region: the
+legacy endpoint for users without a region, the region's own endpoint otherwise, and none (local) where the region
+has no endpoint. Build it with ``routing/factory.py`` (what create_app uses), not by hand.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from upcoach.routing.policy import (
     special_categories_may_leave,
 )
 from upcoach.security.canary import guard_system_prompt, leaks, make_canary
-from upcoach.security.guard import Guard, Inspection, StreamRehydrator
+from upcoach.security.guard import Guard, Inspection, Refusal, StreamRehydrator
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class HybridEngine:
         policy: PolicyConfig,
         metrics: Metrics,
         record: RecordFn,
-        guard: Guard | None = None,
+        guard: Guard,
         on_flag: FlagFn | None = None,
         regions: Mapping[str, RegionalCloud] | None = None,
         privacy: PrivacyLookup | None = None,
@@ -191,7 +192,14 @@ class HybridEngine:
         self._privacy = privacy
         # One canary per process, not per request: a per-request token would change the system prompt every
         # time and defeat the prefix cache.
-        self.canary = make_canary() if guard is not None else ""
+        self.canary = make_canary()
+
+    async def aclose(self) -> None:
+        """Close the cloud clients (the legacy endpoint and every region's); local backends belong to the caller."""
+        for backend in (self.cloud, *(regional.backend for regional in self.regions.values())):
+            close = getattr(backend, "aclose", None)
+            if close is not None:
+                await close()
 
     # ---- state and decision ------------------------------------------------------------------------------------
     def _cloud_for(self, user: PrivacySettings | None) -> _Cloud:
@@ -203,15 +211,17 @@ class HybridEngine:
             return _Cloud(f"cloud-{region}", None, None, self.cloud_model, region)
         return _Cloud(f"cloud-{region}", regional.backend, regional.breaker, regional.model, region)
 
-    async def _settings_for(self, user_id: str | None) -> tuple[PrivacySettings | None, str | None]:
-        """The user's settings, or why they could not be read (anonymous requests have the defaults)."""
-        if user_id is None or self._privacy is None:
-            return None, None
+    async def _settings_for(self, request: HybridRequest) -> PrivacySettings | None:
+        """The user's settings (anonymous requests have the defaults); a failed lookup refuses the request."""
+        if request.user_id is None or self._privacy is None:
+            return None
         try:
-            return await self._privacy(user_id), None
-        except Exception as exc:  # fail closed: the policy treats the user as local_only
+            return await self._privacy(request.user_id)
+        except Exception as exc:  # fail closed: without the user's settings nothing may be decided
             log.exception("privacy settings lookup failed for a request")
-            return None, type(exc).__name__
+            raise await self.guard.refuse(
+                Refusal("settings", type(exc).__name__, request.request_id, request.user_id, request.endpoint)
+            ) from None
 
     async def live_state(self, cloud: _Cloud | None = None) -> LiveState:
         cloud = cloud or self._cloud_for(None)
@@ -255,16 +265,18 @@ class HybridEngine:
         return decision, features, state, inspection
 
     async def _route(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection, _Cloud]:
-        inspection = self.guard.inspect(request.messages) if self.guard is not None else Inspection()
-        user, problem = await self._settings_for(request.user_id)
-        cloud = self._cloud_for(user) if problem is None else _Cloud("cloud", None, None, self.cloud_model, None)
+        inspection = await self.guard.check(
+            request.messages, request_id=request.request_id, user_id=request.user_id, endpoint=request.endpoint
+        )
+        user = await self._settings_for(request)
+        cloud = self._cloud_for(user)
         hints = request.hints
         keep_local = inspection.keep_local
         opted_in = None
         if (
             keep_local
             and inspection.special_categories
-            and not (inspection.self_harm or inspection.failure)
+            and not inspection.self_harm
             and special_categories_may_leave(user)
         ):
             categories = ", ".join(inspection.special_categories)
@@ -277,12 +289,12 @@ class HybridEngine:
         features = extract(request.messages)
         state = await self.live_state(cloud)
         started = time.perf_counter()
-        decision = decide(features, hints, state, self.policy, request.device, user, problem)
+        decision = decide(features, hints, state, self.policy, request.device, user)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         if keep_local or opted_in:
             decision = replace(decision, reasons=(keep_local or opted_in or "", *decision.reasons))
         # A pin never overrides a user's "no cloud" (only local pins exist on the API today).
-        user_refuses_cloud = problem is not None or (user is not None and user.cloud_refusal is not None)
+        user_refuses_cloud = user is not None and user.cloud_refusal is not None
         if request.force is not None and not (request.force == "cloud" and user_refuses_cloud):
             decision = _forced(decision, request.force, state)
         return decision, features, state, inspection, cloud
@@ -323,11 +335,12 @@ class HybridEngine:
                 if side.is_cloud and decision.redact:
                     try:
                         side_messages, rehydrator = self._redact(messages, run)
-                    except Exception as exc:  # fail closed: what could not be redacted does not leave
+                    except Exception as exc:  # fail closed: what could not be redacted is refused, not sent
                         log.exception("redaction failed")
-                        run.reasons.append(f"redaction failed ({type(exc).__name__}): not sent to the cloud")
-                        run.fallback_used = True
-                        continue
+                        run.reasons.append(f"redaction failed ({type(exc).__name__}): refused")
+                        raise await self.guard.refuse(
+                            Refusal("pii", type(exc).__name__, request.request_id, request.user_id, request.endpoint)
+                        ) from None
                 chat = ChatRequest(side_messages, request.params, request.request_id, continuation, request.user_id)
                 try:
                     async for chunk in side.backend.stream(chat):
@@ -394,13 +407,12 @@ class HybridEngine:
             raise
 
     def _guarded_messages(self, messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
-        if not self.canary or not messages or messages[0].role not in ("system", "developer"):
+        if not messages or messages[0].role not in ("system", "developer"):
             return messages
         first = messages[0]
         return (ChatMessage(first.role, guard_system_prompt(first.content, self.canary)), *messages[1:])
 
     def _redact(self, messages: tuple[ChatMessage, ...], run: _Run) -> tuple[tuple[ChatMessage, ...], StreamRehydrator]:
-        assert self.guard is not None
         redactor = self.guard.redactor()
         redacted = redactor.redact_messages([m.content for m in messages])  # type: ignore[attr-defined]
         run.redactions = dict(redactor.counts)  # type: ignore[attr-defined]
@@ -410,8 +422,6 @@ class HybridEngine:
         )
 
     def _leaked(self, run: _Run, original: tuple[ChatMessage, ...]) -> bool:
-        if not self.canary:
-            return False
         system = original[0].content if original and original[0].role in ("system", "developer") else ""
         return leaks("".join(run.text), self.canary, system)
 

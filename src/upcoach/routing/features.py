@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from upcoach.llm.base import ChatMessage
+from upcoach.security.textnorm import clean
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _ASK_SPLIT = re.compile(r"[?]|\b(?:and also|also|then|plus|additionally)\b|^\s*(?:[-*•]|\d+[.)])\s+", re.M)
@@ -121,7 +122,7 @@ def extract(messages: Sequence[ChatMessage]) -> RequestFeatures:
     user_messages = [m.content for m in messages if m.role == "user"]
     last = user_messages[-1] if user_messages else (messages[-1].content if messages else "")
     total_chars = sum(len(m.content) for m in messages)
-    lowered = last.lower()
+    lowered = clean(last)  # the shared normal form: invisible characters or look-alikes cannot dodge a signal
     word_list = _WORD.findall(lowered)
     words = len(word_list)
     asks = count_asks(lowered)

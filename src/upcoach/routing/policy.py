@@ -4,7 +4,8 @@ No I/O, no clock, no randomness: every rule is testable exhaustively and every d
 human-readable reasons the dashboard shows. Rule order is the privacy order: privacy first, then availability,
 then the caller's latency preference, then complexity vs cost. The user's own privacy settings come before
 everything: ``local_only`` and ``do_not_share`` keep every request off the cloud, including fallback and
-spill-over (a 429 or 503 is better than a leak), and a settings lookup that failed counts as ``local_only``.
+spill-over (a 429 or 503 is better than a leak). A settings lookup that failed never reaches the policy: the
+engine refuses such a request (503 ``security_check_failed``).
 """
 
 from __future__ import annotations
@@ -58,8 +59,6 @@ class LiveState:
 @dataclass(frozen=True)
 class PolicyConfig:
     complexity_threshold: float = 0.5
-    # Private requests may use the cloud only with personal data redacted; off when no redactor is available.
-    redact_private: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,10 +114,8 @@ def decide(
     config: PolicyConfig,
     device: Device | None = None,
     user: PrivacySettings | None = None,
-    user_problem: str | None = None,
 ) -> Decision:
-    """``user``: the requesting user's privacy settings (None: anonymous, the defaults). ``user_problem``: why
-    their settings could not be read; the request is then treated as ``local_only`` (fail closed)."""
+    """``user``: the requesting user's privacy settings (None: anonymous, the defaults)."""
     reasons: list[str] = []
     complexity = features.complexity
 
@@ -144,21 +141,15 @@ def decide(
         reasons.append(state.local_unavailable_reason)
         return done(None, cloud_allowed, "local_unavailable")
 
-    # 0. The user's settings: nothing of theirs reaches the cloud when they said so (or we cannot tell).
-    if user_problem is not None:
-        reasons.append(f"privacy settings unavailable ({user_problem}): treated as local_only (fail closed)")
-        return local_or_fail(cloud_allowed=False)
+    # 0. The user's settings: nothing of theirs reaches the cloud when they said so.
     refusal = user.cloud_refusal if user is not None else None
     if refusal is not None:
         reasons.append(refusal)
         return local_or_fail(cloud_allowed=False)
 
-    # 1. Privacy: sensitive and private content stays on our side.
+    # 1. Privacy: sensitive content stays on our side; private content leaves only redacted (``redact``).
     if hints.privacy_level == "sensitive":
         reasons.append("privacy level sensitive: local only")
-        return local_or_fail(cloud_allowed=False)
-    if hints.privacy_level == "private" and not config.redact_private:
-        reasons.append("privacy level private: kept local")
         return local_or_fail(cloud_allowed=False)
     # From here on the request may use the cloud: as it is when public, redacted when private.
     cloud_words = "cloud with personal data redacted" if redact else "cloud"

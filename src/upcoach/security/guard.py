@@ -1,21 +1,46 @@
-"""The security checks every chat request passes before routing, in one place, failing closed.
+"""The security checks every text passes before it reaches a model, in one place, failing closed.
 
-- prompt injection (OWASP LLM01): ``block`` refuses the request, ``flag`` records it;
-- special-category data (GDPR art. 9) and signs of self-harm: the request stays local;
-- PII: a private request may reach the cloud only through a per-conversation ``Redactor``.
-If any detector raises, the inspection says so and the request is treated as sensitive (local only).
+- special-category data (GDPR art. 9) and signs of self-harm, in EVERY message of every role (system, developer,
+  assistant, user, tool): the request stays local (self-harm: crisis resources first);
+- prompt injection (OWASP LLM01), with a policy per role (``INJECTION_POLICY``): user and tool messages are what
+  an attacker writes, so ``block`` refuses and ``flag`` records; an assistant turn comes back from the client and may
+  be forged, so it can flag but never block alone; system and developer messages are the integrator's own
+  instructions (they legitimately say "you are ...", "ignore ..."), protected by the canary instead;
+- PII: a private request may reach the cloud only through a per-conversation ``Redactor`` over every message.
+If any check raises, the request is refused (``SecurityCheckFailed``, 503 ``security_check_failed``), counted in
+``upcoach_security_check_failures_total{check}`` and written to the audit trail: nothing is sent unchecked.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from upcoach.errors import SecurityCheckFailed
 from upcoach.llm.base import ChatMessage
+from upcoach.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# Which messages the injection detector reads, and the strongest verdict each role can produce.
+INJECTION_POLICY = {"user": "block", "tool": "block", "assistant": "flag"}
+CHECKS = ("injection", "special_category", "pii", "settings")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What the audit trail records about a refused request: never the text."""
+
+    check: str
+    error: str
+    request_id: str
+    user_id: str | None
+    endpoint: str
+
+
+FailureFn = Callable[[Refusal], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -25,14 +50,15 @@ class Inspection:
     injection_signals: tuple[str, ...] = ()
     special_categories: tuple[str, ...] = ()
     self_harm: bool = False
-    failure: str | None = None  # a detector raised: fail closed
+    failure: str | None = None  # the check that raised (see CHECKS): the request must be refused
+    failure_error: str | None = None  # the exception's class name, never its message (it could quote the text)
     flags: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def keep_local(self) -> str | None:
         """Why this request must not leave our side, or None."""
         if self.failure:
-            return f"security check failed ({self.failure}): kept local"
+            return f"security check failed ({self.failure}): refused"
         if self.self_harm:
             return "signs of self-harm: kept local, crisis resources added"
         if self.special_categories:
@@ -41,38 +67,50 @@ class Inspection:
 
 
 class Guard:
-    def __init__(self, injection: object | None = None, allow_special_categories: bool = False) -> None:
+    def __init__(
+        self,
+        injection: object | None = None,
+        allow_special_categories: bool = False,
+        *,
+        metrics: Metrics | None = None,
+        on_failure: FailureFn | None = None,
+    ) -> None:
         if injection is None:
             from upcoach.security.injection import InjectionDetector
 
             injection = InjectionDetector()
         self.injection = injection
         self.allow_special_categories = allow_special_categories
+        self.metrics = metrics
+        self._on_failure = on_failure
 
     def inspect(self, messages: Sequence[ChatMessage]) -> Inspection:
+        """Every check over every message; a check that raises is named in ``failure`` (callers refuse)."""
         from upcoach.privacy.special_category import detect_special_categories
 
-        user_texts = [m.content for m in messages if m.role not in ("system", "developer", "assistant")]
+        check = "injection"
         try:
             verdict, score, signals = "allow", 0.0, []
-            for text in user_texts:
-                result = self.injection.scan(text)  # type: ignore[attr-defined]
+            for message in messages:
+                ceiling = INJECTION_POLICY.get(message.role)
+                if ceiling is None:
+                    continue
+                result = self.injection.scan(message.content)  # type: ignore[attr-defined]
                 signals.extend(result.signals)
-                if result.score > score:
-                    score = result.score
-                if _SEVERITY[result.verdict] > _SEVERITY[verdict]:
-                    verdict = result.verdict
+                score = max(score, result.score)
+                capped = min(_SEVERITY[result.verdict], _SEVERITY[ceiling])
+                if capped > _SEVERITY[verdict]:
+                    verdict = _VERDICTS[capped]
+            check = "special_category"
             categories: list[str] = []
             self_harm = False
-            matches: list[str] = []
-            for text in user_texts:
-                special = detect_special_categories(text)
+            for message in messages:
+                special = detect_special_categories(message.content)
                 categories.extend(c for c in special.categories if c not in categories)
                 self_harm = self_harm or special.self_harm
-                matches.extend(special.matches)
-        except Exception as exc:  # fail closed: an unscanned request never goes to the cloud
-            log.exception("security inspection failed")
-            return Inspection(failure=type(exc).__name__)
+        except Exception as exc:  # fail closed: an unscanned request is refused
+            log.exception("security check %s failed", check)
+            return Inspection(failure=check, failure_error=type(exc).__name__)
         flags: list[str] = []
         if verdict == "flag":
             flags.append("prompt_injection_suspected")
@@ -87,6 +125,27 @@ class Guard:
             flags=tuple(flags),
         )
 
+    async def check(
+        self, messages: Sequence[ChatMessage], *, request_id: str, user_id: str | None, endpoint: str
+    ) -> Inspection:
+        """``inspect``, raising ``SecurityCheckFailed`` (counted and audited) when a check could not run."""
+        inspection = self.inspect(messages)
+        if inspection.failure is not None:
+            failure = Refusal(inspection.failure, inspection.failure_error or "", request_id, user_id, endpoint)
+            raise await self.refuse(failure)
+        return inspection
+
+    async def refuse(self, refusal: Refusal) -> SecurityCheckFailed:
+        """Count and audit a failed check; the caller raises what this returns."""
+        if self.metrics is not None:
+            self.metrics.security_check_failures.labels(check=refusal.check).inc()
+        if self._on_failure is not None:
+            try:
+                await self._on_failure(refusal)
+            except Exception:  # the refusal stands even if the trail cannot be written
+                log.exception("could not audit the refused request %s", refusal.request_id)
+        return SecurityCheckFailed(refusal.check)
+
     @staticmethod
     def redactor() -> object:
         from upcoach.security.pii import Redactor
@@ -95,6 +154,7 @@ class Guard:
 
 
 _SEVERITY = {"allow": 0, "flag": 1, "block": 2}
+_VERDICTS = {level: verdict for verdict, level in _SEVERITY.items()}
 _PLACEHOLDER_START = re.compile(r"\[[A-Z_]*\d*$")
 
 

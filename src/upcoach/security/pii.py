@@ -6,7 +6,10 @@ shipped list of given names); no model and no network. `Redactor` replaces each 
 answer. The values live only in the Redactor's mapping: `Entity.__repr__` and `Redactor.counts` never show them.
 
 Types, most specific first (this order breaks ties when two findings cover the same span; otherwise the longest
-finding wins): SECRET, URL_TOKEN, CARD, IBAN, NATIONAL_ID, EMAIL, IP, DOB, PHONE, ADDRESS, PERSON.
+finding wins): SECRET, URL_TOKEN, CARD, IBAN, NATIONAL_ID, then the values found by their label (security/labels.py:
+PASSWORD, PIN, PASSPORT, DRIVER_LICENSE, TAX_ID, BANK_ACCOUNT, ROUTING_NUMBER, PATIENT_ID, POLICY_NUMBER,
+EMPLOYEE_ID, MEMBER_ID, CUSTOMER_ID, LICENSE_PLATE, USERNAME, SECURITY_ANSWER), EMAIL, IP, DOB, PHONE, ADDRESS,
+PERSON.
 
 Guarantees: `rehydrate(redact(t)) == t` for every text, including texts that already contain placeholder-like tokens
 (those are redacted like any other value), and placeholders are never reused for a different value. Errors are not
@@ -30,7 +33,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import phonenumbers
 
-TYPES = ("SECRET", "URL_TOKEN", "CARD", "IBAN", "NATIONAL_ID", "EMAIL", "IP", "DOB", "PHONE", "ADDRESS", "PERSON")
+from upcoach.security.labels import SECRET_VALUE, find_labelled
+from upcoach.security.labels import TYPES as LABELLED_TYPES
+from upcoach.security.textnorm import View, view
+
+TYPES = (
+    "SECRET", "URL_TOKEN", "CARD", "IBAN", "NATIONAL_ID", *(t for t in LABELLED_TYPES if t != "NATIONAL_ID"), "EMAIL",
+    "IP", "DOB", "PHONE", "ADDRESS", "PERSON",
+)  # fmt: skip
 _SPECIFICITY = {t: len(TYPES) - i for i, t in enumerate(TYPES)}
 
 
@@ -384,22 +394,16 @@ _SECRET_PATTERNS = tuple(
         r"\bnpm_[A-Za-z0-9]{36}\b",
     )
 )
-_SECRET_VALUE = r"[\"']?(?P<v>[^\s\"',;]*[^\s\"',;.!?)\]])"
+_SECRET_VALUE = rf"[\"']?(?P<v>{SECRET_VALUE})"
+# Passwords and PINs are values introduced by a label like any other: security/labels.py finds them.
 _SECRET_ASSIGN = re.compile(
-    r"(?i)\b(?P<k>password|passwd|pwd|passcode|passwort|kennwort|mot de passe|mdp|contrase[ñn]a|senha|pin|"
-    r"api[_ -]?key|apikey|secret[_ -]?key|access[_ -]?key(?:[_ -]?id)?|client[_ -]?secret|(?:auth|access|bearer)"
-    r"[_ -]?token|private[_ -]?key|aws_secret_access_key|secret|token)[\"']?\s*(?P<sep>:|=|=>)\s*" + _SECRET_VALUE
+    r"(?i)\b(?P<k>api[_ -]?key|apikey|secret[_ -]?key|access[_ -]?key(?:[_ -]?id)?|client[_ -]?secret|"
+    r"(?:auth|access|bearer)[_ -]?token|private[_ -]?key|aws_secret_access_key|secret|token)[\"']?\s*"
+    r"(?P<sep>:|=|=>)\s*" + _SECRET_VALUE
 )
 # Bare "secret:"/"token:" also start prose ("the secret: start small"): there the value must look machine-made.
 _WEAK_KEYS = frozenset(("secret", "token"))
 _MACHINE_MADE = re.compile(r"^(?=.*[\d_/+=-]).{8,}$")
-# "my password is X" only for password words: "the secret is consistency" is coaching, not a credential.
-_SECRET_IS = re.compile(
-    r"(?i)\b(?:password|passwort|kennwort|mot de passe|contrase[ñn]a|senha|pin|passcode)\s+(?:is|was|ist|war|est|"
-    r"es|era|è|é)\s+(?!(?:weak|strong|too|very|not|the|a|an|easy|hard|long|short|safe|secure|same|different|old|new|"
-    r"expired|wrong|correct|incorrect|invalid|saved|stored|set|changed|reset|required|needed|still|also|just|now|"
-    r"here|nicht|zu|sehr|pas|trop|no|muy|non|troppo|não|muito)\b)" + _SECRET_VALUE
-)
 
 
 def _secrets(text: str) -> Iterator[Entity]:
@@ -409,9 +413,6 @@ def _secrets(text: str) -> Iterator[Entity]:
     for m in _SECRET_ASSIGN.finditer(text):
         weak = m.group("k").lower() in _WEAK_KEYS and m.group("sep") == ":"
         if len(m.group("v")) >= 3 and not (weak and not _MACHINE_MADE.match(m.group("v"))):
-            yield Entity("SECRET", m.start("v"), m.end("v"), m.group("v"))
-    for m in _SECRET_IS.finditer(text):
-        if len(m.group("v")) >= 3:
             yield Entity("SECRET", m.start("v"), m.end("v"), m.group("v"))
 
 
@@ -622,12 +623,29 @@ def _persons(text: str) -> Iterator[Entity]:
 
 # --- resolution and redaction ------------------------------------------------------------------------------------
 
-_DETECTORS = (_secrets, _url_tokens, _cards, _ibans, _national_ids, _emails, _ips, _dobs, _addresses, _persons)
+
+def _labelled(text: str) -> Iterator[Entity]:
+    for kind, start, end in find_labelled(text):
+        yield Entity(kind, start, end, text[start:end])
+
+
+_DETECTORS = (
+    _secrets, _url_tokens, _cards, _ibans, _national_ids, _labelled, _emails, _ips, _dobs, _addresses, _persons
+)  # fmt: skip
 
 
 def _candidates(text: str) -> list[Entity]:
     found = [e for detector in _DETECTORS for e in detector(text)]
     return found + list(_phones(text, found))  # last: the slowest, and it can skip what others found
+
+
+def _in_original(normal: View, entities: Sequence[Entity]) -> list[Entity]:
+    """Findings in the normalised view, moved to the characters the user wrote (invisibles inside included)."""
+    moved = []
+    for e in entities:
+        start, end = normal.span(e.start, e.end)
+        moved.append(Entity(e.type, start, end, normal.original[start:end]))
+    return moved
 
 
 def _resolve(candidates: Sequence[Entity]) -> list[Entity]:
@@ -639,8 +657,13 @@ def _resolve(candidates: Sequence[Entity]) -> list[Entity]:
 
 
 def detect(text: str) -> list[Entity]:
-    """All PII in `text`: non-overlapping, sorted by start; on overlap the longest (then most specific) wins."""
-    return _resolve(_candidates(text))
+    """All PII in `text`: non-overlapping, sorted by start; on overlap the longest (then most specific) wins.
+
+    The detectors read the shared normal form (textnorm.view: no invisible characters, look-alikes mapped, NFKC), so
+    "jane\u200b@example.com" is an e-mail; spans and values are those of ``text`` itself.
+    """
+    normal = view(text)
+    return _resolve(_in_original(normal, _candidates(normal.text)))
 
 
 _TYPE_ALT = "|".join(sorted(TYPES, key=len, reverse=True))
@@ -649,6 +672,13 @@ _TYPE_ALT = "|".join(sorted(TYPES, key=len, reverse=True))
 _PLACEHOLDER = re.compile(
     rf"\[(?P<bt>(?i:{_TYPE_ALT}))(?:_|\\_)(?P<bn>\d+)\]|(?<![\w\]])\[?(?P<t>{_TYPE_ALT})(?:_|\\_)(?P<n>\d+)\]?(?!\w)"
 )
+
+
+def _placeholders_in(text: str) -> list[Entity]:
+    return [
+        Entity((m.group("bt") or m.group("t")).upper(), m.start(), m.end(), m.group())
+        for m in _PLACEHOLDER.finditer(text)
+    ]
 
 
 class Redactor:
@@ -699,14 +729,16 @@ class Redactor:
         return {t: len(values) for t, values in self._counted.items() if values}
 
     def _entities(self, text: str) -> list[Entity]:
-        candidates = _candidates(text)
-        for m in _PLACEHOLDER.finditer(text):
-            kind = (m.group("bt") or m.group("t")).upper()
-            candidates.append(Entity(kind, m.start(), m.end(), m.group()))
+        normal = view(text)
+        candidates = _candidates(normal.text)
         for value, kind in self._known.items():
-            for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", text):
+            for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", normal.text):
                 candidates.append(Entity(kind, m.start(), m.end(), value))
-        return _resolve(candidates)
+        found = _in_original(normal, candidates + _placeholders_in(normal.text))
+        # Placeholder-like text as written too: that is what ``rehydrate`` reads back ("0100000\x1bPHONE_1" holds a
+        # bare PHONE_1, though the normal form glues it to the digits).
+        found += _placeholders_in(text)
+        return _resolve(found)
 
     def _placeholder(self, e: Entity) -> str:
         key = (e.type, e.value)
@@ -715,11 +747,13 @@ class Redactor:
             self._next[e.type] = n
             self._placeholders[key] = f"{e.type}_{n}"
             self._values[f"{e.type}_{n}"] = e.value
-            self._known.setdefault(e.value, e.type)
+            # Recurrences are looked for in the normal form, like every finding ("Tom" and "T\u200bom" are one).
+            normal = view(e.value).text
+            self._known.setdefault(normal, e.type)
             if e.type == "PERSON":
-                for part in e.value.split():
+                for part in normal.split():
                     if len(part) > 2 and part[0].isupper() and part not in _NOT_NAMES:
                         self._known.setdefault(part, "PERSON")
-            if not _PLACEHOLDER.fullmatch(e.value):
+            if not _PLACEHOLDER.fullmatch(normal):
                 self._counted.setdefault(e.type, set()).add(e.value)
         return self._placeholders[key]

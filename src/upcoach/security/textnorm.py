@@ -1,10 +1,17 @@
-"""Text normalisation for the injection detector: one canonical form that obfuscation cannot dodge.
+"""The one text normaliser every detector reads through: a canonical form that obfuscation cannot dodge.
 
-Attackers hide "ignore previous instructions" behind zero-width characters, Cyrillic look-alikes, full-width
-letters, leetspeak or an encoding. ``clean`` undoes the cosmetic tricks (NFKC, invisibles, homoglyphs, case,
-whitespace) and is what the classifier reads; ``normalize`` additionally folds leetspeak, which only the rules
-want (the classifier would lose real digits such as "5 hours"). ``decoded_payloads`` finds base64 and rot13
-payloads so the detector can scan what they say.
+Attackers (and careless pastes) hide "ignore previous instructions", "HIV" or an e-mail address behind zero-width
+characters, soft hyphens, control characters, Cyrillic look-alikes, full-width letters, leetspeak or an encoding.
+No detector reads raw text:
+
+- ``clean`` undoes the cosmetic tricks (NFKC, invisibles, homoglyphs, case, whitespace runs): what the injection
+  classifier, the special-category rules (after ``fold_accents``), the routing features and the journal themes read;
+- ``normalize`` additionally folds leetspeak, which only the injection rules want (the classifier would lose real
+  digits such as "5 hours");
+- ``view`` is the case-preserving form the PII detectors read, with an offset map back to the original, so a
+  finding redacts exactly the characters the user wrote (the text sent on is the original with placeholders, never
+  the normalised form: non-Latin scripts are not folded to Latin in what leaves);
+- ``decoded_payloads`` finds base64 and rot13 payloads so the injection detector can scan what they say.
 """
 
 from __future__ import annotations
@@ -19,8 +26,13 @@ import numpy as np
 
 # Invisible or formatting characters that render as nothing: zero-width space/joiners, bidi marks and
 # overrides, word joiner and invisible operators, BOM, soft hyphen, Hangul fillers, variation selectors and
-# the whole tag block (used to smuggle ASCII invisibly, "ASCII smuggling").
+# the whole tag block (used to smuggle ASCII invisibly, "ASCII smuggling"), every other format character (Cf), and
+# the control characters that are not whitespace (a NUL inside "H\x00IV" splits the word for a regex, not a model).
 _INVISIBLE_RANGES = (
+    (0x0000, 0x0008),
+    (0x000E, 0x001B),
+    (0x007F, 0x0084),
+    (0x0086, 0x009F),
     (0x00AD, 0x00AD),
     (0x034F, 0x034F),
     (0x061C, 0x061C),
@@ -35,6 +47,16 @@ _INVISIBLE_RANGES = (
     (0xFE00, 0xFE0F),
     (0xFEFF, 0xFEFF),
     (0xFFA0, 0xFFA0),
+    (0xFFF9, 0xFFFB),
+    (0x0600, 0x0605),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
     (0x1D173, 0x1D17A),
     (0xE0000, 0xE007F),
     (0xE0100, 0xE01EF),
@@ -42,19 +64,19 @@ _INVISIBLE_RANGES = (
 _INVISIBLE: dict[int, None] = {cp: None for lo, hi in _INVISIBLE_RANGES for cp in range(lo, hi + 1)}
 
 # Cyrillic and Greek letters that look like Latin ones, and curly quotes (so rules need only straight ones).
-# Upper case is mapped before case folding because some capitals look like a different Latin letter than their
-# lower case (Greek Η looks like H, η like n).
+# Capitals map to the capital they look like, so the case-preserving ``view`` keeps "Аnna" a capitalised name;
+# some capitals look like a different Latin letter than their lower case (Greek Η looks like H, η like n).
 _HOMOGLYPHS = {
     # Cyrillic
-    "А": "a", "а": "a", "В": "b", "в": "b", "С": "c", "с": "c", "Е": "e", "е": "e", "Ё": "e", "ё": "e",
-    "Н": "h", "н": "h", "һ": "h", "І": "i", "і": "i", "Ї": "i", "ї": "i", "Ј": "j", "ј": "j", "К": "k",
-    "к": "k", "Ӏ": "l", "ӏ": "l", "М": "m", "м": "m", "О": "o", "о": "o", "Р": "p", "р": "p", "Ԛ": "q",
-    "ԛ": "q", "Ѕ": "s", "ѕ": "s", "Т": "t", "т": "t", "У": "y", "у": "y", "Х": "x", "х": "x", "Ԁ": "d",
-    "ԁ": "d", "Ԝ": "w", "ԝ": "w", "Ү": "y", "ү": "y",
+    "А": "A", "а": "a", "В": "B", "в": "b", "С": "C", "с": "c", "Е": "E", "е": "e", "Ё": "E", "ё": "e",
+    "Н": "H", "н": "h", "һ": "h", "І": "I", "і": "i", "Ї": "I", "ї": "i", "Ј": "J", "ј": "j", "К": "K",
+    "к": "k", "Ӏ": "l", "ӏ": "l", "М": "M", "м": "m", "О": "O", "о": "o", "Р": "P", "р": "p", "Ԛ": "Q",
+    "ԛ": "q", "Ѕ": "S", "ѕ": "s", "Т": "T", "т": "t", "У": "Y", "у": "y", "Х": "X", "х": "x", "Ԁ": "D",
+    "ԁ": "d", "Ԝ": "W", "ԝ": "w", "Ү": "Y", "ү": "y",
     # Greek
-    "Α": "a", "α": "a", "Β": "b", "β": "b", "Ε": "e", "ε": "e", "Ζ": "z", "Η": "h", "η": "n", "Ι": "i",
-    "ι": "i", "Κ": "k", "κ": "k", "Μ": "m", "Ν": "n", "ν": "v", "Ο": "o", "ο": "o", "Ρ": "p", "ρ": "p",
-    "Τ": "t", "τ": "t", "Υ": "y", "υ": "u", "Χ": "x", "χ": "x", "ϲ": "c", "Ϲ": "c", "ϳ": "j", "ω": "w",
+    "Α": "A", "α": "a", "Β": "B", "β": "b", "Ε": "E", "ε": "e", "Ζ": "Z", "Η": "H", "η": "n", "Ι": "I",
+    "ι": "i", "Κ": "K", "κ": "k", "Μ": "M", "Ν": "N", "ν": "v", "Ο": "O", "ο": "o", "Ρ": "P", "ρ": "p",
+    "Τ": "T", "τ": "t", "Υ": "Y", "υ": "u", "Χ": "X", "χ": "x", "ϲ": "c", "Ϲ": "C", "ϳ": "j", "ω": "w",
     "γ": "y",
     # Latin variants and typographic quotes that NFKC keeps
     "ɑ": "a", "ɡ": "g", "ı": "i", "ȷ": "j", "ſ": "s", "‘": "'", "’": "'", "ʼ": "'", "‚": "'", "“": '"', "”": '"',
@@ -84,6 +106,9 @@ _INVISIBLE_RE = _char_class(_INVISIBLE)
 # invisibles (tag characters), which the first step of every pass has already removed.
 _LOOKALIKE_RE = _char_class(cp for cp in _LOOKALIKE_TABLE if cp < 0x10000)
 _LEET_RE = _char_class(ord(k) for k in _LEET)
+_ASCII_CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
+# Anything ``view`` would change: non-ASCII (NFKC, look-alikes, invisibles) or an ASCII control character.
+_NEEDS_VIEW = re.compile(r"[^\x09-\x0d\x1c-\x7e]")
 _ROT13 = str.maketrans(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZabcdefghijklm"
 )
@@ -126,7 +151,7 @@ def _fixpoint(text: str, fold_leet: bool) -> str:
 
 def clean(text: str) -> str:
     """NFKC, invisibles stripped, homoglyphs mapped to Latin, case-folded, whitespace collapsed."""
-    if text.isascii():  # the common case: only case and whitespace can change
+    if text.isascii() and not _ASCII_CONTROL_RE.search(text):  # the common case: only case and whitespace change
         return " ".join(text.lower().split())
     return _fixpoint(text, fold_leet=False)
 
@@ -141,6 +166,68 @@ def fold_leet(cleaned: str) -> str:
 def normalize(text: str) -> str:
     """``clean`` plus leetspeak folding (1→i, 0→o, 3→e, 4→a, 5→s, 7→t, @→a, $→s): the form rules match on."""
     return fold_leet(clean(text))
+
+
+def fold_accents(cleaned: str) -> str:
+    """``clean`` output without diacritics ("depressão" and "depressao" read alike): for keyword rules."""
+    if cleaned.isascii():
+        return cleaned
+    return "".join(ch for ch in unicodedata.normalize("NFKD", cleaned) if not unicodedata.combining(ch))
+
+
+class View:
+    """A normalised form of a text and, for each of its characters, the span of the original it came from.
+
+    Built by ``view``; detectors search ``text`` and translate what they find with ``span``.
+    """
+
+    __slots__ = ("original", "text", "_starts", "_ends")
+
+    def __init__(self, original: str, text: str, starts: list[int] | None, ends: list[int] | None) -> None:
+        self.original = original
+        self.text = text
+        self._starts = starts  # None: the identity (nothing changed)
+        self._ends = ends
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original span behind ``text[start:end]`` (an empty span maps to an empty one)."""
+        if self._starts is None or self._ends is None:
+            return start, end
+        if end <= start:
+            at = self._starts[start] if start < len(self._starts) else len(self.original)
+            return at, at
+        return self._starts[start], self._ends[end - 1]
+
+
+def view(text: str) -> View:
+    """The case-preserving normal form (NFKC, invisibles removed, homoglyphs mapped) with its offset map.
+
+    Whitespace is kept as it is: line breaks and double spaces carry meaning for the PII rules.
+    """
+    if not _NEEDS_VIEW.search(text):
+        return View(text, text, None, None)
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    # A character and the combining marks after it are normalised together: NFKC composes across them, and an
+    # invisible character between them ("e", U+200B, U+0301) is gone before they meet.
+    clusters: list[tuple[int, int, str]] = []
+    for i, ch in enumerate(text):
+        if ord(ch) in _INVISIBLE:
+            continue
+        if clusters and unicodedata.combining(ch):
+            first, _, chars = clusters[-1]
+            clusters[-1] = (first, i + 1, chars + ch)
+        else:
+            clusters.append((i, i + 1, ch))
+    for first, last, chars in clusters:
+        piece = unicodedata.normalize("NFKC", chars)
+        if _LOOKALIKE_RE.search(piece):
+            piece = unicodedata.normalize("NFKC", piece.translate(_LOOKALIKE_TABLE))
+        out.append(piece)
+        starts.extend([first] * len(piece))
+        ends.extend([last] * len(piece))
+    return View(text, "".join(out), starts, ends)
 
 
 _PRIME = np.uint64(1_000_003)
