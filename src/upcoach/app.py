@@ -18,6 +18,7 @@ from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.api.experiment_routes import router as experiment_router
 from upcoach.api.feedback_routes import router as feedback_router
 from upcoach.api.health import router as health_router
+from upcoach.api.hybrid_routes import records_router
 from upcoach.api.hybrid_routes import router as hybrid_router
 from upcoach.api.journal_routes import router as journal_router
 from upcoach.api.limits import BodySizeLimit
@@ -46,6 +47,7 @@ from upcoach.modelstore.swap import Loaded, SwappableBackend
 from upcoach.observability.audit import AuditLog, audit_key_from_settings
 from upcoach.observability.metrics import Metrics
 from upcoach.observability.records import RecordWriter
+from upcoach.privacy.grants import Grants
 from upcoach.privacy.retention import RetentionJob
 from upcoach.privacy.rights import DataRights
 from upcoach.privacy.settings import PrivacyService
@@ -53,6 +55,7 @@ from upcoach.routing.breaker import CircuitBreaker, MemoryBreakerStore, RedisBre
 from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.engine import HybridEngine, HybridRequest, RegionalCloud
 from upcoach.routing.policy import PolicyConfig
+from upcoach.security.acting import Acting
 from upcoach.security.auth import Authenticator, announce_auth_mode, audit_refusals, require
 from upcoach.security.guard import Guard
 from upcoach.security.keys import ApiKeys, Role
@@ -63,6 +66,7 @@ from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
 from upcoach.storage.experiments import ExperimentRepository
 from upcoach.storage.feedback import FeedbackRepository
+from upcoach.storage.grants import GrantRepository
 from upcoach.storage.journal import JournalRepository
 from upcoach.storage.keys import ApiKeyRepository
 from upcoach.storage.requests import RequestRepository
@@ -269,6 +273,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             privacy = PrivacyService(db, audit, settings)
             rights = DataRights(audit, audit_key)
             _register_core_rights(rights, privacy, repository)
+            grants = Grants(GrantRepository(db), audit)
+            rights.register("coachGrants", grants.export, grants.erase)
             retention = RetentionJob(privacy.repository, settings.default_retention_days,
                                      settings.retention_interval_seconds)  # fmt: skip
             await retention.start()
@@ -309,6 +315,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 limiter=TokenBucketLimiter(settings.rate_limit_per_minute / 60, settings.rate_limit_burst, redis),
                 privacy=privacy,
                 rights=rights,
+                grants=grants,
+                acting=Acting(audit, grants.allows),
             )
             services.models = ModelManager(
                 settings, registry, model_store, swappable, audit, job_rows=job_rows,
@@ -338,6 +346,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(openai_router, dependencies=chat_caller)
     app.include_router(hybrid_router, dependencies=chat_caller)
+    app.include_router(records_router)
     app.include_router(security_router, dependencies=chat_caller)
     app.include_router(coach_router, dependencies=chat_caller)
     app.include_router(audit_router)

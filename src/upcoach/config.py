@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: float = Field(default=120.0, gt=0)
     rate_limit_burst: int = Field(default=30, ge=1)
     max_tokens_by_role: dict[str, int] = Field(
-        default_factory=lambda: {"user": 1024, "coach": 2048, "admin": 4096, "auditor": 256}
+        default_factory=lambda: {"user": 1024, "coach": 2048, "service": 2048, "admin": 4096, "auditor": 256}
     )
 
     # Authentication and audit trail (docs/security.md)

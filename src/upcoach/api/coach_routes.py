@@ -19,6 +19,7 @@ from upcoach.coaching.library import Strategy
 from upcoach.coaching.service import Coach
 from upcoach.errors import NotFound, PromptInjection, Unavailable
 from upcoach.llm.base import ChatMessage
+from upcoach.security.acting import ACT
 from upcoach.services import Services
 
 router = APIRouter(prefix="/api/coach")
@@ -78,13 +79,14 @@ async def suggestions(body: SuggestionsRequest, request: Request) -> dict[str, A
     services = _services(request)
     coach = _coach(request)
     request_id = f"chips_{uuid.uuid4().hex}"
+    user_id = await services.subject(request, ACT)
     messages = tuple(ChatMessage(m.role, m.content) for m in body.messages)
     guard = services.hybrid.guard
     inspection = guard.inspect(messages) if guard is not None else None
     if inspection is not None and inspection.injection_verdict == "block":
         if services.audit is not None:
             await services.audit.append(
-                services.user_of(request) or "anonymous", "user", "request.blocked", target=request_id,
+                user_id, "user", "request.blocked", target=request_id,
                 details={"flags": ["prompt_injection_blocked"], "endpoint": "chips"},
             )  # fmt: skip
         raise PromptInjection("the conversation looks like a prompt injection and was refused", param="messages")

@@ -32,8 +32,12 @@ _TOKEN = re.compile(rf"{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43,128}})")
 
 
 class Role(StrEnum):
+    """Who a principal is. ``service``: the coaching app's own backend, acting for its users (it may name one);
+    ``coach``: a human coach, who sees a client's data only while that client grants it (security/acting.py)."""
+
     user = "user"
     coach = "coach"
+    service = "service"
     admin = "admin"
     auditor = "auditor"
 

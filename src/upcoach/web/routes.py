@@ -24,12 +24,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from upcoach.config import Settings
 from upcoach.errors import Forbidden, Unauthorized, UpcoachError
 from upcoach.privacy.settings import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, PROCESSING_MODES, PrivacySettings
+from upcoach.security.acting import ACTED_FOR, VIEWED
 from upcoach.security.auth import DEV_PRINCIPAL, Authenticator, Principal
 from upcoach.security.keys import Role
 from upcoach.services import Services
 from upcoach.storage.dashboard import DashboardRepository, Granularity
 from upcoach.web.sessions import Session, SessionStore, SignInThrottle, new_token, tokens_match
-from upcoach.web.views import admin_charts, quality, request_row, usd, when
+from upcoach.web.views import access_row, admin_charts, quality, request_row, usd, when
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ SESSION_COOKIE = "uc_dashboard"
 SIGNIN_COOKIE = "uc_dashboard_signin"  # the sign-in form's CSRF token, before there is a session
 SIGNIN_WINDOW_SECONDS = 300
 PAGE_SIZE = 20
+ACCESS_ROWS = 20  # the newest accesses to a user's data by someone else
 MAX_PAGE = 10_000
 RANGES: dict[str, tuple[timedelta, Granularity]] = {
     "24h": (timedelta(hours=24), "hour"),
@@ -323,6 +325,8 @@ async def _user_page(
     if current is not None and current.region and current.region not in regions:
         regions = sorted([*regions, current.region])
     values = _form_values(current, submitted)
+    audit = services.audit
+    access = await audit.latest_about(user_id, (VIEWED, ACTED_FOR), ACCESS_ROWS) if audit is not None else []
     if values.get("region") and values["region"] not in regions:
         regions = sorted([*regions, values["region"]])
     return _render(
@@ -331,6 +335,7 @@ async def _user_page(
         session=session,
         status=status,
         rows=[request_row(record) for record in records[:PAGE_SIZE]],
+        access=[access_row(event) for event in access],
         page=page,
         has_next=len(records) > PAGE_SIZE,
         privacy=current,
