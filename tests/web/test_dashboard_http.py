@@ -7,6 +7,7 @@ that each test knows exactly which rows exist and whose they are.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -30,6 +32,7 @@ from upcoach.web.routes import SESSION_COOKIE, SIGNIN_COOKIE, Dashboard
 from upcoach.web.sessions import SignInThrottle
 
 ATTEMPTS = 3
+JWT_SECRET = "dashboard-http-test-secret-of-32+-bytes"
 NOW = datetime.now(UTC)
 
 
@@ -69,7 +72,8 @@ def record(request_id: str, user_id: str, minutes_ago: int, **fields: Any) -> Re
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp: Path = tmp_path_factory.mktemp("dashboard-http")
-    settings = Settings(data_dir=tmp, load_model=False, auth="on", redis_url=None, dashboard_signin_attempts=ATTEMPTS)
+    settings = Settings(data_dir=tmp, load_model=False, auth="on", redis_url=None, dashboard_signin_attempts=ATTEMPTS,
+                        jwt_secret=JWT_SECRET)  # fmt: skip
     app = create_app(settings)
     with TestClient(app) as client:
         services: Services = app.state.services
@@ -100,9 +104,10 @@ def fresh_client(site: Site) -> Iterator[None]:
     """Each test starts signed out, with an unthrottled address and the real clock."""
     site.client.cookies.clear()
     site.dashboard.throttle = SignInThrottle(attempts=ATTEMPTS, window_seconds=300)
-    clock = site.dashboard.sessions.clock
+    clock, auth_clock = site.dashboard.sessions.clock, site.app.state.authenticator.clock
     yield
     site.dashboard.sessions.clock = clock
+    site.app.state.authenticator.clock = auth_clock
 
 
 def set_cookies(response: httpx.Response) -> dict[str, str]:
@@ -251,6 +256,32 @@ def test_signout_revokes_the_session(site: Site) -> None:
     site.client.cookies.clear()
     replay = site.client.get("/dashboard", headers={"Cookie": f"{SESSION_COOKIE}={session_id}"}, follow_redirects=False)
     assert replay.status_code == 303
+
+
+def test_a_revoked_key_ends_its_open_sessions_on_the_next_request(site: Site) -> None:
+    keys = ApiKeys(ApiKeyRepository(site.services.db), site.app.state.audit_log)
+    issued = site.call(keys.create, "mallory", Role.user)
+    assert signin(site, issued.token).status_code == 303
+    session_id = site.client.cookies.get(SESSION_COOKIE)
+    assert site.client.get("/dashboard", follow_redirects=False).status_code == 200
+    site.call(keys.revoke, issued.key.id)
+    ended = site.client.get("/dashboard", follow_redirects=False)
+    assert ended.status_code == 303 and ended.headers["location"] == "/dashboard/signin"
+    assert [e.actor for e in audit_events(site, "dashboard.session_ended")][-1:] == ["mallory"]
+    # The session is gone from the store, not just refused once.
+    assert site.dashboard.sessions.get(session_id) is None
+
+
+def test_an_expired_token_ends_its_open_sessions_on_the_next_request(site: Site) -> None:
+    now = time.time()
+    token = jwt.encode({"sub": "tina", "role": "user", "exp": int(now) + 600}, JWT_SECRET, algorithm="HS256")
+    assert signin(site, token).status_code == 303
+    assert site.client.get("/dashboard", follow_redirects=False).status_code == 200
+    authenticator = site.app.state.authenticator
+    authenticator.clock = lambda: now + 600 + 3600  # the token expired an hour ago; the session is younger
+    assert site.client.get("/dashboard", follow_redirects=False).status_code == 303
+    authenticator.clock = lambda: now  # even back in time: that session has ended
+    assert site.client.get("/dashboard", follow_redirects=False).status_code == 303
 
 
 def test_users_see_their_own_requests_only(site: Site) -> None:

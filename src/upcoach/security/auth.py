@@ -9,8 +9,9 @@ health checkers and browsers do not flood the trail.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,10 +37,13 @@ MIN_JWT_SECRET_BYTES = 32
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling. ``expires_at`` (epoch seconds): when the credential stops being valid, for a token."""
+
     user_id: str
     role: Role
     key_id: str | None = None
     via: Via = "api_key"
+    expires_at: float | None = field(default=None, compare=False)
 
 
 DEV_PRINCIPAL = Principal("dev", Role.admin, None, "dev")
@@ -164,7 +168,7 @@ class JwtVerifier:
             role = Role(claims.get("role", Role.user.value))
         except ValueError as exc:
             raise Refused("token_role", user_id=subject) from exc
-        return Principal(subject, role, None, "jwt")
+        return Principal(subject, role, None, "jwt", float(claims["exp"]))
 
 
 def _credentials(request: Request) -> str | None:
@@ -181,7 +185,15 @@ def _credentials(request: Request) -> str | None:
 class Authenticator:
     """Turns a request into a Principal (``authenticate``) and checks its role (``authorize``)."""
 
-    def __init__(self, settings: Settings, keys: ApiKeys, *, on_failure: AuthFailureHook | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: ApiKeys,
+        *,
+        on_failure: AuthFailureHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock = clock  # epoch seconds; injectable so token expiry can be tested without waiting
         self._enabled = settings.auth == "on"
         self._keys = keys
         self._jwt = JwtVerifier(settings)
@@ -204,6 +216,15 @@ class Authenticator:
         except Refused as exc:
             await self._report(_failure(request, exc.reason, 401, exc.key_id, exc.user_id, exc.role))
             raise
+
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether a principal authenticated earlier (a dashboard session) may still act: its API key is not
+        revoked, its token has not expired. One read per call, never cached, so revocation applies at once."""
+        if principal.via == "dev":
+            return not self._enabled
+        if principal.via == "jwt":
+            return principal.expires_at is not None and self.clock() < principal.expires_at + JWT_LEEWAY_SECONDS
+        return principal.key_id is not None and await self._keys.active(principal.key_id)
 
     async def authorize(self, request: Request, principal: Principal, roles: Collection[Role]) -> None:
         """Raise Forbidden (403) unless the principal has one of ``roles``. Admin passes every check."""

@@ -157,6 +157,11 @@ class ApiKeys:
         await self._touch(key_id)
         return _public(record)
 
+    async def active(self, key_id: str) -> bool:
+        """Whether the key exists and is not revoked (for sessions opened with it)."""
+        record = await self._repository.get(key_id)
+        return record is not None and record.revoked_at is None
+
     async def revoke(self, key_id: str, *, actor: str = SYSTEM, actor_role: str = SYSTEM) -> ApiKey:
         """Revoke a key (idempotent: revoking a revoked key changes and records nothing). NotFound if unknown."""
         if await self._repository.revoke(key_id, utc_now()):

@@ -126,10 +126,19 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _session(request: Request) -> Session | None:
-    session = _dashboard(request).sessions.get(request.cookies.get(SESSION_COOKIE))
-    if session is not None:
-        request.state.principal = session.principal
+async def _session(request: Request) -> Session | None:
+    """The live session of this browser. A session whose API key was revoked or whose token expired since
+    sign-in ends here, on its next request."""
+    sessions = _dashboard(request).sessions
+    session = sessions.get(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        return None
+    authenticator = request.app.state.authenticator
+    if not isinstance(authenticator, Authenticator) or not await authenticator.still_valid(session.principal):
+        sessions.revoke(session.id)
+        await _audit(request, session.principal, "dashboard.session_ended")
+        return None
+    request.state.principal = session.principal
     return session
 
 
@@ -227,7 +236,7 @@ def _signin_page(request: Request, token: str, *, status: int = 200, error: str 
 
 @router.get("/signin")
 async def signin_page(request: Request) -> Response:
-    if _session(request) is not None:
+    if await _session(request) is not None:
         return RedirectResponse(PREFIX, status_code=303)
     return _signin_page(request, request.cookies.get(SIGNIN_COOKIE) or new_token())
 
@@ -268,7 +277,7 @@ async def signin(request: Request) -> Response:
 
 @router.post("/signout")
 async def signout(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_signin()
     form = await request.form()
@@ -353,7 +362,7 @@ async def _user_page(
 
 @router.get("")
 async def user_view(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_signin()
     page = _page_number(request)
@@ -383,7 +392,7 @@ def _settings_changes(form: FormData) -> tuple[dict[str, Any], int | None]:
 
 @router.post("/settings")
 async def save_settings(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_signin()
     form = await request.form()
@@ -427,7 +436,7 @@ async def _breaker_state(services: Services) -> str:
 
 @router.get("/admin")
 async def admin_view(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_signin()
     authenticator = request.app.state.authenticator
