@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from upcoach.api import errors as api_errors
 from upcoach.api.audit_routes import router as audit_router
@@ -56,10 +57,11 @@ from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.engine import HybridEngine, HybridRequest, RegionalCloud
 from upcoach.routing.policy import PolicyConfig
 from upcoach.security.acting import Acting
-from upcoach.security.auth import Authenticator, announce_auth_mode, audit_refusals, require
+from upcoach.security.auth import Authenticator, announce_auth_mode, require
 from upcoach.security.guard import Guard
 from upcoach.security.keys import ApiKeys, Role
 from upcoach.security.limits import TokenBucketLimiter
+from upcoach.security.refusals import RefusalLog
 from upcoach.security.vault import UserKeyVault, master_key_from_settings
 from upcoach.services import Services
 from upcoach.storage.audit import AuditRepository
@@ -223,8 +225,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             assert audit_key is not None  # created when missing
             audit = AuditLog(AuditRepository(db), audit_key)
             app.state.audit_log = audit
+            refusals = RefusalLog(audit)
+            await refusals.start()
+            stack.push_async_callback(refusals.stop)
+            app.state.refusals = refusals
             app.state.authenticator = Authenticator(
-                settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=audit_refusals(audit)
+                settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=refusals.record
             )
             repository = RequestRepository(db)
             writer = RecordWriter(repository)
@@ -363,6 +369,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.trusted_proxies:
+        # Outermost, so every part of the app sees the client a trusted proxy forwarded for; from any other peer
+        # X-Forwarded-For is ignored (an attacker would otherwise pick the address their refusals count against).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 

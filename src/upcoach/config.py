@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -109,6 +110,14 @@ class Settings(BaseSettings):
     )
     jwt_audience: str | None = Field(default=None, description="Required 'aud' of bearer tokens, if set.")
     jwt_issuer: str | None = Field(default=None, description="Required 'iss' of bearer tokens, if set.")
+    auth_refusals_per_minute: int = Field(
+        default=30, ge=1, description="Refused credentials per client address a minute; then 429 auth_throttled."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client; "
+        "none by default: the client is the TCP peer.",
+    )
     tls_certfile: Path | None = Field(default=None, description="Serve HTTPS directly (with tls_keyfile).")
     tls_keyfile: Path | None = None
 
@@ -162,11 +171,21 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(default=3600.0, gt=0, description="How often the retention job runs.")
     privacy_cache_seconds: float = Field(default=5.0, ge=0, description="How long a worker trusts cached settings.")
 
-    @field_validator("pool_urls", mode="before")
+    @field_validator("pool_urls", "trusted_proxies", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                raise ValueError(f"trusted proxy {entry!r}: use an IP address or a CIDR like 10.0.0.0/8") from exc
         return value
 
     @field_validator("data_dir", mode="after")

@@ -2,8 +2,10 @@
 
 Credentials come in ``Authorization: Bearer <API key or JWT>`` or, failing that, ``X-API-Key: <API key>``. Routes
 declare the roles they admit with ``Depends(require(...))``; admin passes every role check. Refused credentials and
-refused roles go to an ``AuthFailureHook`` (the audit trail); a request without any credentials does not, so
-health checkers and browsers do not flood the trail.
+refused roles go to an ``AuthFailureHook`` (security/refusals.py aggregates them into the audit trail) and count
+against the client address: past ``UPCOACH_AUTH_REFUSALS_PER_MINUTE`` the address is refused (429) before its
+credentials are looked at. A request without any credentials is neither, so health checkers and browsers count
+for nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Request
 
 from upcoach.config import Settings
-from upcoach.errors import Forbidden, Unauthorized
-from upcoach.observability.audit import AuditLog
+from upcoach.errors import AuthThrottled, Forbidden, Unauthorized
 from upcoach.security.keys import ApiKeys, Refused, Role, looks_like_api_key
+from upcoach.security.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 
@@ -58,34 +60,13 @@ class AuthFailure:
     status: int
     method: str
     path: str
-    client: str | None
+    client: str
     key_id: str | None = None
     user_id: str | None = None
     role: str | None = None
 
 
 AuthFailureHook = Callable[[AuthFailure], Awaitable[None]]
-
-
-def audit_refusals(audit: AuditLog) -> AuthFailureHook:
-    """An AuthFailureHook that appends an ``auth.refused`` event per refusal."""
-
-    async def record(failure: AuthFailure) -> None:
-        await audit.append(
-            failure.user_id or "anonymous",
-            failure.role or "none",
-            "auth.refused",
-            target=failure.key_id,
-            details={
-                "reason": failure.reason,
-                "status": failure.status,
-                "method": failure.method,
-                "path": failure.path,
-                "client": failure.client,
-            },
-        )
-
-    return record
 
 
 def announce_auth_mode(settings: Settings) -> None:
@@ -194,6 +175,7 @@ class Authenticator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock  # epoch seconds; injectable so token expiry can be tested without waiting
+        self.throttle = FailureThrottle(attempts=settings.auth_refusals_per_minute, window_seconds=60.0)
         self._enabled = settings.auth == "on"
         self._keys = keys
         self._jwt = JwtVerifier(settings)
@@ -203,6 +185,10 @@ class Authenticator:
         """The caller; raises Unauthorized (401) when credentials are missing, invalid, expired or revoked."""
         if not self._enabled:
             return DEV_PRINCIPAL
+        wait = self.throttle.retry_after(client_address(request))
+        if wait is not None:
+            await self._report(_failure(request, "throttled", 429, None, None, None), count=False)
+            raise AuthThrottled("too many refused credentials from your address; wait and try again", retry_after=wait)
         try:
             token = _credentials(request)
             if token is None:
@@ -234,7 +220,9 @@ class Authenticator:
         needed = " or ".join(sorted(role.value for role in roles))
         raise Forbidden(f"this needs the {needed} role; the caller has {principal.role.value}")
 
-    async def _report(self, failure: AuthFailure) -> None:
+    async def _report(self, failure: AuthFailure, *, count: bool = True) -> None:
+        if count:
+            self.throttle.failed(failure.client)
         if self._on_failure is None:
             return
         try:
@@ -248,8 +236,13 @@ def _failure(
     request: Request, reason: str, status: int, key_id: str | None, user_id: str | None, role: str | None
 ) -> AuthFailure:
     # The path only, never the query string: it may carry anything the caller put there.
-    client = request.client.host if request.client else None
-    return AuthFailure(reason, status, request.method, request.url.path, client, key_id, user_id, role)
+    return AuthFailure(reason, status, request.method, request.url.path, client_address(request), key_id, user_id, role)
+
+
+def client_address(request: Request) -> str:
+    """The address refusals are counted against: the TCP peer, or what a trusted proxy said it forwarded for
+    (create_app installs that middleware only when UPCOACH_TRUSTED_PROXIES names the proxies)."""
+    return request.client.host if request.client else "unknown"
 
 
 def principal_of(request: Request) -> Principal | None:

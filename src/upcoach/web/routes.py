@@ -22,14 +22,15 @@ from starlette.datastructures import FormData, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from upcoach.config import Settings
-from upcoach.errors import Forbidden, Unauthorized, UpcoachError
+from upcoach.errors import AuthThrottled, Forbidden, Unauthorized, UpcoachError
 from upcoach.privacy.settings import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, PROCESSING_MODES, PrivacySettings
 from upcoach.security.acting import ACTED_FOR, VIEWED
-from upcoach.security.auth import DEV_PRINCIPAL, Authenticator, Principal
+from upcoach.security.auth import DEV_PRINCIPAL, Authenticator, Principal, client_address
 from upcoach.security.keys import Role
+from upcoach.security.throttle import FailureThrottle
 from upcoach.services import Services
 from upcoach.storage.dashboard import DashboardRepository, Granularity
-from upcoach.web.sessions import Session, SessionStore, SignInThrottle, new_token, tokens_match
+from upcoach.web.sessions import Session, SessionStore, new_token, tokens_match
 from upcoach.web.views import access_row, admin_charts, quality, request_row, usd, when
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 class Dashboard:
     settings: Settings
     sessions: SessionStore
-    throttle: SignInThrottle
+    throttle: FailureThrottle
 
 
 class DashboardHeaders:
@@ -104,7 +105,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         sessions=SessionStore(
             ttl_seconds=settings.dashboard_session_minutes * 60, idle_seconds=settings.dashboard_idle_minutes * 60
         ),
-        throttle=SignInThrottle(attempts=settings.dashboard_signin_attempts, window_seconds=SIGNIN_WINDOW_SECONDS),
+        throttle=FailureThrottle(attempts=settings.dashboard_signin_attempts, window_seconds=SIGNIN_WINDOW_SECONDS),
     )
     app.include_router(router)
     app.mount(PREFIX + "/static", StaticFiles(directory=Path(__file__).parent / "static"), name="dashboard-static")
@@ -145,10 +146,6 @@ async def _session(request: Request) -> Session | None:
 def _text(form: FormData, name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
@@ -207,7 +204,7 @@ async def _audit(request: Request, principal: Principal, action: str) -> None:
         return
     try:
         await audit.append(principal.user_id, principal.role.value, action, target=principal.key_id,
-                           details={"via": principal.via, "client": _client(request)})  # fmt: skip
+                           details={"via": principal.via, "client": client_address(request)})  # fmt: skip
     except Exception:
         # A sign-in record is informational; an audit outage must not lock everyone out of the dashboard.
         log.exception("could not record %s", action)
@@ -249,7 +246,7 @@ async def signin(request: Request) -> Response:
     if not tokens_match(expected, _text(form, "csrf_token")):
         return _csrf_refused(request, None)
     assert expected is not None
-    client = _client(request)
+    client = client_address(request)
     wait = dashboard.throttle.retry_after(client)
     if wait is not None:
         return _signin_page(
@@ -267,6 +264,12 @@ async def signin(request: Request) -> Response:
         except Unauthorized:
             dashboard.throttle.failed(client)
             return _signin_page(request, expected, status=401, error="That API key or token was not accepted.")
+        except AuthThrottled as exc:
+            seconds = int(exc.retry_after or 1) + 1
+            return _signin_page(
+                request, expected, status=429, headers={"Retry-After": str(seconds)},
+                error=f"Too many refused credentials from your address. Try again in {seconds} seconds.",
+            )  # fmt: skip
     session = dashboard.sessions.create(principal)
     await _audit(request, principal, "dashboard.signed_in")
     response = RedirectResponse(PREFIX, status_code=303)
