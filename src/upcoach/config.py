@@ -134,6 +134,10 @@ class Settings(BaseSettings):
         description="Ed25519 key signing model manifests (PEM, or 32-byte seed hex/base64); "
         "default: <data_dir>/model_signing.key.",
     )
+    model_source_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Non-public addresses model downloads may reach: IPs, CIDRs or host names, comma-separated.",
+    )
     model_smoke_max_tokens: int = Field(default=16, ge=1, le=256, description="Tokens an update's smoke test makes.")
 
     # Suggestion chips, strategies library and its signed bundle (#8 part A)
@@ -171,7 +175,7 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(default=3600.0, gt=0, description="How often the retention job runs.")
     privacy_cache_seconds: float = Field(default=5.0, ge=0, description="How long a worker trusts cached settings.")
 
-    @field_validator("pool_urls", "trusted_proxies", mode="before")
+    @field_validator("pool_urls", "trusted_proxies", "model_source_allow", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):

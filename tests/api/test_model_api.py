@@ -67,7 +67,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterat
         assert result.returncode == 0, result.stderr
         keys[user] = result.stdout.strip().splitlines()[-1]
     live = start_server(tmp, {"UPCOACH_AUTH": "on", "UPCOACH_RATE_LIMIT_BURST": "100000",
-                              "UPCOACH_RATE_LIMIT_PER_MINUTE": "100000", "UPCOACH_THREADS": "1"})  # fmt: skip
+                              "UPCOACH_RATE_LIMIT_PER_MINUTE": "100000", "UPCOACH_THREADS": "1",
+                              # The test's file server is on loopback: downloads may reach it only when allowed.
+                              "UPCOACH_MODEL_SOURCE_ALLOW": "127.0.0.1"})  # fmt: skip
     yield live, keys
     stop_server(live)
 
