@@ -152,6 +152,11 @@ class JwtVerifier:
         return Principal(subject, role, None, "jwt", float(claims["exp"]))
 
 
+def presents_credentials(request: Request) -> bool:
+    """Whether the request carries any credentials at all (checked or not)."""
+    return bool(request.headers.get("authorization", "").strip() or request.headers.get("x-api-key", "").strip())
+
+
 def _credentials(request: Request) -> str | None:
     authorization = request.headers.get("authorization")
     if authorization:
@@ -180,6 +185,11 @@ class Authenticator:
         self._keys = keys
         self._jwt = JwtVerifier(settings)
         self._on_failure = on_failure
+
+    @property
+    def enabled(self) -> bool:
+        """False in local development (UPCOACH_AUTH=off): every request is the admin ``dev``."""
+        return self._enabled
 
     async def authenticate(self, request: Request) -> Principal:
         """The caller; raises Unauthorized (401) when credentials are missing, invalid, expired or revoked."""
