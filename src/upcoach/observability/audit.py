@@ -42,6 +42,11 @@ ACTIONS = (
     "data.exported",
     "data.erased",
     "audit.read",
+    "data.viewed",
+    "data.acted_for",
+    "privacy.grant.created",
+    "privacy.grant.revoked",
+    "dashboard.session_ended",
 )
 # "area.verb", or "area.thing.verb" (e.g. privacy.settings.update).
 _ACTION_FORMAT = re.compile(r"[a-z][a-z_]*(?:\.[a-z][a-z_]*){1,2}")
