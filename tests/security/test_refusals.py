@@ -64,9 +64,7 @@ async def test_one_row_per_address_and_minute_with_counts(migrated_db: Database)
 
 
 @on_session_loop
-async def test_rotating_addresses_share_an_overflow_row(
-    migrated_db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_rotating_addresses_share_an_overflow_row(migrated_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(refusals_module, "MAX_ADDRESSES", 3)
     audit = AuditLog(AuditRepository(migrated_db), bytes(range(32)))
     log = RefusalLog(audit, clock=Clock(60 * 2_000_000))
