@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from upcoach.api import errors as api_errors
 from upcoach.api.audit_routes import router as audit_router
@@ -18,6 +19,7 @@ from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.api.experiment_routes import router as experiment_router
 from upcoach.api.feedback_routes import router as feedback_router
 from upcoach.api.health import router as health_router
+from upcoach.api.hybrid_routes import records_router
 from upcoach.api.hybrid_routes import router as hybrid_router
 from upcoach.api.journal_routes import router as journal_router
 from upcoach.api.limits import BodySizeLimit
@@ -46,20 +48,24 @@ from upcoach.modelstore.swap import Loaded, SwappableBackend
 from upcoach.observability.audit import AuditLog, audit_key_from_settings
 from upcoach.observability.metrics import Metrics
 from upcoach.observability.records import RecordWriter
+from upcoach.privacy.grants import Grants
 from upcoach.privacy.retention import RetentionJob
 from upcoach.privacy.rights import DataRights
 from upcoach.privacy.settings import PrivacyService
 from upcoach.routing.breaker import MemoryBreakerStore, RedisBreakerStore
 from upcoach.routing.factory import build_hybrid_engine
-from upcoach.security.auth import Authenticator, announce_auth_mode, audit_refusals, require
+from upcoach.security.acting import Acting
+from upcoach.security.auth import Authenticator, announce_auth_mode, require
 from upcoach.security.keys import ApiKeys, Role
 from upcoach.security.limits import TokenBucketLimiter
+from upcoach.security.refusals import RefusalLog
 from upcoach.security.vault import UserKeyVault, master_key_from_settings
 from upcoach.services import Services
 from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
 from upcoach.storage.experiments import ExperimentRepository
 from upcoach.storage.feedback import FeedbackRepository
+from upcoach.storage.grants import GrantRepository
 from upcoach.storage.journal import JournalRepository
 from upcoach.storage.keys import ApiKeyRepository
 from upcoach.storage.requests import RequestRepository
@@ -183,8 +189,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             assert audit_key is not None  # created when missing
             audit = AuditLog(AuditRepository(db), audit_key)
             app.state.audit_log = audit
+            refusals = RefusalLog(audit)
+            await refusals.start()
+            stack.push_async_callback(refusals.stop)
+            app.state.refusals = refusals
             app.state.authenticator = Authenticator(
-                settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=audit_refusals(audit)
+                settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=refusals.record
             )
             repository = RequestRepository(db)
             writer = RecordWriter(repository)
@@ -226,6 +236,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             privacy = PrivacyService(db, audit, settings)
             rights = DataRights(audit, audit_key)
             _register_core_rights(rights, privacy, repository)
+            grants = Grants(GrantRepository(db), audit)
+            rights.register("coachGrants", grants.export, grants.erase)
             retention = RetentionJob(privacy.repository, settings.default_retention_days,
                                      settings.retention_interval_seconds)  # fmt: skip
             await retention.start()
@@ -249,6 +261,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 limiter=TokenBucketLimiter(settings.rate_limit_per_minute / 60, settings.rate_limit_burst, redis),
                 privacy=privacy,
                 rights=rights,
+                grants=grants,
+                acting=Acting(audit, grants.allows),
             )
             services.models = ModelManager(
                 settings, registry, model_store, swappable, audit, job_rows=job_rows,
@@ -278,6 +292,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(openai_router, dependencies=chat_caller)
     app.include_router(hybrid_router, dependencies=chat_caller)
+    app.include_router(records_router)
     app.include_router(security_router, dependencies=chat_caller)
     app.include_router(coach_router, dependencies=chat_caller)
     app.include_router(audit_router)
@@ -294,6 +309,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.trusted_proxies:
+        # Outermost, so every part of the app sees the client a trusted proxy forwarded for; from any other peer
+        # X-Forwarded-For is ignored (an attacker would otherwise pick the address their refusals count against).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 

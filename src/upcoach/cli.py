@@ -372,6 +372,9 @@ def serve(
         port=settings.port,
         log_level=log_level,
         access_log=False,
+        # The app trusts X-Forwarded-For only from UPCOACH_TRUSTED_PROXIES; uvicorn's own default would trust it
+        # from 127.0.0.1 (or FORWARDED_ALLOW_IPS) behind the app's back.
+        proxy_headers=False,
         loop="uvloop",
         http="httptools",
         ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,

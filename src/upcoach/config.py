@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -92,7 +93,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: float = Field(default=120.0, gt=0)
     rate_limit_burst: int = Field(default=30, ge=1)
     max_tokens_by_role: dict[str, int] = Field(
-        default_factory=lambda: {"user": 1024, "coach": 2048, "admin": 4096, "auditor": 256}
+        default_factory=lambda: {"user": 1024, "coach": 2048, "service": 2048, "admin": 4096, "auditor": 256}
     )
 
     # Authentication and audit trail (docs/security.md)
@@ -109,6 +110,14 @@ class Settings(BaseSettings):
     )
     jwt_audience: str | None = Field(default=None, description="Required 'aud' of bearer tokens, if set.")
     jwt_issuer: str | None = Field(default=None, description="Required 'iss' of bearer tokens, if set.")
+    auth_refusals_per_minute: int = Field(
+        default=30, ge=1, description="Refused credentials per client address a minute; then 429 auth_throttled."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client; "
+        "none by default: the client is the TCP peer.",
+    )
     tls_certfile: Path | None = Field(default=None, description="Serve HTTPS directly (with tls_keyfile).")
     tls_keyfile: Path | None = None
 
@@ -124,6 +133,10 @@ class Settings(BaseSettings):
         default=None,
         description="Ed25519 key signing model manifests (PEM, or 32-byte seed hex/base64); "
         "default: <data_dir>/model_signing.key.",
+    )
+    model_source_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Non-public addresses model downloads may reach: IPs, CIDRs or host names, comma-separated.",
     )
     model_smoke_max_tokens: int = Field(default=16, ge=1, le=256, description="Tokens an update's smoke test makes.")
 
@@ -162,11 +175,21 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(default=3600.0, gt=0, description="How often the retention job runs.")
     privacy_cache_seconds: float = Field(default=5.0, ge=0, description="How long a worker trusts cached settings.")
 
-    @field_validator("pool_urls", mode="before")
+    @field_validator("pool_urls", "trusted_proxies", "model_source_allow", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                raise ValueError(f"trusted proxy {entry!r}: use an IP address or a CIDR like 10.0.0.0/8") from exc
         return value
 
     @field_validator("data_dir", mode="after")

@@ -264,3 +264,33 @@ class RangeNotSatisfiable(UpcoachError):
     def __init__(self, message: str, *, size: int) -> None:
         super().__init__(message, param="Range")
         self.headers = {"Content-Range": f"bytes */{size}"}
+
+
+# --- who may act for whom, abuse from outside (#12, part b) ---
+
+
+class GrantRequired(Forbidden):
+    """A coach named a client who has no live grant of this scope to them (never given, expired or revoked)."""
+
+    code = "grant_required"
+
+
+class AccessNotRecorded(Unavailable):
+    """Another user's data may be touched only with an audit row; the row could not be written, so: refused."""
+
+    code = "access_not_recorded"
+
+
+class AuthThrottled(RateLimited):
+    """Too many refused credentials from this client address: it waits before any more are checked."""
+
+    code = "auth_throttled"
+
+
+class SourceNotAllowed(ModelStoreError):
+    """A model download (or one of its redirects) led to an address that is not public (loopback, private,
+    link-local/cloud metadata, ...) and UPCOACH_MODEL_SOURCE_ALLOW does not name it."""
+
+    status = 400
+    code = "source_not_allowed"
+    type = "invalid_request_error"

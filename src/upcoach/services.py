@@ -10,7 +10,7 @@ from upcoach.coaching.journal import Journal
 from upcoach.coaching.ratings import Ratings
 from upcoach.coaching.service import Coach
 from upcoach.config import Settings
-from upcoach.errors import InvalidRequest, ModelNotFound
+from upcoach.errors import ModelNotFound
 from upcoach.experiments.service import Experiments
 from upcoach.llm.base import Backend
 from upcoach.modelstore.catalog import CATALOG
@@ -18,27 +18,19 @@ from upcoach.modelstore.manager import ModelManager
 from upcoach.modelstore.signing import ManifestSigner
 from upcoach.observability.audit import AuditLog
 from upcoach.observability.metrics import Metrics
+from upcoach.privacy.grants import Grants
 from upcoach.privacy.rights import DataRights
 from upcoach.privacy.settings import PrivacyService
 from upcoach.routing.engine import HybridEngine
 from upcoach.routing.policy import Target
+from upcoach.security.acting import Acting, Use
 from upcoach.security.auth import principal_of
-from upcoach.security.keys import Role
 from upcoach.security.limits import TokenBucketLimiter
 from upcoach.storage.database import Database
 from upcoach.storage.requests import RequestRepository
 
 DEFAULT_ALIAS = "default"
 AUTO_ALIAS = "auto"
-MAX_USER_ID = 128  # the user_id columns are String(128)
-
-
-def checked_user_id(value: str, param: str = "X-User-Id") -> str:
-    """A user id a caller named: bounded like the columns that store it, and no NUL (PostgreSQL refuses it), so
-    it fails here as a 400 rather than later in a background write."""
-    if not 1 <= len(value) <= MAX_USER_ID or "\x00" in value:
-        raise InvalidRequest(f"{param} must be 1-{MAX_USER_ID} characters without NUL", param=param)
-    return value
 
 
 @dataclass
@@ -56,6 +48,9 @@ class Services:
     # Privacy settings, residency and data rights (#7)
     privacy: PrivacyService | None = None
     rights: DataRights | None = None
+    # Who may act for whom: coach grants and the subject of each request (#12)
+    grants: Grants | None = None
+    acting: Acting | None = None
     # Model lifecycle (download, update, rollback, version A/B) and signed manifests for phones (#6)
     models: ModelManager | None = None
     model_signer: ManifestSigner | None = None
@@ -83,17 +78,13 @@ class Services:
             )
         raise ModelNotFound(f"model {model!r} does not exist; see GET /v1/models", param="model")
 
-    def user_of(self, request: Request, claimed: str | None = None) -> str | None:
-        """Whose request this is. Users always act as themselves; admins, coaches (the UpCoach backend calling
-        on behalf of its users) and local development may name the user with X-User-Id or the body's ``user``."""
-        principal = principal_of(request)
-        if principal is None:
-            return None
-        if principal.via == "dev" or principal.role in (Role.admin, Role.coach):
-            if named := request.headers.get("x-user-id"):
-                return checked_user_id(named)
-            return checked_user_id(claimed, "user") if claimed else principal.user_id
-        return principal.user_id
+    async def subject(self, request: Request, use: Use, claimed: str | None = None, *, named: str | None = None) -> str:
+        """Whose data this request is about: the caller, or the user it names (X-User-Id, ``named``, or
+        ``claimed`` from the body) if security/acting.py lets the caller act for them for this ``use`` (else 403).
+        Acting for someone else is audited before this returns."""
+        if self.acting is None:
+            raise RuntimeError("Services.acting is not set: create_app must build it")
+        return await self.acting.subject(request, use, claimed, named=named)
 
     def token_cap(self, request: Request, requested: int | None) -> int:
         """The answer length this caller may ask for: their request, capped by their role's limit."""

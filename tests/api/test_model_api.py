@@ -67,7 +67,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterat
         assert result.returncode == 0, result.stderr
         keys[user] = result.stdout.strip().splitlines()[-1]
     live = start_server(tmp, {"UPCOACH_AUTH": "on", "UPCOACH_RATE_LIMIT_BURST": "100000",
-                              "UPCOACH_RATE_LIMIT_PER_MINUTE": "100000", "UPCOACH_THREADS": "1"})  # fmt: skip
+                              "UPCOACH_RATE_LIMIT_PER_MINUTE": "100000", "UPCOACH_THREADS": "1",
+                              # The test's file server is on loopback: downloads may reach it only when allowed.
+                              "UPCOACH_MODEL_SOURCE_ALLOW": "127.0.0.1"})  # fmt: skip
     yield live, keys
     stop_server(live)
 
@@ -262,18 +264,27 @@ def test_version_ab_splits_users_and_compares(server: tuple[LiveServer, dict[str
     assert api(server, "POST", "/ab", json={"candidateId": V2, "share": 0.5}).status_code == 409
     assert api(server, "POST", "/update", json={"modelId": V2}).status_code == 409  # not during a test
     body = {"messages": [{"role": "user", "content": "Say hi."}], "maxTokens": 4, "temperature": 0}
+    served: dict[str, str] = {}
     for i in range(16):
         response = httpx.post(live.base_url + "/api/ai/hybrid/process", json=body, timeout=120,
                               headers=h(keys["root"], **{"X-User-Id": f"user-{i}"}))  # fmt: skip
         assert response.status_code == 200, response.text
+        served[f"user-{i}"] = response.json()["requestId"]
     comparison = api(server, "GET", "/ab", "eve").json()["abTest"]
     counts = {version: stats["requests"] for version, stats in comparison["versions"].items()}
     assert counts[V1] + counts[V2] == 16 and counts[V1] > 0 and counts[V2] > 0
     assert comparison["versions"][V2]["totalMs"]["mean"] is not None
-    rated = api(server, "POST", "/ab/rating", "alice", json={"version": V2, "rating": 4})
-    assert rated.status_code == 200 and rated.json() == {"version": V2, "rating": 4}
-    assert api(server, "POST", "/ab/rating", "alice", json={"version": V2, "rating": 9}).status_code == 400
-    assert api(server, "GET", "/ab").json()["abTest"]["versions"][V2]["ratings"]["count"] == 1
+    # Only the user who was served an answer rates it (here through the admin acting for them), once.
+    user, request_id = next(iter(served.items()))
+    version = rate_ab(server, user, request_id, 4)
+    assert version.status_code == 200 and version.json()["rating"] == 4, version.text
+    rated_version = version.json()["version"]
+    assert rate_ab(server, user, request_id, 5).json() == {"version": rated_version, "rating": 5}
+    assert api(server, "POST", "/ab/rating", "alice", json={"requestId": request_id, "rating": 1}).status_code == 404
+    assert api(server, "POST", "/ab/rating", "alice", json={"version": V2, "rating": 4}).status_code == 400
+    assert rate_ab(server, user, request_id, 9).status_code == 400
+    ratings = api(server, "GET", "/ab").json()["abTest"]["versions"][rated_version]["ratings"]
+    assert ratings["count"] == 1 and ratings["mean"] == 5
     # The operator's commands: `upcoach models ab status|stop` call the running server's API with an admin key.
     status = ab_cli(live, keys["root"], "status")
     assert status.returncode == 0 and f"candidate {V2}" in status.stdout and V1 in status.stdout, status
@@ -282,6 +293,19 @@ def test_version_ab_splits_users_and_compares(server: tuple[LiveServer, dict[str
     assert stopped.returncode == 0 and f'"activeId": "{V1}"' in stopped.stdout, stopped
     assert "no A/B test is running" in ab_cli(live, keys["root"], "status").stdout
     assert active_id(server) == V1
+
+
+def rate_ab(server: tuple[LiveServer, dict[str, str]], user: str, request_id: str, rating: int) -> httpx.Response:
+    """Rate an A/B answer for ``user`` (records are written in the background: wait for the request's)."""
+    live, keys = server
+    deadline = time.monotonic() + 30
+    while True:
+        response = httpx.post(live.base_url + "/api/ai/models/ab/rating", timeout=30,
+                              headers=h(keys["root"], **{"X-User-Id": user}),
+                              json={"requestId": request_id, "rating": rating})  # fmt: skip
+        if response.status_code != 404 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
 
 
 def ab_cli(live: LiveServer, key: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -328,7 +328,7 @@ def test_local_only_end_to_end_with_the_real_model(tmp_path_factory: pytest.Temp
 
 
 def test_a_named_user_longer_than_the_columns_is_a_400_on_every_route(env: Env) -> None:
-    """X-User-Id is checked where it is read (Services.user_of), so no route can pass a name the user_id columns
+    """X-User-Id is checked where it is read (security/acting.py), so no route can pass a name the user_id columns
     (128 characters) would refuse later, in a background write."""
     too_long = "u" * 129
     body = {"messages": [{"role": "user", "content": "hello"}]}

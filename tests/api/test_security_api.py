@@ -146,7 +146,10 @@ def test_scan_endpoint_reports_all_three_checks(secure_server: tuple[LiveServer,
 def test_users_see_only_their_own_usage(secure_server: tuple[LiveServer, dict[str, str], Path]) -> None:
     server, keys, _ = secure_server
     process(server, keys["bob"], "How do I drink more water?", "private")
-    bob = httpx.get(server.base_url + "/api/ai/usage/summary", headers=auth(keys["bob"]), params={"user": "alice"})
+    # Naming another user is refused, not silently answered with the caller's own figures.
+    named = httpx.get(server.base_url + "/api/ai/usage/summary", headers=auth(keys["bob"]), params={"user": "alice"})
+    assert named.status_code == 403 and named.json()["error"]["code"] == "forbidden"
+    bob = httpx.get(server.base_url + "/api/ai/usage/summary", headers=auth(keys["bob"]))
     everyone = httpx.get(server.base_url + "/api/ai/usage/summary", headers=auth(keys["root"])).json()
     assert 0 < bob.json()["total"] < everyone["total"]
 

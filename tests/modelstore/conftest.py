@@ -132,7 +132,10 @@ def model_key() -> bytes:
 
 @pytest.fixture
 def settings(tmp_path: Path, model_key: bytes) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model_key=model_key.hex(), _env_file=None)  # type: ignore[call-arg]
+    # The test file server is on loopback, which downloads may reach only when the operator allows it.
+    return Settings(
+        data_dir=tmp_path / "data", model_key=model_key.hex(), model_source_allow=["127.0.0.1"], _env_file=None
+    )  # type: ignore[call-arg]
 
 
 @pytest.fixture

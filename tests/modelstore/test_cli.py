@@ -76,14 +76,17 @@ def test_import_use_rollback_rm_list(env: Path, tmp_path: Path) -> None:
     assert [json.loads(line)["target"] for line in output.splitlines()] == ["coach@1", "coach@2"]
 
 
-def test_pull_a_url_with_checksum(env: Path, file_server: FileServer) -> None:
+def test_pull_a_url_with_checksum(env: Path, file_server: FileServer, monkeypatch: pytest.MonkeyPatch) -> None:
     data = gguf_bytes(300_000, seed=3)
     url = file_server.add("tiny-Q8_0.gguf", data)
+    digest = hashlib.sha256(data).hexdigest()
+    code, output = run("models", "pull", url, "--sha256", digest)
+    assert code == 1 and "loopback address" in output and "UPCOACH_MODEL_SOURCE_ALLOW" in output, output
+    monkeypatch.setenv("UPCOACH_MODEL_SOURCE_ALLOW", "127.0.0.1")
     code, output = run("models", "pull", url)
     assert code == 1 and "sha256 of the file is required" in output
     code, output = run("models", "pull", url, "--sha256", "00" * 32)
     assert code == 1 and "does not match" in output
-    digest = hashlib.sha256(data).hexdigest()
     code, output = run("models", "pull", url, "--sha256", digest, "--name", "tiny", "--version", "1")
     assert code == 0 and "tiny@1 ready" in output, output
     code, output = run("models", "list")

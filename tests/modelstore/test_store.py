@@ -250,7 +250,7 @@ from upcoach.modelstore.store import ModelStore
 from upcoach.storage.database import Database
 
 async def main():
-    settings = Settings(data_dir=sys.argv[1])
+    settings = Settings(data_dir=sys.argv[1], model_source_allow=["127.0.0.1"])
     db = Database(settings.effective_database_url)
     await db.migrate()
     store = ModelStore(settings, ModelRegistry(db), StaticKeyProvider(bytes.fromhex(sys.argv[2])), chunk_size=%d)

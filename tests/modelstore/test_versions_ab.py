@@ -6,6 +6,7 @@ import pytest
 
 from upcoach.errors import InvalidRequest, NotFound
 from upcoach.llm.base import ChatMessage, ChatRequest, Completion, Usage
+from upcoach.modelstore import versions_ab
 from upcoach.modelstore.versions_ab import VersionExperiment, bucket
 
 
@@ -49,9 +50,9 @@ def test_latency_and_ratings_per_version() -> None:
     experiment.observe("m@1", request("a", "r2"), completion(300, 600))
     experiment.observe("m@2", request("b", "r3"), completion(50, 200))
     experiment.observe("other@9", request("c", "r4"), completion(1, 1))  # not in the test: ignored
-    assert experiment.rate(5, request_id="r3") == "m@2"
-    assert experiment.rate(2, version="m@1") == "m@1"
-    assert experiment.rate(4, version="m@1") == "m@1"
+    assert experiment.rate(5, request_id="r3", user_id="b") == "m@2"
+    assert experiment.rate(2, request_id="r1", user_id="a") == "m@1"
+    assert experiment.rate(4, request_id="r2", user_id="a") == "m@1"
     view = experiment.to_json()
     active, candidate = view["versions"]["m@1"], view["versions"]["m@2"]  # type: ignore[index]
     assert active["requests"] == 2 and candidate["requests"] == 1
@@ -61,17 +62,41 @@ def test_latency_and_ratings_per_version() -> None:
     assert candidate["ratings"]["count"] == 1 and candidate["ratings"]["mean"] == 5.0
 
 
+def test_ratings_cannot_be_stuffed() -> None:
+    """One rating per answered request, by the user it was answered for; a new rating replaces the old one."""
+    experiment = VersionExperiment("m@1", "m@2", 0.5, salt="s")
+    experiment.observe("m@2", request("b", "r3"), completion(50, 200))
+    for rating in (1, 1, 1, 5):
+        assert experiment.rate(rating, request_id="r3", user_id="b") == "m@2"
+    ratings = experiment.to_json()["versions"]["m@2"]["ratings"]  # type: ignore[index]
+    assert ratings["count"] == 1 and ratings["mean"] == 5.0
+    with pytest.raises(NotFound):  # someone else's answer
+        experiment.rate(1, request_id="r3", user_id="mallory")
+    with pytest.raises(NotFound):  # an answer this experiment never gave
+        experiment.rate(1, request_id="never-seen", user_id="b")
+    assert experiment.to_json()["versions"]["m@2"]["ratings"]["count"] == 1  # type: ignore[index]
+
+
+def test_a_forgotten_requests_rating_stays_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(versions_ab, "REQUEST_MEMORY", 2)
+    experiment = VersionExperiment("m@1", "m@2", 0.0, salt="s")
+    experiment.observe("m@1", request("a", "r1"), completion(1, 1))
+    experiment.rate(4, request_id="r1", user_id="a")
+    for i in range(2, 5):
+        experiment.observe("m@1", request("a", f"r{i}"), completion(1, 1))
+    with pytest.raises(NotFound):  # forgotten: its rating is final
+        experiment.rate(1, request_id="r1", user_id="a")
+    experiment.rate(2, request_id="r4", user_id="a")
+    ratings = experiment.to_json()["versions"]["m@1"]["ratings"]  # type: ignore[index]
+    assert ratings["histogram"] == {"1": 0, "2": 1, "3": 0, "4": 1, "5": 0}
+
+
 def test_bad_ratings_are_refused() -> None:
     experiment = VersionExperiment("m@1", "m@2", 0.5)
+    experiment.observe("m@1", request("a", "r"), completion(1, 1))
     with pytest.raises(InvalidRequest):
-        experiment.rate(6, version="m@1")
+        experiment.rate(6, request_id="r", user_id="a")
     with pytest.raises(InvalidRequest):
-        experiment.rate(3)
-    with pytest.raises(InvalidRequest):
-        experiment.rate(3, version="m@1", request_id="r")
-    with pytest.raises(NotFound):
-        experiment.rate(3, request_id="never-seen")
-    with pytest.raises(NotFound):
-        experiment.rate(3, version="x@1")
+        experiment.rate(0, request_id="r", user_id="a")
     with pytest.raises(InvalidRequest):
         VersionExperiment("m@1", "m@2", 1.5)

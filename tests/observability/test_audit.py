@@ -31,9 +31,10 @@ from upcoach.observability.audit import (
     audit_key_from_settings,
     parse_audit_key,
 )
-from upcoach.security.auth import Authenticator, audit_refusals
+from upcoach.security.auth import Authenticator
 from upcoach.security.keyfiles import create_key_file
 from upcoach.security.keys import ApiKeys, Role
+from upcoach.security.refusals import RefusalLog
 from upcoach.storage.audit import GENESIS_HMAC, AuditEvent, AuditRepository
 from upcoach.storage.database import Database
 from upcoach.storage.keys import ApiKeyRepository
@@ -388,22 +389,25 @@ def test_cli_verify_and_export(db: Database, database_url: str, tmp_path: Path) 
 @pytest.fixture
 async def audit_api(
     migrated_db: Database, tmp_path: Path
-) -> AsyncIterator[tuple[httpx.AsyncClient, ApiKeys, AuditLog]]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, ApiKeys, AuditLog, RefusalLog]]:
     audit = AuditLog(AuditRepository(migrated_db), KEY)
     keys = ApiKeys(ApiKeyRepository(migrated_db), audit)
     settings = Settings(data_dir=tmp_path)
     app = FastAPI()
     api_errors.install(app)
     app.include_router(audit_router)
-    app.state.authenticator = Authenticator(settings, keys, on_failure=audit_refusals(audit))
+    refusals = RefusalLog(audit)
+    app.state.authenticator = Authenticator(settings, keys, on_failure=refusals.record)
     app.state.audit_log = audit
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-        yield client, keys, audit
+        yield client, keys, audit, refusals
 
 
 @on_session_loop
-async def test_api_serves_auditors_and_audits_each_read(audit_api: tuple[httpx.AsyncClient, ApiKeys, AuditLog]) -> None:
-    client, keys, audit = audit_api
+async def test_api_serves_auditors_and_audits_each_read(
+    audit_api: tuple[httpx.AsyncClient, ApiKeys, AuditLog, RefusalLog],
+) -> None:
+    client, keys, audit, refusals = audit_api
     auditor = await keys.create("aud", Role.auditor)  # event 1
     user = await keys.create("usr", Role.user)  # event 2
     headers = {"Authorization": f"Bearer {auditor.token}"}
@@ -440,13 +444,18 @@ async def test_api_serves_auditors_and_audits_each_read(audit_api: tuple[httpx.A
         "filters": {"action": "key.created", "since": "2000-01-01T00:00:00+00:00"},
     }
 
-    denied = await client.get("/api/audit", headers={"X-API-Key": user.token})  # event 6: auth.refused
+    denied = await client.get("/api/audit", headers={"X-API-Key": user.token})  # counted for event 6
     assert denied.status_code == 403
     assert (await client.get("/api/audit")).status_code == 401
     too_many = await client.get("/api/audit", params={"limit": 5000}, headers=headers)
     assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "limit"
 
-    # Neither the request without credentials nor the refused limit got as far as an audit.read.
+    # Neither the request without credentials nor the refused limit got as far as an audit.read; the refused role
+    # is written with the other refusals of its client address and minute.
+    assert await audit.query(after_id=5) == []
+    await refusals.flush(everything=True)
     events = await audit.query(after_id=5)
-    assert [(e.action, e.actor, e.details["reason"]) for e in events] == [("auth.refused", "usr", "role")]
+    assert [(e.action, e.details["reasons"], e.details["user_ids"]) for e in events] == [
+        ("auth.refused", {"role": 1}, ["usr"])
+    ]
     assert (await audit.verify()).ok

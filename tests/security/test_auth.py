@@ -30,10 +30,10 @@ from upcoach.security.auth import (
     AuthFailure,
     Principal,
     announce_auth_mode,
-    audit_refusals,
     require,
 )
 from upcoach.security.keys import ApiKeys, Refused, Role
+from upcoach.security.refusals import RefusalLog
 from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
 from upcoach.storage.keys import ApiKeyRepository
@@ -242,20 +242,24 @@ def tiny_app(authenticator: Authenticator) -> FastAPI:
     return app
 
 
+Http = tuple[httpx.AsyncClient, ApiKeys, AuditLog, RefusalLog]
+
+
 @pytest.fixture
-async def http(migrated_db: Database, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, ApiKeys, AuditLog]]:
+async def http(migrated_db: Database, tmp_path: Path) -> AsyncIterator[Http]:
     audit = AuditLog(AuditRepository(migrated_db), bytes(range(32)))
     keys = ApiKeys(ApiKeyRepository(migrated_db), audit)
     settings = settings_for(tmp_path, jwt_secret=SECRET)
-    app = tiny_app(Authenticator(settings, keys, on_failure=audit_refusals(audit)))
+    refusals = RefusalLog(audit)
+    app = tiny_app(Authenticator(settings, keys, on_failure=refusals.record))
     transport = httpx.ASGITransport(app=app, client=("10.9.8.7", 1234))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client, keys, audit
+        yield client, keys, audit, refusals
 
 
 @on_session_loop
-async def test_roles_over_http(http: tuple[httpx.AsyncClient, ApiKeys, AuditLog]) -> None:
-    client, keys, audit = http
+async def test_roles_over_http(http: Http) -> None:
+    client, keys, audit, refusals = http
     user = await keys.create("u1", Role.user)
     auditor = await keys.create("a1", Role.auditor)
     admin = await keys.create("root", Role.admin)
@@ -283,25 +287,29 @@ async def test_roles_over_http(http: tuple[httpx.AsyncClient, ApiKeys, AuditLog]
     via_jwt = await client.get("/coaching", headers={"Authorization": f"Bearer {token}"})
     assert via_jwt.json() == {"user": "user-42", "role": "coach", "via": "jwt", "key": None}
 
-    events = await audit.query(action="auth.refused")
-    assert [(e.actor, e.actor_role, e.target, e.details["reason"], e.details["status"]) for e in events] == [
-        ("u1", "user", user.key.id, "role", 403),
-        ("a1", "auditor", auditor.key.id, "role", 403),
-    ]
-    assert events[0].details == {
-        "reason": "role",
-        "status": 403,
-        "method": "GET",
-        "path": "/audit",
+    # Refusals are counted in memory and written as one row per client address and minute.
+    assert await audit.query(action="auth.refused") == []
+    assert await refusals.flush(everything=True) == 1
+    (event,) = await audit.query(action="auth.refused")
+    assert (event.actor, event.actor_role, event.target) == ("anonymous", "none", "10.9.8.7")
+    minute = event.details.pop("minute")
+    assert isinstance(minute, str) and minute.endswith(":00+00:00")
+    assert event.details == {
         "client": "10.9.8.7",
+        "count": 2,
+        "reasons": {"role": 2},
+        "statuses": {"403": 2},
+        "paths": ["/audit", "/coaching"],
+        "key_ids": [user.key.id, auditor.key.id],
+        "user_ids": ["u1", "a1"],
     }
 
 
 @on_session_loop
 async def test_missing_invalid_and_revoked_credentials_are_401(
-    http: tuple[httpx.AsyncClient, ApiKeys, AuditLog],
+    http: Http,
 ) -> None:
-    client, keys, audit = http
+    client, keys, audit, refusals = http
     issued = await keys.create("u2", Role.user)
     await keys.revoke(issued.key.id)
 
@@ -324,17 +332,19 @@ async def test_missing_invalid_and_revoked_credentials_are_401(
             "use Authorization: Bearer <API key or token>",
         )
 
-    refused = await audit.query(action="auth.refused")
+    await refusals.flush(everything=True)
+    (refused,) = await audit.query(action="auth.refused")
     # The request without credentials is not a login attempt and is not recorded.
-    assert [e.details["reason"] for e in refused] == list(cases)
-    assert (refused[0].actor, refused[0].actor_role, refused[0].target) == ("u2", "user", issued.key.id)
-    assert (refused[1].actor, refused[1].actor_role, refused[1].target) == ("anonymous", "none", None)
+    assert refused.details["count"] == len(cases) and refused.details["reasons"] == dict.fromkeys(cases, 1)
+    # The revoked key named its owner: the row is in their export (details.user_id).
+    assert (refused.details["key_ids"], refused.details["user_ids"]) == ([issued.key.id], ["u2"])
+    assert refused.details["user_id"] == "u2"
     assert (await audit.verify()).ok
 
 
 @on_session_loop
-async def test_401_carries_www_authenticate(http: tuple[httpx.AsyncClient, ApiKeys, AuditLog]) -> None:
-    client, _, _ = http
+async def test_401_carries_www_authenticate(http: Http) -> None:
+    client, _, _, _ = http
     assert (await client.get("/anyone")).headers.get("www-authenticate") == "Bearer"
 
 

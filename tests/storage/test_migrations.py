@@ -111,7 +111,27 @@ def test_history_is_one_line_ending_at_head() -> None:
     assert script.get_heads() == [HEAD]
     revisions = [rev.revision for rev in script.walk_revisions()]
     assert revisions == [f"{n:04d}" for n in range(len(revisions), 0, -1)]
-    assert HEAD == "0006"
+    assert HEAD == "0007"
+
+
+@on_session_loop
+async def test_keys_created_as_coach_become_service_keys(database_url: str, db: Database) -> None:
+    """Before 0007 the coach role was the app's backend acting for its users: such keys keep that power as
+    service keys, and the coach role now means a human coach bound by grants."""
+    config = alembic_config()
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    await asyncio.to_thread(command.upgrade, config, "0006")
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    async with db.engine.begin() as conn:
+        for key_id, role in (("k-coach", "coach"), ("k-user", "user"), ("k-admin", "admin")):
+            await conn.execute(
+                text("INSERT INTO api_keys (id, user_id, role, secret_hash, created_at) VALUES (:i, :u, :r, :h, :c)"),
+                {"i": key_id, "u": f"owner-{role}", "r": role, "h": "0" * 64, "c": created},
+            )
+    await asyncio.to_thread(command.upgrade, config, "head")
+    async with db.engine.connect() as conn:
+        roles = dict((await conn.execute(text("SELECT id, role FROM api_keys"))).all())
+    assert roles == {"k-coach": "service", "k-user": "user", "k-admin": "admin"}
 
 
 @pytest.mark.parametrize("url", ["sqlite:///unused.db", "postgresql://unused@127.0.0.1/unused"])

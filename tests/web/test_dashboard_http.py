@@ -7,14 +7,17 @@ that each test knows exactly which rows exist and whose they are.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -22,14 +25,15 @@ from fastapi.testclient import TestClient
 from upcoach.app import create_app
 from upcoach.config import Settings
 from upcoach.security.keys import ApiKeys, Role
+from upcoach.security.throttle import FailureThrottle
 from upcoach.services import Services
 from upcoach.storage.audit import AuditFilter, AuditRepository
 from upcoach.storage.keys import ApiKeyRepository
 from upcoach.storage.requests import RequestRecord
 from upcoach.web.routes import SESSION_COOKIE, SIGNIN_COOKIE, Dashboard
-from upcoach.web.sessions import SignInThrottle
 
 ATTEMPTS = 3
+JWT_SECRET = "dashboard-http-test-secret-of-32+-bytes"
 NOW = datetime.now(UTC)
 
 
@@ -69,7 +73,8 @@ def record(request_id: str, user_id: str, minutes_ago: int, **fields: Any) -> Re
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp: Path = tmp_path_factory.mktemp("dashboard-http")
-    settings = Settings(data_dir=tmp, load_model=False, auth="on", redis_url=None, dashboard_signin_attempts=ATTEMPTS)
+    settings = Settings(data_dir=tmp, load_model=False, auth="on", redis_url=None, dashboard_signin_attempts=ATTEMPTS,
+                        jwt_secret=JWT_SECRET)  # fmt: skip
     app = create_app(settings)
     with TestClient(app) as client:
         services: Services = app.state.services
@@ -99,10 +104,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def fresh_client(site: Site) -> Iterator[None]:
     """Each test starts signed out, with an unthrottled address and the real clock."""
     site.client.cookies.clear()
-    site.dashboard.throttle = SignInThrottle(attempts=ATTEMPTS, window_seconds=300)
-    clock = site.dashboard.sessions.clock
+    site.dashboard.throttle = FailureThrottle(attempts=ATTEMPTS, window_seconds=300)
+    authenticator = site.app.state.authenticator
+    authenticator.throttle = FailureThrottle(attempts=authenticator.throttle.attempts, window_seconds=60)
+    clock, auth_clock = site.dashboard.sessions.clock, site.app.state.authenticator.clock
     yield
     site.dashboard.sessions.clock = clock
+    site.app.state.authenticator.clock = auth_clock
 
 
 def set_cookies(response: httpx.Response) -> dict[str, str]:
@@ -137,6 +145,8 @@ def signed_in(site: Site, user: str) -> str:
 
 
 def audit_events(site: Site, action: str) -> list[Any]:
+    if action == "auth.refused":  # counted in memory, written per client address and minute
+        site.call(partial(site.app.state.refusals.flush, everything=True))
     return site.call(AuditRepository(site.services.db).query, AuditFilter(action=action), 1000)  # type: ignore[no-any-return]
 
 
@@ -196,9 +206,9 @@ def test_failed_signins_are_audited_and_rate_limited(site: Site) -> None:
         response = signin(site, f"uc_0123456789abcdef_{'x' * 43}{attempt}")
         assert response.status_code == 401 and "was not accepted" in response.text
     refused = audit_events(site, "auth.refused")[before:]
-    assert len(refused) == ATTEMPTS
-    assert {event.details["path"] for event in refused} == {"/dashboard/signin"}
-    assert {event.details["reason"] for event in refused} == {"unknown_key"}
+    assert sum(event.details["count"] for event in refused) == ATTEMPTS
+    assert {path for event in refused for path in event.details["paths"]} == {"/dashboard/signin"}
+    assert {reason for event in refused for reason in event.details["reasons"]} == {"unknown_key"}
     # Throttled now, even with a good key: guessing must not continue from this address.
     blocked = signin(site, site.keys["alice"])
     assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
@@ -253,6 +263,32 @@ def test_signout_revokes_the_session(site: Site) -> None:
     assert replay.status_code == 303
 
 
+def test_a_revoked_key_ends_its_open_sessions_on_the_next_request(site: Site) -> None:
+    keys = ApiKeys(ApiKeyRepository(site.services.db), site.app.state.audit_log)
+    issued = site.call(keys.create, "mallory", Role.user)
+    assert signin(site, issued.token).status_code == 303
+    session_id = site.client.cookies.get(SESSION_COOKIE)
+    assert site.client.get("/dashboard", follow_redirects=False).status_code == 200
+    site.call(keys.revoke, issued.key.id)
+    ended = site.client.get("/dashboard", follow_redirects=False)
+    assert ended.status_code == 303 and ended.headers["location"] == "/dashboard/signin"
+    assert [e.actor for e in audit_events(site, "dashboard.session_ended")][-1:] == ["mallory"]
+    # The session is gone from the store, not just refused once.
+    assert site.dashboard.sessions.get(session_id) is None
+
+
+def test_an_expired_token_ends_its_open_sessions_on_the_next_request(site: Site) -> None:
+    now = time.time()
+    token = jwt.encode({"sub": "tina", "role": "user", "exp": int(now) + 600}, JWT_SECRET, algorithm="HS256")
+    assert signin(site, token).status_code == 303
+    assert site.client.get("/dashboard", follow_redirects=False).status_code == 200
+    authenticator = site.app.state.authenticator
+    authenticator.clock = lambda: now + 600 + 3600  # the token expired an hour ago; the session is younger
+    assert site.client.get("/dashboard", follow_redirects=False).status_code == 303
+    authenticator.clock = lambda: now  # even back in time: that session has ended
+    assert site.client.get("/dashboard", follow_redirects=False).status_code == 303
+
+
 def test_users_see_their_own_requests_only(site: Site) -> None:
     signed_in(site, "alice")
     page = site.client.get("/dashboard").text
@@ -290,8 +326,9 @@ def test_the_admin_view_is_for_admins_and_auditors(site: Site) -> None:
     refused = site.client.get("/dashboard/admin")
     assert refused.status_code == 403 and "<svg" not in refused.text
     assert 'href="/dashboard/admin"' not in site.client.get("/dashboard").text
-    event = audit_events(site, "auth.refused")[before]
-    assert (event.actor, event.details["reason"], event.details["path"]) == ("alice", "role", "/dashboard/admin")
+    (event,) = audit_events(site, "auth.refused")[before:]
+    details = event.details
+    assert (details["user_ids"], details["reasons"], details["paths"]) == (["alice"], {"role": 1}, ["/dashboard/admin"])
 
     for user in ("root", "eve"):
         signed_in(site, user)

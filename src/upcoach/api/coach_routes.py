@@ -23,6 +23,7 @@ from upcoach.coaching.service import Coach
 from upcoach.errors import NotFound, PromptInjection, Unavailable
 from upcoach.llm.base import ChatMessage
 from upcoach.privacy.special_category import CRISIS_RESOURCES
+from upcoach.security.acting import ACT
 from upcoach.services import Services
 
 router = APIRouter(prefix="/api/coach")
@@ -85,13 +86,13 @@ async def suggestions(body: SuggestionsRequest, request: Request) -> dict[str, A
     services = _services(request)
     coach = _coach(request)
     request_id = f"chips_{uuid.uuid4().hex}"
+    user_id = await services.subject(request, ACT)
     messages = tuple(ChatMessage(m.role, m.content) for m in body.messages)
-    user_id = services.user_of(request)
     inspection = await services.hybrid.guard.check(messages, request_id=request_id, user_id=user_id, endpoint="chips")
     if inspection.injection_verdict == "block":
         if services.audit is not None:
             await services.audit.append(
-                user_id or "anonymous", "user", "request.blocked", target=request_id,
+                user_id, "user", "request.blocked", target=request_id,
                 details={"flags": ["prompt_injection_blocked"], "endpoint": "chips"},
             )  # fmt: skip
         raise PromptInjection("the conversation looks like a prompt injection and was refused", param="messages")

@@ -26,4 +26,7 @@ def caller(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-CHAT_ROLES = (Role.user, Role.coach)
+# Who may chat and keep a journal (as themselves; service also for its users, security/acting.py).
+CHAT_ROLES = (Role.user, Role.coach, Role.service)
+# Who may read usage and request records (their own, or a user's they may read; admins pass every check).
+RECORD_READERS = (*CHAT_ROLES, Role.auditor)

@@ -12,6 +12,7 @@ from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.errors import InvalidRequest, Unavailable
 from upcoach.experiments.assignment import Variant
 from upcoach.experiments.service import KEY_FORMAT, Experiments, Metric
+from upcoach.security.acting import ACT
 from upcoach.security.auth import Principal
 from upcoach.security.keys import Role
 from upcoach.services import Services
@@ -83,8 +84,8 @@ def _experiments(request: Request) -> Experiments:
     return experiments  # type: ignore[no-any-return]
 
 
-def _user(request: Request) -> str:
-    return _services(request).user_of(request) or "anonymous"
+async def _user(request: Request) -> str:
+    return await _services(request).subject(request, ACT)
 
 
 async def _audit(request: Request, principal: Principal, action: str, key: str, details: dict[str, object]) -> None:
@@ -131,12 +132,12 @@ async def experiment_results(key: Key, request: Request, principal: Admin, dp: b
 
 @router.get("/{key}/assignment")
 async def assignment(key: Key, request: Request, _: AppUser) -> dict[str, object]:
-    result = await _experiments(request).assignment(key, _user(request))
+    result = await _experiments(request).assignment(key, await _user(request))
     return {"variant": result.variant.name, "config": result.variant.config}
 
 
 @router.post("/{key}/events", status_code=202)
 async def post_event(key: Key, body: EventIn, request: Request, _: AppUser) -> dict[str, object]:
     """202 either way: the app need not know whether this user opted in to analytics; ``stored`` says."""
-    stored = await _experiments(request).record_event(key, _user(request), body.metric, body.value)
+    stored = await _experiments(request).record_event(key, await _user(request), body.metric, body.value)
     return {"stored": stored}

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.coaching.ratings import Ratings
 from upcoach.errors import Unavailable
+from upcoach.security.acting import ACT
 from upcoach.security.auth import Principal
 from upcoach.security.keys import Role
 from upcoach.services import Services
@@ -42,7 +43,7 @@ async def rate(
     body: FeedbackIn, request: Request, _: Annotated[Principal, Depends(caller(*CHAT_ROLES))]
 ) -> JSONResponse:
     """201 for the first rating of a request, 200 when it replaces an earlier one."""
-    user = _services(request).user_of(request) or "anonymous"
+    user = await _services(request).subject(request, ACT)
     rating, created = await _ratings(request).rate(user, body.request_id, body.rating, body.comment)
     return JSONResponse(rating, status_code=201 if created else 200)
 

@@ -9,20 +9,27 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from upcoach.api.deps import RECORD_READERS, caller
 from upcoach.api.errors import error_body
-from upcoach.api.hybrid_schemas import HybridProcessRequest, outcome_body, route_body
+from upcoach.api.hybrid_schemas import HybridProcessRequest, outcome_body, record_body, route_body
 from upcoach.api.offline import OFFLINE_ERRORS, answer_offline, hybrid_body
 from upcoach.api.times import as_utc
 from upcoach.errors import InvalidRequest, UpcoachError
 from upcoach.routing.engine import Event
+from upcoach.security.acting import ACT, REQUESTS
 from upcoach.security.auth import principal_of
 from upcoach.security.keys import Role
 from upcoach.services import Services
 
 router = APIRouter(prefix="/api/ai")
+# Usage and request records: their readers include auditors, who may not chat.
+records_router = APIRouter(prefix="/api/ai", dependencies=[Depends(caller(*RECORD_READERS))])
+
+# Who sees usage summed over every user when they name nobody; everyone else sees one user's.
+SERVICE_WIDE = (Role.admin, Role.auditor)
 
 
 def _services(request: Request) -> Services:
@@ -33,7 +40,7 @@ def _services(request: Request) -> Services:
 async def process(body: HybridProcessRequest, request: Request) -> JSONResponse | StreamingResponse:
     services = _services(request)
     engine_request = body.to_engine(
-        f"req_{uuid.uuid4().hex}", services.user_of(request), services.token_cap(request, body.max_tokens)
+        f"req_{uuid.uuid4().hex}", await services.subject(request, ACT), services.token_cap(request, body.max_tokens)
     )
     started = time.perf_counter()
     sse_headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -81,11 +88,11 @@ async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
 @router.post("/hybrid/route")
 async def route(body: HybridProcessRequest, request: Request) -> dict[str, object]:
     services = _services(request)
-    decision, _, state, _ = await services.hybrid.route(body.to_engine("route", services.user_of(request)))
+    decision, _, state, _ = await services.hybrid.route(body.to_engine("route", await services.subject(request, ACT)))
     return route_body(decision, state)
 
 
-@router.get("/usage/summary")
+@records_router.get("/usage/summary")
 async def usage_summary(
     request: Request,
     since: Annotated[datetime | None, Query(description="ISO 8601 with a timezone")] = None,
@@ -95,10 +102,14 @@ async def usage_summary(
         raise InvalidRequest("since must carry a timezone, e.g. 2026-11-25T00:00:00Z", param="since")
     if since is not None:
         since = as_utc(since, "since")
+    services = _services(request)
     principal = principal_of(request)
-    if principal is not None and principal.via != "dev" and principal.role not in (Role.admin, Role.auditor):
-        user = principal.user_id  # users and coaches see their own usage; the service-wide view is for admins
-    summary = await _services(request).requests.summary(user_id=user, since=since)
+    named = user is not None or bool(request.headers.get("x-user-id"))
+    if not named and principal is not None and (principal.via == "dev" or principal.role in SERVICE_WIDE):
+        subject = None  # the service-wide view
+    else:
+        subject = await services.subject(request, REQUESTS, named=user)
+    summary = await services.requests.summary(user_id=subject, since=since)
     return JSONResponse(
         {
             "total": summary.total,
@@ -113,3 +124,23 @@ async def usage_summary(
             "completionTokens": summary.completion_tokens,
         }
     )
+
+
+@records_router.get("/requests")
+async def list_requests(
+    request: Request,
+    user: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> dict[str, object]:
+    """One user's request records (the caller's, or a named user's: the ``requests`` scope), newest first."""
+    services = _services(request)
+    subject = await services.subject(request, REQUESTS, named=user)
+    records = await services.requests.list(user_id=subject, limit=limit + 1, offset=offset)
+    page, has_more = records[:limit], len(records) > limit
+    return {
+        "object": "list",
+        "data": [record_body(record) for record in page],
+        "has_more": has_more,
+        "next_offset": offset + len(page) if has_more else None,
+    }

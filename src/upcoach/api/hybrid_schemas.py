@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 from upcoach.llm.base import ChatMessage, GenerationParams
 from upcoach.routing.engine import HybridRequest, Outcome
 from upcoach.routing.policy import Decision, Device, Hints, LiveState
+from upcoach.storage.requests import RequestRecord
 
 MAX_MESSAGE_CHARS = 32_000
 
@@ -115,4 +116,28 @@ def route_body(decision: Decision, state: LiveState) -> dict[str, Any]:
         "complexity": decision.complexity,
         "estimates": {"localFirstTokenMs": round(state.local_ttft_ms), "cloudFirstTokenMs": round(state.cloud_ttft_ms)},
         "error": decision.error_code,
+    }
+
+
+def record_body(record: RequestRecord) -> dict[str, Any]:
+    """One request record on the wire: routing metadata, never message text."""
+    return {
+        "requestId": record.id,
+        "createdAt": record.created_at.isoformat(),
+        "endpoint": record.endpoint,
+        "privacyLevel": record.privacy_level,
+        "decision": record.decision,
+        "processingMode": record.processing_mode,
+        "backend": record.backend,
+        "region": record.region,
+        "reasons": list(record.reasons),
+        "fallbackUsed": record.fallback_used,
+        "outcome": record.outcome,
+        "errorCode": record.error_code,
+        "latencyMs": round(record.latency_ms, 2),
+        "firstTokenMs": round(record.first_token_ms, 2) if record.first_token_ms is not None else None,
+        "promptTokens": record.prompt_tokens,
+        "completionTokens": record.completion_tokens,
+        "costUsd": round(record.cost_usd, 8),
+        "redactions": record.redactions or {},
     }

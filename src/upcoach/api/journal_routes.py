@@ -1,4 +1,7 @@
-"""The voice journal: the app posts transcripts; users list, delete and read insights about their own entries."""
+"""The voice journal: the app posts transcripts; users list, delete and read insights about their own entries.
+
+A service (or admin) may do all of it for a user it names; a coach may list entries (scope ``journal``) and read
+insights (scope ``insights``) of a client who granted that scope to them (security/acting.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.api.times import as_utc
 from upcoach.coaching.journal import Journal
 from upcoach.errors import InvalidRequest, NotFound, Unavailable
+from upcoach.security.acting import ACT, INSIGHTS, JOURNAL, Use
 from upcoach.services import Services
 
 router = APIRouter(prefix="/api/journal", tags=["journal"], dependencies=[Depends(caller(*CHAT_ROLES))])
@@ -41,8 +45,8 @@ def _journal(request: Request) -> Journal:
     return journal  # type: ignore[no-any-return]
 
 
-def _user(request: Request) -> str:
-    return _services(request).user_of(request) or "anonymous"
+async def _user(request: Request, use: Use) -> str:
+    return await _services(request).subject(request, use)
 
 
 def _bound(value: str | None, name: str, *, end: bool) -> datetime | None:
@@ -62,7 +66,7 @@ def _bound(value: str | None, name: str, *, end: bool) -> datetime | None:
 @router.post("/entries", status_code=201)
 async def add_entry(body: EntryIn, request: Request) -> dict[str, object]:
     as_utc(body.recorded_at, "recordedAt")  # the entry keeps the offset it was recorded with; UTC must exist too
-    entry = await _journal(request).add(_user(request), body.transcript, body.recorded_at, body.mood)
+    entry = await _journal(request).add(await _user(request, ACT), body.transcript, body.recorded_at, body.mood)
     return entry.to_json()
 
 
@@ -72,7 +76,7 @@ async def list_entries(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> dict[str, object]:
-    entries, has_more = await _journal(request).page(_user(request), limit=limit, offset=offset)
+    entries, has_more = await _journal(request).page(await _user(request, JOURNAL), limit=limit, offset=offset)
     return {
         "object": "list",
         "data": [entry.to_json() for entry in entries],
@@ -85,7 +89,7 @@ async def list_entries(
 async def delete_entry(entry_id: Annotated[str, Path(max_length=64)], request: Request) -> Response:
     if not ENTRY_ID.fullmatch(entry_id):
         raise NotFound(f"journal entry {entry_id!r} does not exist", param="id")
-    await _journal(request).delete(_user(request), entry_id)
+    await _journal(request).delete(await _user(request, ACT), entry_id)
     return Response(status_code=204)
 
 
@@ -101,4 +105,4 @@ async def insights(
         since = datetime.now(UTC) - timedelta(days=DEFAULT_INSIGHT_DAYS)
     if since is not None and until is not None and since >= until:
         raise InvalidRequest("from must be before to", param="from")
-    return await _journal(request).insights(_user(request), since, until)
+    return await _journal(request).insights(await _user(request, INSIGHTS), since, until)

@@ -1,9 +1,10 @@
 """/api/ai/models: model management for admins, and model distribution (artifact, signed manifest) for phones.
 
 Changes (download, update, rollback, delete, A/B) need the admin role; reading the status and the A/B comparison
-needs admin or auditor; anything a phone needs (recommend, manifest, artifact, signing key) and A/B ratings are
-open to every authenticated caller. ``update`` answers 202 with a job, like ``download``: fetching a new version
-can take minutes, and its swap happens only after a smoke test, so the job is the one place to follow both.
+needs admin or auditor; anything a phone needs (recommend, manifest, artifact, signing key) is open to every
+authenticated caller; an A/B rating only to whoever was served the rated answer. ``update`` answers 202 with a
+job, like ``download``: fetching a new version can take minutes, and its swap happens only after a smoke test, so
+the job is the one place to follow both.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from upcoach.api.deps import caller
+from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.api.model_schemas import (
     DownloadBody,
     ExperimentBody,
@@ -27,11 +28,12 @@ from upcoach.api.model_schemas import (
     recommendation_json,
     version_json,
 )
-from upcoach.errors import ModelNotReady, ModelStateConflict, RangeNotSatisfiable, Unavailable
+from upcoach.errors import ModelNotReady, ModelStateConflict, NotFound, RangeNotSatisfiable, Unavailable
 from upcoach.modelstore.catalog import CATALOG
 from upcoach.modelstore.devices import MAX_RAM_MB, DeviceQuery, recommend
 from upcoach.modelstore.manager import ModelManager, PullSpec
 from upcoach.modelstore.signing import ALGORITHM, ManifestSigner
+from upcoach.security.acting import ACT
 from upcoach.security.auth import Principal
 from upcoach.security.keys import Role
 
@@ -40,6 +42,7 @@ router = APIRouter(prefix="/api/ai/models", tags=["models"])
 Admin = Annotated[Principal, Depends(caller(Role.admin))]
 Reader = Annotated[Principal, Depends(caller(Role.admin, Role.auditor))]
 Anyone = Annotated[Principal, Depends(caller(*Role))]
+Rater = Annotated[Principal, Depends(caller(*CHAT_ROLES))]
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -134,11 +137,16 @@ async def show_ab(request: Request, _: Reader) -> dict[str, Any]:
 
 
 @router.post("/ab/rating")
-async def rate_ab(body: RatingBody, request: Request, _: Anyone) -> dict[str, Any]:
+async def rate_ab(body: RatingBody, request: Request, _: Rater) -> dict[str, Any]:
+    """Rate an answer the user was served by the running test (once per request: a new rating replaces)."""
+    services = request.app.state.services
+    user_id = await services.subject(request, ACT)
     experiment = _manager(request).experiment
     if experiment is None:
         raise ModelStateConflict("no A/B test is running")
-    version = experiment.rate(body.rating, version=body.version, request_id=body.request_id)
+    if await services.requests.served_to(body.request_id, user_id) is None:
+        raise NotFound(f"request {body.request_id!r} was not answered for you", param="requestId")
+    version = experiment.rate(body.rating, request_id=body.request_id, user_id=user_id)
     return {"version": version, "rating": body.rating}
 
 

@@ -44,10 +44,9 @@ class ExperimentBody(_Camel):
 
 
 class RatingBody(_Camel):
-    """Exactly one of ``version`` and ``requestId``."""
+    """A rating of one answer the caller was served (a version cannot be rated by name)."""
 
-    version: str | None = Field(default=None, max_length=200)
-    request_id: str | None = Field(default=None, max_length=128)
+    request_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00]+$")
     rating: int = Field(ge=1, le=5)
 
 

@@ -24,6 +24,7 @@ from upcoach.errors import InvalidRequest, UpcoachError
 from upcoach.llm.base import Usage
 from upcoach.routing.engine import Event, HybridRequest
 from upcoach.routing.policy import Hints, PrivacyLevel
+from upcoach.security.acting import ACT
 from upcoach.services import Services
 
 router = APIRouter(prefix="/v1")
@@ -63,7 +64,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
         hints=Hints(privacy_level=_privacy(body, request)),
         request_id=completion_id,
         endpoint="openai",
-        user_id=services.user_of(request, body.user),
+        user_id=await services.subject(request, ACT, body.user),
         force=force,
     )
     engine = services.hybrid

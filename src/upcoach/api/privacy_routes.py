@@ -1,7 +1,8 @@
-"""The user's privacy settings and data rights over HTTP (camelCase JSON).
+"""The user's privacy settings, data rights and coach grants over HTTP (camelCase JSON).
 
 Users act on themselves. Admins (and local development with auth off) may act on another user by naming them
-in ``X-User-Id``; anyone else naming a different user is refused rather than silently served their own data.
+in ``X-User-Id``; anyone else naming a different user is refused rather than silently served their own data
+(security/acting.py). A grant is the user's own consent: a service cannot give one for them.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import caller
-from upcoach.errors import Forbidden, InvalidRequest
+from upcoach.errors import InvalidRequest, NotFound
+from upcoach.privacy.grants import Grants
 from upcoach.privacy.rights import DataRights
 from upcoach.privacy.settings import PrivacyService, PrivacySettings
+from upcoach.security.acting import PRIVACY_CHANGE, PRIVACY_READ, SCOPES, Use
 from upcoach.security.auth import Principal
-from upcoach.security.keys import Role
-from upcoach.services import checked_user_id
+from upcoach.storage.tables import utc_now
 
 router = APIRouter(prefix="/api/privacy", tags=["privacy"])
 
@@ -33,6 +36,7 @@ CAMEL = {
 SNAKE = {snake: camel for camel, snake in CAMEL.items()}
 READ_ONLY = frozenset({"updatedAt", "availableRegions", "notices", "userId"})
 _ETAG = re.compile(r'\s*(?:W/)?"?(\d{1,9})"?\s*')
+_GRANT_ID = re.compile(r"[0-9a-f]{32}")
 
 Caller = Annotated[Principal, Depends(caller())]
 
@@ -51,15 +55,16 @@ def _rights(request: Request) -> DataRights:
     return rights
 
 
-def subject_of(request: Request, principal: Principal) -> str:
-    """Whose privacy data this request is about."""
-    named = (request.headers.get("x-user-id") or "").strip()
-    if not named or named == principal.user_id:
-        return principal.user_id
-    checked_user_id(named)
-    if principal.via == "dev" or principal.role == Role.admin:
-        return named
-    raise Forbidden("only admins may act on another user's privacy data (X-User-Id)")
+def _grants(request: Request) -> Grants:
+    grants = request.app.state.services.grants
+    if not isinstance(grants, Grants):
+        raise RuntimeError("Services.grants is not set: create_app must build Grants")
+    return grants
+
+
+async def subject_of(request: Request, use: Use) -> str:
+    """Whose privacy data this request is about (only admins may name someone else)."""
+    return await request.app.state.services.subject(request, use)  # type: ignore[no-any-return]
 
 
 def settings_body(settings: PrivacySettings, service: PrivacyService) -> dict[str, object]:
@@ -97,7 +102,7 @@ def _expected_version(body_version: object, if_match: str | None) -> int | None:
 @router.get("/settings")
 async def get_settings(request: Request, principal: Caller) -> JSONResponse:
     service = _privacy(request)
-    return _respond(await service.get(subject_of(request, principal)), service)
+    return _respond(await service.get(await subject_of(request, PRIVACY_READ)), service)
 
 
 @router.put("/settings")
@@ -119,7 +124,7 @@ async def put_settings(
             raise InvalidRequest(f"{key}: unknown setting; editable: {', '.join(CAMEL)}", param=key)
         changes[CAMEL[key]] = value
     expected = _expected_version(body.get("version"), if_match)
-    user_id = subject_of(request, principal)
+    user_id = await subject_of(request, PRIVACY_CHANGE)
     try:
         updated = await service.update(
             user_id, changes, actor=principal.user_id, actor_role=principal.role.value, expected_version=expected
@@ -132,13 +137,55 @@ async def put_settings(
 
 @router.get("/export")
 async def export(request: Request, principal: Caller) -> JSONResponse:
-    user_id = subject_of(request, principal)
+    user_id = await subject_of(request, PRIVACY_READ)
     document = await _rights(request).export(user_id, actor=principal.user_id, actor_role=principal.role.value)
     return JSONResponse(document, headers={"Content-Disposition": 'attachment; filename="upcoach-export.json"'})
 
 
 @router.delete("/data")
 async def erase(request: Request, principal: Caller) -> JSONResponse:
-    user_id = subject_of(request, principal)
+    user_id = await subject_of(request, PRIVACY_CHANGE)
     counts = await _rights(request).erase(user_id, principal.user_id, principal.role.value)
     return JSONResponse({"deleted": counts})
+
+
+class GrantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    coach_id: str = Field(alias="coachId", min_length=1, max_length=128)
+    scopes: list[str] = Field(min_length=1, max_length=len(SCOPES), description=", ".join(SCOPES))
+    expires_at: AwareDatetime | None = Field(default=None, alias="expiresAt")
+
+
+@router.post("/grants", status_code=201)
+async def give_grant(body: GrantIn, request: Request, principal: Caller) -> dict[str, object]:
+    """Let a coach read some of the caller's data until ``expiresAt`` (or until revoked)."""
+    user_id = await subject_of(request, PRIVACY_CHANGE)
+    grant = await _grants(request).give(
+        user_id, body.coach_id, body.scopes, body.expires_at, actor=principal.user_id, actor_role=principal.role.value
+    )
+    return grant.to_json(utc_now())
+
+
+@router.get("/grants")
+async def list_grants(request: Request, principal: Caller) -> dict[str, object]:
+    """The grants the user gave (revoked and expired ones too, ``active`` says), and the live grants naming the
+    caller as a coach (``received``: which clients' data they may read now)."""
+    user_id = await subject_of(request, PRIVACY_READ)
+    grants, now = _grants(request), utc_now()
+    received = await grants.received_by(user_id) if user_id == principal.user_id else []
+    return {
+        "object": "list",
+        "data": [grant.to_json(now) for grant in await grants.given_by(user_id)],
+        "received": [grant.to_json(now) for grant in received],
+    }
+
+
+@router.delete("/grants/{grant_id}", status_code=204)
+async def revoke_grant(grant_id: Annotated[str, Path(max_length=64)], request: Request, principal: Caller) -> Response:
+    """Revoke a grant: the coach's next request is refused (grants are never cached)."""
+    user_id = await subject_of(request, PRIVACY_CHANGE)
+    if not _GRANT_ID.fullmatch(grant_id):
+        raise NotFound(f"grant {grant_id!r} does not exist", param="id")
+    await _grants(request).revoke(grant_id, user_id, actor=principal.user_id, actor_role=principal.role.value)
+    return Response(status_code=204)

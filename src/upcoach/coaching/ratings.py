@@ -1,4 +1,4 @@
-"""Answer ratings: 1-5 per request, by the user the request belongs to, for the dashboard and the learned router.
+"""Answer ratings: 1-5 per request, by the user who was served it, for the dashboard and the learned router.
 
 Comments are the user's own words, so they are stored encrypted with the user's data key (the journal's) rather
 than dropped: the user can read them back in their data export, admins see only the numbers, and erasure
@@ -36,9 +36,9 @@ class Ratings:
     async def rate(
         self, user_id: str, request_id: str, rating: int, comment: str | None
     ) -> tuple[dict[str, object], bool]:
-        """(the rating, whether it is new). Someone else's request answers exactly like a missing one."""
-        record = await self._requests.get(request_id)
-        if record is None or record.user_id != user_id:
+        """(the rating, whether it is new). Only a request this user was served (outcome ok) can be rated, once:
+        a second rating replaces the first. Anything else answers exactly like a missing request."""
+        if await self._requests.served_to(request_id, user_id) is None:
             raise NotFound(f"request {request_id!r} does not exist", param="requestId")
         blob = None
         if comment:

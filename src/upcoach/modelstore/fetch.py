@@ -57,7 +57,9 @@ def _pip_download(requirement: str, dest: Path, pip_args: Sequence[str]) -> Path
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise FetchFailed(f"pip could not download {requirement}: {result.stderr.strip()[-500:]}")
+        # pip's output names index URLs and hosts: it goes to the log, the job says only what failed.
+        log.warning("pip could not download %s: %s", requirement, result.stderr.strip()[-2000:])
+        raise FetchFailed(f"pip could not download {requirement} (the server log has pip's output)")
     name = requirement.split("==")[0].replace("-", "_").lower()
     wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name + "-")]
     if not wheels:

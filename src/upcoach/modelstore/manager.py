@@ -243,7 +243,9 @@ class ModelManager:
                 log.warning("model %s job %s failed: %s", job.kind, job.id, exc.message)
             except Exception as exc:  # a job's failure is reported on the job, never lost in a task
                 log.exception("model %s job %s failed", job.kind, job.id)
-                job.error, job.error_code = f"{type(exc).__name__}: {exc}", "internal_error"
+                # Not the exception's text: it can carry upstream details (addresses, bodies); the log has it.
+                job.error = f"internal error ({type(exc).__name__}); see the server log"
+                job.error_code = "internal_error"
                 job.set("failed")
             await self._persist(job)
 

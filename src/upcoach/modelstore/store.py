@@ -49,6 +49,7 @@ from upcoach.modelstore.catalog import CATALOG, get_entry
 from upcoach.modelstore.crypto import CHUNK_SIZE, EncryptedReader, EncryptedWriter, KeyProvider
 from upcoach.modelstore.fetch import iter_catalog_bytes, model_path, sha256_file
 from upcoach.modelstore.registry import ModelRegistry, ModelVersion, model_id
+from upcoach.modelstore.sources import SourcePolicy, checked_client
 from upcoach.observability.audit import SYSTEM, AuditLog
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,8 @@ class ModelStore:
         self._http_timeout = http_timeout
         self._pip_args = pip_args
         self._locks: dict[str, asyncio.Lock] = {}
+        # Which addresses URL downloads may reach (public only, unless UPCOACH_MODEL_SOURCE_ALLOW says otherwise).
+        self.sources = SourcePolicy(settings.model_source_allow)
 
     def file_for(self, id: str) -> Path:
         return self.dir / f"{id}{SUFFIX}"
@@ -389,7 +392,7 @@ class ModelStore:
         total: int | None = None
         failures = 0
         timeout = httpx.Timeout(self._http_timeout, connect=min(10.0, self._http_timeout))
-        with httpx.Client(timeout=timeout, follow_redirects=True, headers={"Accept-Encoding": "identity"}) as client:
+        with checked_client(self.sources, timeout=timeout, headers=[("Accept-Encoding", "identity")]) as client:
             while True:
                 offset = writer.received
                 headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -404,13 +407,17 @@ class ModelStore:
                             if block:
                                 accept(block, total)
                     return total
+                except httpx.TooManyRedirects as exc:
+                    raise _Permanent(f"{url} redirected too many times", param="source") from exc
                 except httpx.TransportError as exc:
                     # Count only attempts that made no progress: a slow, flaky link still finishes.
                     failures = 0 if writer.received > offset else failures + 1
                     if failures > self._retries:
+                        # The kind of failure only: the exception's text can name internal hosts and addresses.
+                        log.warning("download of %s failed at byte %d: %r", url, writer.received, exc)
                         raise FetchFailed(
-                            f"download of {url} failed at byte {writer.received} after {failures} attempts: "
-                            f"{type(exc).__name__}: {exc}; pull again to resume",
+                            f"download of {url} failed at byte {writer.received} after {failures} attempts "
+                            f"({type(exc).__name__}); pull again to resume",
                             param="source",
                         ) from exc
                     log.info("download of %s interrupted at byte %d (%s); resuming", url, writer.received, exc)

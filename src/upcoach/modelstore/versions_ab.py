@@ -5,6 +5,10 @@ Assignment hashes ``salt:user`` (SHA-256) to a number in [0, 1): the same user a
 the life of one experiment, a new experiment (new salt) reshuffles, and the share holds without any state per user.
 Requests without a user are assigned by request id (not sticky, but they keep the share).
 
+Ratings count only for a request this experiment answered, by the user it answered (the API also checks that the
+user's request record says it was served, outcome ok), and once per request: a second rating of the same request
+replaces the first. Rating a version by name is not possible, so the comparison cannot be stuffed.
+
 The figures live in memory: an experiment is a short, supervised run on one server, and its result is acted on
 (promote or stop) while it runs; the decision itself goes into the audit trail.
 """
@@ -24,7 +28,7 @@ from upcoach.modelstore.swap import Arm
 
 # Latency percentiles are computed over each version's most recent completions.
 LATENCY_WINDOW = 2000
-# Request ids remembered for ratings by request id (oldest forgotten first).
+# Requests remembered for ratings (oldest forgotten first; a forgotten request's rating is final).
 REQUEST_MEMORY = 50_000
 MIN_RATING, MAX_RATING = 1, 5
 
@@ -41,11 +45,28 @@ class VersionStats:
     completion_tokens: int = 0
     first_token_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     total_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
-    ratings: list[int] = field(default_factory=lambda: [0] * (MAX_RATING - MIN_RATING + 1))
+    # Ratings of requests still remembered (request id -> rating, replaceable), and of forgotten ones (final).
+    open_ratings: dict[str, int] = field(default_factory=dict)
+    final_ratings: list[int] = field(default_factory=lambda: [0] * (MAX_RATING - MIN_RATING + 1))
+
+    @property
+    def ratings(self) -> list[int]:
+        """How many ratings of each value, 1 to 5: one per rated request."""
+        counts = list(self.final_ratings)
+        for rating in self.open_ratings.values():
+            counts[rating - MIN_RATING] += 1
+        return counts
+
+    def close(self, request_id: str) -> None:
+        """The request is forgotten: its rating (if any) can no longer change."""
+        rating = self.open_ratings.pop(request_id, None)
+        if rating is not None:
+            self.final_ratings[rating - MIN_RATING] += 1
 
     def to_json(self) -> dict[str, object]:
-        count = sum(self.ratings)
-        mean = sum((MIN_RATING + i) * n for i, n in enumerate(self.ratings)) / count if count else None
+        ratings = self.ratings
+        count = sum(ratings)
+        mean = sum((MIN_RATING + i) * n for i, n in enumerate(ratings)) / count if count else None
         return {
             "requests": self.requests,
             "completionTokens": self.completion_tokens,
@@ -54,7 +75,7 @@ class VersionStats:
             "ratings": {
                 "count": count,
                 "mean": round(mean, 3) if mean is not None else None,
-                "histogram": {str(MIN_RATING + i): n for i, n in enumerate(self.ratings)},
+                "histogram": {str(MIN_RATING + i): n for i, n in enumerate(ratings)},
             },
         }
 
@@ -82,7 +103,8 @@ class VersionExperiment:
         self.salt = salt or secrets.token_hex(8)
         self.started_at = datetime.now(UTC)
         self.stats = {active_id: VersionStats(), candidate_id: VersionStats()}
-        self._requests: OrderedDict[str, str] = OrderedDict()
+        # request id -> (version that answered, user it answered)
+        self._requests: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
 
     def arm_for(self, key: str) -> Arm:
         return "candidate" if bucket(self.salt, key) < self.share else "active"
@@ -100,25 +122,22 @@ class VersionExperiment:
             stats.first_token_ms.append(completion.first_token_ms)
         stats.total_ms.append(completion.total_ms)
         if request.request_id:
-            self._requests[request.request_id] = version_id
+            self._requests[request.request_id] = (version_id, request.user_id)
             if len(self._requests) > REQUEST_MEMORY:
-                self._requests.popitem(last=False)
+                forgotten, (version, _) = self._requests.popitem(last=False)
+                self.stats[version].close(forgotten)
 
-    def rate(self, rating: int, *, version: str | None = None, request_id: str | None = None) -> str:
-        """Count a user rating for a version (named, or found by the request it answered); returns the version."""
+    def rate(self, rating: int, *, request_id: str, user_id: str) -> str:
+        """Rate the answer to ``request_id``, which this experiment gave to ``user_id``; a second rating of the
+        same request replaces the first. Returns the version that answered."""
         if not MIN_RATING <= rating <= MAX_RATING:
             raise InvalidRequest(f"rating must be between {MIN_RATING} and {MAX_RATING}", param="rating")
-        if (version is None) == (request_id is None):
-            raise InvalidRequest("give exactly one of version and requestId", param="version")
-        if request_id is not None:
-            version = self._requests.get(request_id)
-            if version is None:
-                raise NotFound(f"request {request_id!r} was not answered in this experiment", param="requestId")
-        assert version is not None
-        stats = self.stats.get(version)
-        if stats is None:
-            raise NotFound(f"version {version!r} is not part of the running experiment", param="version")
-        stats.ratings[rating - MIN_RATING] += 1
+        served = self._requests.get(request_id)
+        # Someone else's request answers exactly like one this experiment never saw.
+        if served is None or served[1] != user_id:
+            raise NotFound(f"request {request_id!r} was not answered for you in this experiment", param="requestId")
+        version = served[0]
+        self.stats[version].open_ratings[request_id] = rating
         return version
 
     def to_json(self) -> dict[str, object]:

@@ -15,7 +15,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -42,6 +42,11 @@ ACTIONS = (
     "data.exported",
     "data.erased",
     "audit.read",
+    "data.viewed",
+    "data.acted_for",
+    "privacy.grant.created",
+    "privacy.grant.revoked",
+    "dashboard.session_ended",
 )
 # "area.verb", or "area.thing.verb" (e.g. privacy.settings.update).
 _ACTION_FORMAT = re.compile(r"[a-z][a-z_]*(?:\.[a-z][a-z_]*){1,2}")
@@ -207,6 +212,10 @@ class AuditLog:
             actor=actor, action=action, since=since, until=until, after_id=after_id, before_id=before_id
         )
         return await self._repository.query(filters, limit)
+
+    async def latest_about(self, target: str, actions: Sequence[str], limit: int = 20) -> list[AuditEvent]:
+        """The newest events about ``target`` with one of ``actions``, newest first (a user's access history)."""
+        return await self._repository.latest_about(target, actions, limit)
 
     def stream(self, filters: AuditFilter | None = None) -> AsyncIterator[AuditEvent]:
         """Every matching event, oldest first, read in batches (exports)."""

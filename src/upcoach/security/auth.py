@@ -2,15 +2,18 @@
 
 Credentials come in ``Authorization: Bearer <API key or JWT>`` or, failing that, ``X-API-Key: <API key>``. Routes
 declare the roles they admit with ``Depends(require(...))``; admin passes every role check. Refused credentials and
-refused roles go to an ``AuthFailureHook`` (the audit trail); a request without any credentials does not, so
-health checkers and browsers do not flood the trail.
+refused roles go to an ``AuthFailureHook`` (security/refusals.py aggregates them into the audit trail) and count
+against the client address: past ``UPCOACH_AUTH_REFUSALS_PER_MINUTE`` the address is refused (429) before its
+credentials are looked at. A request without any credentials is neither, so health checkers and browsers count
+for nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,9 +23,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Request
 
 from upcoach.config import Settings
-from upcoach.errors import Forbidden, Unauthorized
-from upcoach.observability.audit import AuditLog
+from upcoach.errors import AuthThrottled, Forbidden, Unauthorized
 from upcoach.security.keys import ApiKeys, Refused, Role, looks_like_api_key
+from upcoach.security.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +39,13 @@ MIN_JWT_SECRET_BYTES = 32
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling. ``expires_at`` (epoch seconds): when the credential stops being valid, for a token."""
+
     user_id: str
     role: Role
     key_id: str | None = None
     via: Via = "api_key"
+    expires_at: float | None = field(default=None, compare=False)
 
 
 DEV_PRINCIPAL = Principal("dev", Role.admin, None, "dev")
@@ -54,34 +60,13 @@ class AuthFailure:
     status: int
     method: str
     path: str
-    client: str | None
+    client: str
     key_id: str | None = None
     user_id: str | None = None
     role: str | None = None
 
 
 AuthFailureHook = Callable[[AuthFailure], Awaitable[None]]
-
-
-def audit_refusals(audit: AuditLog) -> AuthFailureHook:
-    """An AuthFailureHook that appends an ``auth.refused`` event per refusal."""
-
-    async def record(failure: AuthFailure) -> None:
-        await audit.append(
-            failure.user_id or "anonymous",
-            failure.role or "none",
-            "auth.refused",
-            target=failure.key_id,
-            details={
-                "reason": failure.reason,
-                "status": failure.status,
-                "method": failure.method,
-                "path": failure.path,
-                "client": failure.client,
-            },
-        )
-
-    return record
 
 
 def announce_auth_mode(settings: Settings) -> None:
@@ -164,7 +149,12 @@ class JwtVerifier:
             role = Role(claims.get("role", Role.user.value))
         except ValueError as exc:
             raise Refused("token_role", user_id=subject) from exc
-        return Principal(subject, role, None, "jwt")
+        return Principal(subject, role, None, "jwt", float(claims["exp"]))
+
+
+def presents_credentials(request: Request) -> bool:
+    """Whether the request carries any credentials at all (checked or not)."""
+    return bool(request.headers.get("authorization", "").strip() or request.headers.get("x-api-key", "").strip())
 
 
 def _credentials(request: Request) -> str | None:
@@ -181,16 +171,34 @@ def _credentials(request: Request) -> str | None:
 class Authenticator:
     """Turns a request into a Principal (``authenticate``) and checks its role (``authorize``)."""
 
-    def __init__(self, settings: Settings, keys: ApiKeys, *, on_failure: AuthFailureHook | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: ApiKeys,
+        *,
+        on_failure: AuthFailureHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock = clock  # epoch seconds; injectable so token expiry can be tested without waiting
+        self.throttle = FailureThrottle(attempts=settings.auth_refusals_per_minute, window_seconds=60.0)
         self._enabled = settings.auth == "on"
         self._keys = keys
         self._jwt = JwtVerifier(settings)
         self._on_failure = on_failure
 
+    @property
+    def enabled(self) -> bool:
+        """False in local development (UPCOACH_AUTH=off): every request is the admin ``dev``."""
+        return self._enabled
+
     async def authenticate(self, request: Request) -> Principal:
         """The caller; raises Unauthorized (401) when credentials are missing, invalid, expired or revoked."""
         if not self._enabled:
             return DEV_PRINCIPAL
+        wait = self.throttle.retry_after(client_address(request))
+        if wait is not None:
+            await self._report(_failure(request, "throttled", 429, None, None, None), count=False)
+            raise AuthThrottled("too many refused credentials from your address; wait and try again", retry_after=wait)
         try:
             token = _credentials(request)
             if token is None:
@@ -205,6 +213,15 @@ class Authenticator:
             await self._report(_failure(request, exc.reason, 401, exc.key_id, exc.user_id, exc.role))
             raise
 
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether a principal authenticated earlier (a dashboard session) may still act: its API key is not
+        revoked, its token has not expired. One read per call, never cached, so revocation applies at once."""
+        if principal.via == "dev":
+            return not self._enabled
+        if principal.via == "jwt":
+            return principal.expires_at is not None and self.clock() < principal.expires_at + JWT_LEEWAY_SECONDS
+        return principal.key_id is not None and await self._keys.active(principal.key_id)
+
     async def authorize(self, request: Request, principal: Principal, roles: Collection[Role]) -> None:
         """Raise Forbidden (403) unless the principal has one of ``roles``. Admin passes every check."""
         if principal.role is Role.admin or principal.role in roles:
@@ -213,7 +230,9 @@ class Authenticator:
         needed = " or ".join(sorted(role.value for role in roles))
         raise Forbidden(f"this needs the {needed} role; the caller has {principal.role.value}")
 
-    async def _report(self, failure: AuthFailure) -> None:
+    async def _report(self, failure: AuthFailure, *, count: bool = True) -> None:
+        if count:
+            self.throttle.failed(failure.client)
         if self._on_failure is None:
             return
         try:
@@ -227,8 +246,13 @@ def _failure(
     request: Request, reason: str, status: int, key_id: str | None, user_id: str | None, role: str | None
 ) -> AuthFailure:
     # The path only, never the query string: it may carry anything the caller put there.
-    client = request.client.host if request.client else None
-    return AuthFailure(reason, status, request.method, request.url.path, client, key_id, user_id, role)
+    return AuthFailure(reason, status, request.method, request.url.path, client_address(request), key_id, user_id, role)
+
+
+def client_address(request: Request) -> str:
+    """The address refusals are counted against: the TCP peer, or what a trusted proxy said it forwarded for
+    (create_app installs that middleware only when UPCOACH_TRUSTED_PROXIES names the proxies)."""
+    return request.client.host if request.client else "unknown"
 
 
 def principal_of(request: Request) -> Principal | None:

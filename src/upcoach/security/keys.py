@@ -32,8 +32,12 @@ _TOKEN = re.compile(rf"{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43,128}})")
 
 
 class Role(StrEnum):
+    """Who a principal is. ``service``: the coaching app's own backend, acting for its users (it may name one);
+    ``coach``: a human coach, who sees a client's data only while that client grants it (security/acting.py)."""
+
     user = "user"
     coach = "coach"
+    service = "service"
     admin = "admin"
     auditor = "auditor"
 
@@ -152,6 +156,11 @@ class ApiKeys:
             raise Refused("revoked_key", key_id=key_id, user_id=record.user_id, role=record.role)
         await self._touch(key_id)
         return _public(record)
+
+    async def active(self, key_id: str) -> bool:
+        """Whether the key exists and is not revoked (for sessions opened with it)."""
+        record = await self._repository.get(key_id)
+        return record is not None and record.revoked_at is None
 
     async def revoke(self, key_id: str, *, actor: str = SYSTEM, actor_role: str = SYSTEM) -> ApiKey:
         """Revoke a key (idempotent: revoking a revoked key changes and records nothing). NotFound if unknown."""

@@ -6,7 +6,7 @@ the true tail and that no two rows can follow the same predecessor.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 
@@ -116,6 +116,13 @@ class AuditRepository:
         query = select(AuditEventRow).where(*filters.conditions()).order_by(AuditEventRow.id).limit(limit)
         async with self._db.sessions() as session:
             return [_to_event(row) for row in (await session.scalars(query)).all()]
+
+    async def latest_about(self, target: str, actions: Sequence[str], limit: int) -> list[AuditEvent]:
+        """The newest events with this target and one of these actions, newest first."""
+        row = AuditEventRow
+        query = select(row).where(row.target == target, row.action.in_(actions)).order_by(row.id.desc()).limit(limit)
+        async with self._db.sessions() as session:
+            return [_to_event(r) for r in (await session.scalars(query)).all()]
 
     async def scan(self, filters: AuditFilter | None = None, batch: int = 1000) -> AsyncIterator[AuditEvent]:
         """Every matching event in id order, read in batches (keyset paging on id, so memory stays bounded)."""

@@ -113,6 +113,14 @@ class RequestRepository:
             row = await session.get(RequestRecordRow, request_id)
             return None if row is None else _to_record(row)
 
+    async def served_to(self, request_id: str, user_id: str) -> RequestRecord | None:
+        """The record of ``request_id`` if it was answered (outcome ok) for ``user_id``, else None: what a rating
+        may refer to. Records are written in the background, so a request may not be found a moment after it."""
+        record = await self.get(request_id)
+        if record is None or record.user_id != user_id or record.outcome != "ok":
+            return None
+        return record
+
     # Inside this class "list" names the method below, hence builtins.list in its signature.
     async def list(
         self, *, user_id: str | None = None, since: datetime | None = None, limit: int = 100, offset: int = 0

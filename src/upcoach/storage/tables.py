@@ -373,3 +373,22 @@ class AnswerFeedbackRow(Base):
     comment: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+# --- who may act for whom (#12): tables below, migration 0007 ---
+
+
+class CoachGrantRow(Base):
+    """A client's grant to a human coach: which of their data (``scopes``, a JSON list) the coach may read, until
+    ``expires_at`` (None: until revoked). Revoked grants stay, with ``revoked_at``, so the client sees the history."""
+
+    __tablename__ = "coach_grants"
+    __table_args__ = (Index("ix_coach_grants_coach_id_user_id", "coach_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    coach_id: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

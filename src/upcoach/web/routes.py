@@ -22,14 +22,16 @@ from starlette.datastructures import FormData, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from upcoach.config import Settings
-from upcoach.errors import Forbidden, Unauthorized, UpcoachError
+from upcoach.errors import AuthThrottled, Forbidden, Unauthorized, UpcoachError
 from upcoach.privacy.settings import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, PROCESSING_MODES, PrivacySettings
-from upcoach.security.auth import DEV_PRINCIPAL, Authenticator, Principal
+from upcoach.security.acting import ACTED_FOR, VIEWED
+from upcoach.security.auth import DEV_PRINCIPAL, Authenticator, Principal, client_address
 from upcoach.security.keys import Role
+from upcoach.security.throttle import FailureThrottle
 from upcoach.services import Services
 from upcoach.storage.dashboard import DashboardRepository, Granularity
-from upcoach.web.sessions import Session, SessionStore, SignInThrottle, new_token, tokens_match
-from upcoach.web.views import admin_charts, quality, request_row, usd, when
+from upcoach.web.sessions import Session, SessionStore, new_token, tokens_match
+from upcoach.web.views import access_row, admin_charts, quality, request_row, usd, when
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ SESSION_COOKIE = "uc_dashboard"
 SIGNIN_COOKIE = "uc_dashboard_signin"  # the sign-in form's CSRF token, before there is a session
 SIGNIN_WINDOW_SECONDS = 300
 PAGE_SIZE = 20
+ACCESS_ROWS = 20  # the newest accesses to a user's data by someone else
 MAX_PAGE = 10_000
 RANGES: dict[str, tuple[timedelta, Granularity]] = {
     "24h": (timedelta(hours=24), "hour"),
@@ -65,7 +68,7 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 class Dashboard:
     settings: Settings
     sessions: SessionStore
-    throttle: SignInThrottle
+    throttle: FailureThrottle
 
 
 class DashboardHeaders:
@@ -102,7 +105,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         sessions=SessionStore(
             ttl_seconds=settings.dashboard_session_minutes * 60, idle_seconds=settings.dashboard_idle_minutes * 60
         ),
-        throttle=SignInThrottle(attempts=settings.dashboard_signin_attempts, window_seconds=SIGNIN_WINDOW_SECONDS),
+        throttle=FailureThrottle(attempts=settings.dashboard_signin_attempts, window_seconds=SIGNIN_WINDOW_SECONDS),
     )
     app.include_router(router)
     app.mount(PREFIX + "/static", StaticFiles(directory=Path(__file__).parent / "static"), name="dashboard-static")
@@ -124,20 +127,25 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _session(request: Request) -> Session | None:
-    session = _dashboard(request).sessions.get(request.cookies.get(SESSION_COOKIE))
-    if session is not None:
-        request.state.principal = session.principal
+async def _session(request: Request) -> Session | None:
+    """The live session of this browser. A session whose API key was revoked or whose token expired since
+    sign-in ends here, on its next request."""
+    sessions = _dashboard(request).sessions
+    session = sessions.get(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        return None
+    authenticator = request.app.state.authenticator
+    if not isinstance(authenticator, Authenticator) or not await authenticator.still_valid(session.principal):
+        sessions.revoke(session.id)
+        await _audit(request, session.principal, "dashboard.session_ended")
+        return None
+    request.state.principal = session.principal
     return session
 
 
 def _text(form: FormData, name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
@@ -196,7 +204,7 @@ async def _audit(request: Request, principal: Principal, action: str) -> None:
         return
     try:
         await audit.append(principal.user_id, principal.role.value, action, target=principal.key_id,
-                           details={"via": principal.via, "client": _client(request)})  # fmt: skip
+                           details={"via": principal.via, "client": client_address(request)})  # fmt: skip
     except Exception:
         # A sign-in record is informational; an audit outage must not lock everyone out of the dashboard.
         log.exception("could not record %s", action)
@@ -225,7 +233,7 @@ def _signin_page(request: Request, token: str, *, status: int = 200, error: str 
 
 @router.get("/signin")
 async def signin_page(request: Request) -> Response:
-    if _session(request) is not None:
+    if await _session(request) is not None:
         return RedirectResponse(PREFIX, status_code=303)
     return _signin_page(request, request.cookies.get(SIGNIN_COOKIE) or new_token())
 
@@ -238,7 +246,7 @@ async def signin(request: Request) -> Response:
     if not tokens_match(expected, _text(form, "csrf_token")):
         return _csrf_refused(request, None)
     assert expected is not None
-    client = _client(request)
+    client = client_address(request)
     wait = dashboard.throttle.retry_after(client)
     if wait is not None:
         return _signin_page(
@@ -256,6 +264,12 @@ async def signin(request: Request) -> Response:
         except Unauthorized:
             dashboard.throttle.failed(client)
             return _signin_page(request, expected, status=401, error="That API key or token was not accepted.")
+        except AuthThrottled as exc:
+            seconds = int(exc.retry_after or 1) + 1
+            return _signin_page(
+                request, expected, status=429, headers={"Retry-After": str(seconds)},
+                error=f"Too many refused credentials from your address. Try again in {seconds} seconds.",
+            )  # fmt: skip
     session = dashboard.sessions.create(principal)
     await _audit(request, principal, "dashboard.signed_in")
     response = RedirectResponse(PREFIX, status_code=303)
@@ -266,7 +280,7 @@ async def signin(request: Request) -> Response:
 
 @router.post("/signout")
 async def signout(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_signin()
     form = await request.form()
@@ -323,6 +337,8 @@ async def _user_page(
     if current is not None and current.region and current.region not in regions:
         regions = sorted([*regions, current.region])
     values = _form_values(current, submitted)
+    audit = services.audit
+    access = await audit.latest_about(user_id, (VIEWED, ACTED_FOR), ACCESS_ROWS) if audit is not None else []
     if values.get("region") and values["region"] not in regions:
         regions = sorted([*regions, values["region"]])
     return _render(
@@ -331,6 +347,7 @@ async def _user_page(
         session=session,
         status=status,
         rows=[request_row(record) for record in records[:PAGE_SIZE]],
+        access=[access_row(event) for event in access],
         page=page,
         has_next=len(records) > PAGE_SIZE,
         privacy=current,
@@ -348,7 +365,7 @@ async def _user_page(
 
 @router.get("")
 async def user_view(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_signin()
     page = _page_number(request)
@@ -378,7 +395,7 @@ def _settings_changes(form: FormData) -> tuple[dict[str, Any], int | None]:
 
 @router.post("/settings")
 async def save_settings(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_signin()
     form = await request.form()
@@ -422,7 +439,7 @@ async def _breaker_state(services: Services) -> str:
 
 @router.get("/admin")
 async def admin_view(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None:
         return _to_signin()
     authenticator = request.app.state.authenticator

@@ -1,4 +1,4 @@
-"""Dashboard sign-in sessions, their CSRF tokens, and the brake on guessing credentials.
+"""Dashboard sign-in sessions and their CSRF tokens (the brake on guessing credentials: security/throttle.py).
 
 Sessions live server-side, in this process: the cookie carries only a random 256-bit id, so nothing in it can be
 forged or replayed after sign-out, and a restart signs everyone out (fail closed). ``upcoach serve`` runs one
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -19,7 +19,6 @@ from upcoach.security.auth import Principal
 
 # Bounds memory if someone signs in in a loop: the oldest sessions go first.
 MAX_SESSIONS = 10_000
-MAX_THROTTLED_CLIENTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -79,35 +78,3 @@ class SessionStore:
     def revoke(self, session_id: str | None) -> None:
         if session_id:
             self._sessions.pop(session_id, None)
-
-
-class SignInThrottle:
-    """At most ``attempts`` failed sign-ins per client address within ``window_seconds``; then wait."""
-
-    def __init__(self, *, attempts: int, window_seconds: float, clock: Callable[[], float] = time.time) -> None:
-        self.attempts = attempts
-        self.window_seconds = window_seconds
-        self.clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def retry_after(self, client: str) -> float | None:
-        """Seconds until this client may try again, or None if it may try now."""
-        failures = self._recent(client)
-        if len(failures) < self.attempts:
-            return None
-        return max(1.0, failures[0] + self.window_seconds - self.clock())
-
-    def failed(self, client: str) -> None:
-        failures = self._recent(client)
-        failures.append(self.clock())
-        self._failures[client] = failures
-        self._failures.move_to_end(client)
-        while len(self._failures) > MAX_THROTTLED_CLIENTS:
-            self._failures.popitem(last=False)
-
-    def _recent(self, client: str) -> deque[float]:
-        failures = self._failures.get(client, deque())
-        horizon = self.clock() - self.window_seconds
-        while failures and failures[0] <= horizon:
-            failures.popleft()
-        return failures

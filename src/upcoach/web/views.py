@@ -12,12 +12,23 @@ from datetime import datetime
 from typing import Any
 
 from upcoach.coaching.ratings import TARGET_AVERAGE
+from upcoach.security.acting import VIEWED
+from upcoach.storage.audit import AuditEvent
 from upcoach.storage.dashboard import LatencyPercentiles, TimelinePoint
 from upcoach.storage.requests import RequestRecord
 from upcoach.web.charts import Chart, Series, bar_chart
 
 WHERE = {"local": "On our server", "cloud": "Cloud", "hybrid": "Local and cloud", "none": "Not answered"}
 MODE_NAMES = {"local": "local", "cloud": "cloud", "hybrid": "hybrid", "none": "not answered"}
+# What another principal did with the user's data, by security/acting.py's use names.
+USE_WORDS = {
+    "act": "a request in your name",
+    "journal": "your journal entries",
+    "insights": "your journal insights",
+    "requests": "your request records",
+    "privacy": "your privacy settings or export",
+    "privacy_change": "your privacy settings or data",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,32 @@ def when(value: datetime | None) -> str:
 def usd(value: float) -> str:
     # Per-request costs are fractions of a cent: keep enough digits that they do not all read $0.00.
     return f"${value:,.2f}" if value >= 1 else f"${value:.6f}"
+
+
+@dataclass(frozen=True)
+class AccessRow:
+    """One time another principal read or acted on the user's data ("who looked at my data")."""
+
+    when: str
+    when_iso: str
+    who: str
+    role: str
+    viewed: bool
+    what: str
+    route: str
+
+
+def access_row(event: AuditEvent) -> AccessRow:
+    use = str(event.details.get("use", ""))
+    return AccessRow(
+        when=when(event.created_at),
+        when_iso=event.created_at.isoformat(),
+        who=event.actor,
+        role=event.actor_role,
+        viewed=event.action == VIEWED,
+        what=USE_WORDS.get(use, use),
+        route=str(event.details.get("route", "")),
+    )
 
 
 def request_row(record: RequestRecord) -> RequestRow:
