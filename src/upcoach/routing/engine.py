@@ -370,7 +370,8 @@ class HybridEngine:
                             self._account(run, side, chunk.final)
                 except (BackendError, Overloaded, Unavailable) as exc:
                     last_error = exc
-                    if side.is_cloud and cloud.breaker is not None:
+                    # Overloaded is our own in-flight limit refusing the call, not the cloud failing.
+                    if side.is_cloud and cloud.breaker is not None and not isinstance(exc, Overloaded):
                         await cloud.breaker.record_failure()
                     if last_side or (run.text and side.is_cloud is False):
                         raise
