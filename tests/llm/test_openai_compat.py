@@ -142,8 +142,11 @@ async def test_outstanding_counts_requests_in_flight(server: FaultServer) -> Non
 
 
 async def test_calls_beyond_max_inflight_are_refused_at_once(server: FaultServer) -> None:
-    headers = {"x-fault-delay": "0.3"}
-    async with backend(server.url, "slow-first-token", max_inflight=2, default_headers=headers) as capped:
+    headers = {"x-fault-delay": "1.5"}  # the two calls stay in flight for the whole test
+    capped_backend = backend(
+        server.url, "slow-first-token", max_inflight=2, default_headers=headers, connect_timeout=0.5
+    )
+    async with capped_backend as capped:
         first, second = capped.stream(REQUEST), capped.stream(REQUEST)
         assert await anext(first) == Chunk() and await anext(second) == Chunk()
         assert capped.saturated and capped.info().details["max_inflight"] == 2
@@ -151,6 +154,7 @@ async def test_calls_beyond_max_inflight_are_refused_at_once(server: FaultServer
             await anext(capped.stream(REQUEST))
         assert caught.value.status == 429 and caught.value.retry_after is not None and caught.value.retry_after >= 1
         assert len(server.requests) == 2  # the refused call never reached the peer
+        assert await capped.probe() is True  # a health probe does not wait behind the full pool
         await first.aclose()
         assert not capped.saturated
         assert (await capped.chat(REQUEST)).text == ANSWER  # a freed slot is taken again

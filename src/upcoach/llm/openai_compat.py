@@ -8,7 +8,7 @@ routing needs "first token within N s" and "whole answer within M s", not a time
 
 In-flight calls are bounded (``max_inflight``): one more is refused at once with ``Overloaded`` (429, Retry-After),
 which the engine may answer elsewhere, rather than queued behind the others until it times out. The HTTP client
-(llm/upstream.py) keeps exactly that many connections, so a call that is admitted never waits for one.
+(llm/upstream.py) keeps that many connections (and two for health probes), so an admitted call never waits for one.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def is_peer_failure(exc: BaseException) -> bool:
 
 
 DEFAULT_MAX_INFLIGHT = 512
+PROBE_CONNECTIONS = 2
 # Seconds a refused caller is told to wait: in-flight calls finish within about a second at the speeds we route
 # to, and Retry-After has whole seconds.
 SATURATED_RETRY_AFTER_S = 1.0
@@ -87,7 +88,8 @@ class OpenAICompatBackend:
             # Only the key given here, never one from the environment: a self-hosted peer must not get the cloud's.
             api_key=api_key,
             headers=default_headers,
-            max_connections=max_inflight,
+            # Two more than the calls that may be in flight: a health probe never waits behind a full pool.
+            max_connections=max_inflight + PROBE_CONNECTIONS,
             connect_timeout=connect_timeout,
             socket_path=socket_path,
         )
