@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fakes.fault_server import SLOW_STREAM_WORDS, FaultServer
+from tests.security.test_canary_stream import NormalizeCounter
 from upcoach.errors import Overloaded
 from upcoach.llm.base import ChatMessage, GenerationParams
 from upcoach.llm.openai_compat import OpenAICompatBackend
@@ -17,9 +18,7 @@ from upcoach.routing.breaker import BreakerConfig, BreakerState, CircuitBreaker,
 from upcoach.routing.costs import CloudBudget, Price, PriceTable
 from upcoach.routing.engine import HybridEngine, HybridRequest, Outcome
 from upcoach.routing.policy import Hints, PolicyConfig
-from upcoach.security import canary as canary_module
 from upcoach.security.guard import Guard
-from upcoach.security.textnorm import normalize
 
 SYSTEM = "You are a concise, kind coach. Keep every answer short and concrete, with one small first step."
 
@@ -63,14 +62,7 @@ def request(text: str = "How do I keep a morning routine going on weekends?") ->
 async def test_the_leak_check_on_a_streamed_answer_is_linear_in_it(
     fault: FaultServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    normalized = 0
-
-    def counting(text: str) -> str:
-        nonlocal normalized
-        normalized += len(text)
-        return normalize(text)
-
-    monkeypatch.setattr(canary_module, "normalize", counting)
+    counter = NormalizeCounter(monkeypatch)
     cloud = OpenAICompatBackend("cloud", fault.url, "slow-stream@0", total_timeout=30)
     engine, _ = cloud_engine(cloud, CircuitBreaker("cloud", BreakerConfig(), MemoryBreakerStore()))
     try:
@@ -81,7 +73,7 @@ async def test_the_leak_check_on_a_streamed_answer_is_linear_in_it(
     assert len(pieces) == SLOW_STREAM_WORDS and answer.startswith("word0 word1")
     # Every character of the answer (and the system prompt, once) is normalised a bounded number of times; checking
     # the whole answer again at each piece, as before, normalised ~50 times the answer here.
-    assert normalized <= 3 * len(answer) + 2 * len(SYSTEM) + 100
+    assert counter.characters <= 3 * len(answer) + 2 * len(SYSTEM) + 100
 
 
 async def test_over_the_in_flight_limit_is_a_fast_429_that_does_not_trip_the_breaker(fault: FaultServer) -> None:

@@ -80,16 +80,21 @@ def test_the_stream_normal_form_is_the_normal_form_of_the_whole(text: str, cuts:
     assert "".join(committed) + pending == normalize(text)
 
 
-def test_watching_is_linear_in_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    normalized = 0
+class NormalizeCounter:
+    """Stands in for ``normalize`` in security/canary.py and counts the characters it is given."""
 
-    def counting(text: str) -> str:
-        nonlocal normalized
-        normalized += len(text)
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.characters = 0
+        monkeypatch.setattr(canary_module, "normalize", self)
+
+    def __call__(self, text: str) -> str:
+        self.characters += len(text)
         return normalize(text)
 
-    monkeypatch.setattr(canary_module, "normalize", counting)
+
+def test_watching_is_linear_in_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = NormalizeCounter(monkeypatch)
     answer = "Small steady steps every day build habits that last longer than bursts of willpower. " * 40
     leak = LeakWatch(CANARY, "")
     assert not any(leak.feed(answer[i : i + 5]) for i in range(0, len(answer), 5))
-    assert normalized <= 3 * len(answer)  # each character normalised a bounded number of times
+    assert counter.characters <= 3 * len(answer)  # each character normalised a bounded number of times
