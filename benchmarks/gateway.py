@@ -565,7 +565,10 @@ def goals(results: list[Result]) -> list[str]:
 
 def section(command: str, plan: Plan | None = None) -> str:
     """The docs/benchmarks.md section, and a JSON copy of the figures in benchmarks/results/gateway.json."""
+    from benchmarks import upstream_client  # it imports this module: here, not at the top
+
     plan = plan or Plan()
+    upstream_requests = upstream_client.REQUESTS if plan.sequential >= SEQUENTIAL_REQUESTS else 500
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     with tempfile.TemporaryDirectory() as tmp:
         results, info = run(Path(tmp), plan)
@@ -575,7 +578,7 @@ def section(command: str, plan: Plan | None = None) -> str:
     )
     ours = next((r for r in results if r.name.startswith("upcoach")), None)
     peer = next((r for r in results if r.name.startswith("LiteLLM")), None)
-    load = " ".join(wrk_args("URL", {"...": "BODY"}, "AUTH", connections=1000, seconds=plan.load_seconds)[:6])
+    load = " ".join(wrk_args("URL", {"...": "BODY"}, "AUTH", connections=1000, seconds=plan.load_seconds)[:5])
     return "\n".join(
         [
             f"{HEADING} overhead over a direct call, answers/s and status codes at "
@@ -621,7 +624,10 @@ def section(command: str, plan: Plan | None = None) -> str:
             "coordinated-omission correction) over the responses completed in the run; the Lua script counts every "
             "status code, wrk counts socket errors and timeouts (no response within "
             f"{WRK_TIMEOUT_SECONDS} s)",
-            "- each run starts once every server is idle again; " + "; ".join(f"{k} {v}" for k, v in info.items()),
+            "- each run starts once every server is idle again; "
+            + "; ".join(f"{k} {v}" for k, v in info.items())
+            + ". Figures taken while other work kept the cores busy (see the two CPU figures) are provisional: "
+            "latencies most of all, since one busy core delays every request of a sequential run",
             "",
             "Sequential latency and overhead over the direct call (P50 / P95 / P99 ms):",
             "",
@@ -632,6 +638,21 @@ def section(command: str, plan: Plan | None = None) -> str:
             load_table(results),
             "",
             *goals(results),
+            "",
+            "Flame graphs of the whole path under load (py-spy, 50 connections, guard and auth on; "
+            "`python -m benchmarks.profile_gateway --label L [--stream]`): before this issue's changes "
+            "[chat](profiles/gateway-before-chat-plain.svg), [hybrid](profiles/gateway-before-hybrid-plain.svg), "
+            "[chat streamed](profiles/gateway-before-chat-stream.svg), "
+            "[hybrid streamed](profiles/gateway-before-hybrid-stream.svg); after "
+            "[chat](profiles/gateway-after-chat-plain.svg), [hybrid](profiles/gateway-after-hybrid-plain.svg), "
+            "[chat streamed](profiles/gateway-after-chat-stream.svg), "
+            "[hybrid streamed](profiles/gateway-after-hybrid-stream.svg). What they show and what was done about it: "
+            "[hot-path.md](hot-path.md).",
+            "",
+            f"CPU per streamed upstream call, one at a time against the stub (`python -m benchmarks.upstream_client`, "
+            f"{upstream_requests:,} calls each after {upstream_client.WARMUP}; the process's user + system time):",
+            "",
+            upstream_client.table(upstream_requests),
             "",
         ]
     )

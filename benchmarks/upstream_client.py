@@ -23,6 +23,7 @@ from upcoach.llm.openai_compat import OpenAICompatBackend
 from upcoach.llm.upstream import UpstreamClient
 
 WARMUP = 200
+REQUESTS = 2000
 
 
 def _request() -> ChatRequest:
@@ -97,16 +98,19 @@ async def measure(base_url: str, requests: int) -> list[str]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    args = parser.parse_args()
+def table(requests: int = REQUESTS) -> str:
+    """The comparison as a markdown table, against a stub of its own."""
     stub = start_stub()
     try:
-        rows = uvloop.run(measure(stub.base_url + "/v1", args.requests))
+        return "\n".join(uvloop.run(measure(stub.base_url + "/v1", requests)))
     finally:
         stub.stop()
-    print("\n".join(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=REQUESTS)
+    print(table(parser.parse_args().requests))
 
 
 if __name__ == "__main__":
