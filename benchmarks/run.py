@@ -28,7 +28,7 @@ HEADER = "# Benchmarks\n\nEvery figure below was produced by the command beside 
 # Section key -> the start of its heading: how an existing file's sections are found again.
 SECTIONS = {
     "local": "## Local engine:",
-    "gateway": "## Gateway:",
+    "gateway": gateway.HEADING,
     "decision": "## Routing decision time",
     "chips": chips.HEADING,
     "modelload": model_load.HEADING,
@@ -68,61 +68,6 @@ def local_section(threads: int, ctx: int, command: str) -> str:
             "(first TTFT column) or left in its single context by the previous request (alternating column)",
             "",
             local_engine.to_markdown(results, raw_decode),
-            "",
-        ]
-    )
-
-
-def gateway_section(command: str) -> str:
-    g = gateway
-    when = _when()
-    with tempfile.TemporaryDirectory() as tmp:
-        results, info = g.run(Path(tmp))
-    (ROOT / "benchmarks" / "results" / "gateway.json").write_text(
-        json.dumps({"versions": info, "results": [asdict(r) for r in results]}, indent=2)
-    )
-    wrk_load = (
-        f"wrk -t{g.LOAD_THREADS} -c{g.LOAD_CONNECTIONS} -d{g.LOAD_SECONDS}s --timeout={g.WRK_TIMEOUT_SECONDS}s "
-        "-s benchmarks/wrk_chat.lua URL -- BODY ANSWER 0"
-    )
-    wrk_seq = (
-        f"wrk -t1 -c1 -d600s --timeout={g.WRK_TIMEOUT_SECONDS}s -s benchmarks/wrk_chat.lua URL -- BODY ANSWER "
-        f"{g.SEQUENTIAL_REQUESTS}"
-    )
-    body = json.dumps(g.REQUEST_BODY, separators=(",", ":"))
-    return "\n".join(
-        [
-            f"{SECTIONS['gateway']} requests/s at {g.LOAD_CONNECTIONS:,} clients, latency, overhead over the "
-            "upstream, vs LiteLLM",
-            "",
-            f"- command: `{command}` (benchmarks/gateway.py); date: {when}",
-            f"- machine: {machine()}; the stub, the gateway under test and wrk share these cores, the same way for "
-            "every target",
-            f"- upstream: `{results[0].command}` (benchmarks/stub_server.py): raw ASGI on uvicorn with uvloop and "
-            "httptools, a fixed answer and usage, streamed or not as asked",
-            f"- request, identical for every target: `POST /v1/chat/completions` `{body}` with "
-            "`X-Privacy-Level: public`; every 200 is checked to carry the stub's answer",
-            f"- {results[1].name}: `{results[1].command}`",
-            f"- {results[2].name}: `{results[2].command}`; config: model `auto` -> `openai/gpt-4o-mini` at the "
-            "stub, `general_settings.disable_spend_logs` and `disable_error_logs`, `litellm_settings.set_verbose: "
-            "false`, no database, no callbacks (benchmarks/gateway.py `LITELLM_CONFIG`); its own venv from "
-            "benchmarks/litellm-requirements.txt",
-            f"- load: `{wrk_load}`, after a warm-up ({g.SEQUENTIAL_WARMUP} sequential requests, then "
-            f"{g.WARMUP_SECONDS} s at {g.WARMUP_CONNECTIONS} connections); latency percentiles are over the "
-            f"responses completed in the {g.LOAD_SECONDS} s; errors = socket errors + non-2xx, over both runs",
-            "- reading the load columns: all three servers are uvicorn with uvloop, which serves connections "
-            "unevenly once its core is saturated, so at 1,000 clients P95/P99 (the stub's too) mostly show how long "
-            "the least-served connections waited; a target slower than "
-            f"{g.LOAD_CONNECTIONS // g.LOAD_SECONDS} req/s ({g.LOAD_CONNECTIONS:,} clients / {g.LOAD_SECONDS} s) "
-            "cannot reach steady state within the run, so its percentiles understate its latency. Requests/s and "
-            "errors are the load figures to compare",
-            f"- sequential: `{wrk_seq}`: one keep-alive connection; overhead = the target's percentile minus the "
-            "stub's (P50 and P95)",
-            "- each run starts once every server is idle again; " + "; ".join(f"{k} {v}" for k, v in info.items()),
-            "",
-            g.to_markdown(results),
-            "",
-            *g.goals(results),
             "",
         ]
     )
@@ -171,7 +116,7 @@ def main() -> None:
     if args.only in (None, "local"):
         new["local"] = local_section(args.threads, args.ctx, command)
     if args.only in (None, "gateway"):
-        new["gateway"] = gateway_section(command)
+        new["gateway"] = gateway.section(command)
     if args.only in (None, "decision"):
         new["decision"] = decision_section(command)
     if args.only in (None, "chips"):

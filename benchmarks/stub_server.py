@@ -66,6 +66,7 @@ COMPLETION_BODY = _json(
 # Three content pieces rather than one, so a forwarding gateway does the per-token work of a real stream.
 _WORDS = ANSWER.split(" ")
 _PIECES = [" ".join(_WORDS[:5]), " " + " ".join(_WORDS[5:10]), " " + " ".join(_WORDS[10:])]
+FIRST_PIECE = _PIECES[0]  # what a client waits for to see the streamed answer's first token
 _STREAM_EVENTS = [
     _chunk({"role": "assistant", "content": ""}),
     *(_chunk({"content": piece}) for piece in _PIECES),

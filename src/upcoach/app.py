@@ -118,7 +118,12 @@ def _pool(settings: Settings) -> BackendPool | None:
         return None
     members = [
         OpenAICompatBackend(
-            name=f"pool-{i}", base_url=url, model=settings.pool_model, api_key=settings.pool_api_key, kind="pool"
+            name=f"pool-{i}",
+            base_url=url,
+            model=settings.pool_model,
+            api_key=settings.pool_api_key,
+            kind="pool",
+            max_inflight=settings.pool_max_inflight,
         )
         for i, url in enumerate(settings.pool_urls)
     ]

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     cloud_connect_timeout: float = Field(default=3.0, gt=0)
     cloud_first_token_timeout: float = Field(default=10.0, gt=0)
     cloud_total_timeout: float = Field(default=60.0, gt=0)
+    # Calls to the cloud in flight at once (per endpoint); one more is refused at once with a 429 and Retry-After
+    # (or answered locally where the policy allows) instead of waiting for a connection until it times out.
+    cloud_max_inflight: int = Field(default=512, ge=1)
 
     # Self-hosted OpenAI-compatible inference servers (vLLM, llama-server, Ollama), comma-separated base URLs.
     pool_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -68,6 +71,8 @@ class Settings(BaseSettings):
     pool_api_key: str | None = None
     pool_role: str = Field(default="beside", pattern="^(local|beside)$")
     pool_health_interval: float = Field(default=5.0, gt=0)
+    # Calls in flight at once per pool member (a self-hosted server batches far fewer sequences than a cloud).
+    pool_max_inflight: int = Field(default=128, ge=1)
 
     # Routing
     complexity_threshold: float = Field(default=0.5, ge=0, le=1)

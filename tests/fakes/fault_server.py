@@ -12,11 +12,14 @@ error-400           400 "context length exceeded", as a peer with a smaller cont
 error-429           429 with ``Retry-After: 7``
 drop-before-first   starts the 200 SSE response, then closes the connection before any token
 drop-mid            sends 3 content chunks, then closes the connection without finish_reason or [DONE]
+error-event         sends 1 content chunk, then an ``{"error": ...}`` event mid-stream, as some providers do
 ==================  ===============================================================================================
 
-Any other model behaves like ``ok``; without ``stream`` every mode not listed as an error answers like ``ok``
-(after the delay of ``slow-first-token``). Header ``x-fault-usage: off`` leaves usage out, as some servers do.
-``POST /fault/down`` makes /v1/models and chat answer 503 until ``POST /fault/up``; ``GET /fault/health`` tells.
+A model may end in ``@SECONDS`` to set the delay where no header can be sent (the app's cloud model setting):
+``slow-first-token@0.5``. Any other model behaves like ``ok``; without ``stream`` every mode not listed as an error
+answers like ``ok`` (after the delay of ``slow-first-token``). Header ``x-fault-usage: off`` leaves usage out, as
+some servers do. ``POST /fault/down`` makes /v1/models and chat answer 503 until ``POST /fault/up``;
+``GET /fault/health`` tells.
 
 Every chat request body is recorded (``requests``, ``clear()``) so a test can prove exactly what reached the
 peer; ``disconnects`` counts answers the client walked away from before their end.
@@ -55,6 +58,7 @@ MODES = (
     "error-429",
     "drop-before-first",
     "drop-mid",
+    "error-event",
 )
 CONTEXT_ERROR = "This model's maximum context length is 2048 tokens. However, you requested 5000 tokens."
 
@@ -204,7 +208,7 @@ class FaultServer:
     async def _answer(self, request: Request, body: dict[str, Any]) -> Response:
         if self.is_down:
             return _error(503, "fault server is down", "server_error")
-        mode = str(body.get("model", "ok"))
+        mode, _, delay_suffix = str(body.get("model", "ok")).partition("@")
         if mode == "error-500":
             return _error(500, "fault server: internal error", "server_error")
         if mode == "error-400":
@@ -215,7 +219,7 @@ class FaultServer:
             await self._wait_for_disconnect(request)
             return Response(status_code=499)
         default_delay = 0.2 if mode == "slow-stream" else 5.0
-        delay = float(request.headers.get("x-fault-delay", default_delay))
+        delay = float(delay_suffix or request.headers.get("x-fault-delay", default_delay))
         usage = request.headers.get("x-fault-usage", "on") != "off"
         messages = body.get("messages", [])
         if not body.get("stream"):
@@ -274,6 +278,10 @@ class FaultServer:
             if mode == "slow-first-token":
                 await asyncio.sleep(delay)
             for i, piece in enumerate(pieces):
+                if mode == "error-event" and i == 1:
+                    error = {"error": {"message": "overloaded mid-answer", "type": "server_error"}}
+                    yield f"data: {json.dumps(error)}\n\n"
+                    return
                 if mode == "drop-mid" and i == 3:
                     await asyncio.sleep(0.05)
                     raise _Drop

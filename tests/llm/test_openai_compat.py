@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import COACH_SYSTEM_PROMPT, free_port
 from tests.fakes.fault_server import ANSWER, CONTEXT_ERROR, FaultServer, answer_pieces, prompt_tokens
-from upcoach.errors import BackendError, BackendRateLimited, BackendTimeout
+from upcoach.errors import BackendError, BackendRateLimited, BackendTimeout, Overloaded
 from upcoach.llm.base import ChatMessage, ChatRequest, Chunk, GenerationParams
 from upcoach.llm.openai_compat import OpenAICompatBackend, is_peer_failure
 
@@ -139,6 +139,35 @@ async def test_outstanding_counts_requests_in_flight(server: FaultServer) -> Non
         rest = [chunk async for chunk in second]
         assert rest[-1].final is not None
         assert slow.outstanding == 0
+
+
+async def test_calls_beyond_max_inflight_are_refused_at_once(server: FaultServer) -> None:
+    headers = {"x-fault-delay": "1.5"}  # the two calls stay in flight for the whole test
+    capped_backend = backend(
+        server.url, "slow-first-token", max_inflight=2, default_headers=headers, connect_timeout=0.5
+    )
+    async with capped_backend as capped:
+        first, second = capped.stream(REQUEST), capped.stream(REQUEST)
+        assert await anext(first) == Chunk() and await anext(second) == Chunk()
+        assert capped.saturated and capped.info().details["max_inflight"] == 2
+        with pytest.raises(Overloaded) as caught:
+            await anext(capped.stream(REQUEST))
+        assert caught.value.status == 429 and caught.value.retry_after is not None and caught.value.retry_after >= 1
+        assert len(server.requests) == 2  # the refused call never reached the peer
+        assert await capped.probe() is True  # a health probe does not wait behind the full pool
+        await first.aclose()
+        assert not capped.saturated
+        assert (await capped.chat(REQUEST)).text == ANSWER  # a freed slot is taken again
+        assert [chunk async for chunk in second][-1].final is not None
+        assert capped.outstanding == 0
+
+
+async def test_an_error_event_in_the_stream_is_a_backend_error(server: FaultServer) -> None:
+    async with backend(server.url, "error-event") as faulty:
+        with pytest.raises(BackendError) as caught:
+            await faulty.chat(REQUEST)
+    assert "overloaded mid-answer" in caught.value.message
+    assert not is_peer_failure(caught.value)
 
 
 # ---- failures ------------------------------------------------------------------------------------------------

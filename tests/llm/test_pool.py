@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.fakes.fault_server import ANSWER, FaultServer
-from upcoach.errors import BackendError, Unavailable
+from upcoach.errors import BackendError, Overloaded, Unavailable
 from upcoach.llm.base import ChatMessage, ChatRequest, Chunk, GenerationParams
 from upcoach.llm.openai_compat import OpenAICompatBackend
 from upcoach.llm.pool import BackendPool
@@ -39,9 +39,13 @@ def b(replicas: tuple[FaultServer, FaultServer]) -> FaultServer:
     return replicas[1]
 
 
-def member(server: FaultServer, model: str, name: str, delay: float | None = None) -> OpenAICompatBackend:
+def member(
+    server: FaultServer, model: str, name: str, delay: float | None = None, max_inflight: int = 8
+) -> OpenAICompatBackend:
     headers = {"x-fault-delay": str(delay)} if delay is not None else None
-    return OpenAICompatBackend(name, server.url, model, kind="pool", first_token_timeout=2, default_headers=headers)
+    return OpenAICompatBackend(
+        name, server.url, model, kind="pool", first_token_timeout=2, default_headers=headers, max_inflight=max_inflight
+    )
 
 
 @contextlib.asynccontextmanager
@@ -218,3 +222,20 @@ async def test_info_aggregates_the_members(a: FaultServer, b: FaultServer) -> No
         assert details["ttft_ms_ewma"] == pytest.approx(expected)
         assert details["healthy_members"] == 2 and details["outstanding"] == 0
         assert (await pool.health()).ok
+
+
+async def test_a_full_member_is_passed_over_and_a_full_pool_refuses_at_once(a: FaultServer, b: FaultServer) -> None:
+    first = member(a, "slow-first-token", "a", delay=0.3, max_inflight=1)
+    second = member(b, "slow-first-token", "b", delay=0.3, max_inflight=1)
+    async with pool_of(first, second) as pool:
+        one, two = pool.stream(REQUEST), pool.stream(REQUEST)
+        assert await anext(one) == Chunk() and await anext(two) == Chunk()
+        assert (first.outstanding, second.outstanding) == (1, 1)  # the second call skipped the full member
+        with pytest.raises(Overloaded) as caught:
+            await pool.chat(REQUEST)
+        assert caught.value.retry_after is not None
+        assert (len(a.requests), len(b.requests)) == (1, 1)
+        assert pool.is_healthy(first) and pool.is_healthy(second)  # full is not failing
+        await one.aclose()
+        assert (await pool.chat(REQUEST)).text == ANSWER
+        await two.aclose()

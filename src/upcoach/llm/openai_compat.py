@@ -1,11 +1,14 @@
 """Any OpenAI-compatible server as a backend: a cloud API, or self-hosted vLLM / llama-server / Ollama replicas.
 
 Why this shape: the hybrid engine chooses where a request goes and does its own fallback, so this adapter never
-retries (``max_retries=0``); instead it says precisely how a request failed. ``before_first_token`` on every error
-tells the caller whether the request can still go elsewhere without the user seeing a partial answer.
-The deadlines are ours, not the SDK's: httpx timeouts are per read, while routing needs "first token within N s"
-and "whole answer within M s". Live measurements (EWMA time to first token and decode speed, outstanding
-requests) feed the routing engine and ``BackendPool``.
+retries; instead it says precisely how a request failed. ``before_first_token`` on every error tells the caller
+whether the request can still go elsewhere without the user seeing a partial answer. The deadlines are ours:
+routing needs "first token within N s" and "whole answer within M s", not a timeout per read. Live measurements
+(EWMA time to first token and decode speed, outstanding requests) feed the routing engine and ``BackendPool``.
+
+In-flight calls are bounded (``max_inflight``): one more is refused at once with ``Overloaded`` (429, Retry-After),
+which the engine may answer elsewhere, rather than queued behind the others until it times out. The HTTP client
+(llm/upstream.py) keeps that many connections (and two for health probes), so an admitted call never waits for one.
 """
 
 from __future__ import annotations
@@ -16,16 +19,13 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-import openai
-from openai import AsyncOpenAI, AsyncStream
-from openai._constants import DEFAULT_CONNECTION_LIMITS
-from openai.types.chat import ChatCompletionChunk
-from openai.types.completion_usage import CompletionUsage
+import aiohttp
 
-from upcoach.errors import BackendError, BackendRateLimited, BackendTimeout, InvalidRequest
+from upcoach.errors import BackendError, BackendRateLimited, BackendTimeout, InvalidRequest, Overloaded
 from upcoach.llm.base import BackendInfo, ChatRequest, Chunk, Completion, FinishReason, Health, Usage, collect
+from upcoach.llm.upstream import ChatStream, PeerStatusError, UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +35,28 @@ DOWN_HOLD_S = 5.0
 EWMA_ALPHA = 0.2
 
 
+# Connection-level failures: refused, reset, closed mid-answer, a body cut short.
+_CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)
+
+
 def is_peer_failure(exc: BaseException) -> bool:
     """Whether a backend error means the peer itself is failing (unreachable, dropped the connection, 5xx), so
     another replica may answer, as opposed to the peer judging the request (4xx) or being merely slow or busy."""
     cause = exc.__cause__
-    if isinstance(cause, openai.APIConnectionError):
+    if isinstance(cause, _CONNECTION_ERRORS) and not isinstance(cause, aiohttp.ServerTimeoutError):
         return True
-    return isinstance(cause, openai.APIStatusError) and cause.status_code >= 500
+    return isinstance(cause, PeerStatusError) and cause.status >= 500
 
 
-MAX_CONNECTIONS = 1000
-# The SDK's own HTTP client library (httpx, or httpx2 in openai >= 3.5x): take its Limits class from the SDK's
-# default rather than importing either library by name.
-_Limits = type(DEFAULT_CONNECTION_LIMITS)
+DEFAULT_MAX_INFLIGHT = 512
+PROBE_CONNECTIONS = 2
+# Seconds a refused caller is told to wait: in-flight calls finish within about a second at the speeds we route
+# to, and Retry-After has whole seconds.
+SATURATED_RETRY_AFTER_S = 1.0
 
 
 class OpenAICompatBackend:
-    """One OpenAI-compatible endpoint through the official ``AsyncOpenAI`` client. ``aclose()`` releases it."""
+    """One OpenAI-compatible endpoint through our lean client (llm/upstream.py). ``aclose()`` releases it."""
 
     def __init__(
         self,
@@ -65,6 +70,8 @@ class OpenAICompatBackend:
         total_timeout: float = 60.0,
         *,
         default_headers: Mapping[str, str] | None = None,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        socket_path: str | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -73,20 +80,18 @@ class OpenAICompatBackend:
         self.connect_timeout = connect_timeout
         self.first_token_timeout = first_token_timeout
         self.total_timeout = total_timeout
-        self._client = AsyncOpenAI(
-            base_url=self.base_url,
-            # Never let the SDK fall back to OPENAI_API_KEY: a self-hosted peer must not receive the cloud's key.
-            api_key=api_key or "unused",
-            max_retries=0,
-            # The read timeout is only a backstop: stream() enforces first-token and total deadlines itself.
-            timeout=openai.Timeout(total_timeout, connect=connect_timeout),
-            default_headers=dict(default_headers or {}),
-            # Keep as many idle connections as we may open: with the SDK's default of 100, bursts beyond that
-            # close and reopen connections, and under load those connects are what times out.
-            http_client=openai.DefaultAsyncHttpxClient(
-                limits=_Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
-                timeout=openai.Timeout(total_timeout, connect=connect_timeout),
-            ),
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
+        self.max_inflight = max_inflight
+        self._client = UpstreamClient(
+            self.base_url,
+            # Only the key given here, never one from the environment: a self-hosted peer must not get the cloud's.
+            api_key=api_key,
+            headers=default_headers,
+            # Two more than the calls that may be in flight: a health probe never waits behind a full pool.
+            max_connections=max_inflight + PROBE_CONNECTIONS,
+            connect_timeout=connect_timeout,
+            socket_path=socket_path,
         )
         self._outstanding = 0
         self._ttft_ms: float | None = None
@@ -108,6 +113,7 @@ class OpenAICompatBackend:
                 "ttft_ms_ewma": self._ttft_ms,
                 "decode_tps_ewma": self._decode_tps,
                 "outstanding": self._outstanding,
+                "max_inflight": self.max_inflight,
                 "last_error_at": self._last_error_at,
                 "last_error": self._last_error,
             },
@@ -117,6 +123,11 @@ class OpenAICompatBackend:
     def outstanding(self) -> int:
         return self._outstanding
 
+    @property
+    def saturated(self) -> bool:
+        """True when another call now would be refused (``max_inflight`` calls in flight)."""
+        return self._outstanding >= self.max_inflight
+
     async def health(self) -> Health:
         down = self._down_at is not None and time.monotonic() - self._down_at < DOWN_HOLD_S
         return Health(not down, self._down_reason if down else "", self._outstanding, 0)
@@ -124,7 +135,7 @@ class OpenAICompatBackend:
     async def probe(self) -> bool:
         """GET {base_url}/models within the connect timeout; the pool's health checker calls this."""
         try:
-            await self._client.models.list(timeout=self.connect_timeout)
+            await self._client.get_json("/models", within=self.connect_timeout)
         except Exception as exc:  # never raises: any failure is simply "not healthy"
             self._mark_down(f"health probe failed: {_describe(exc)}")
             return False
@@ -141,21 +152,28 @@ class OpenAICompatBackend:
         if request.grammar is not None:
             # Remote servers differ in how (and whether) they constrain output: refuse rather than return free text.
             raise InvalidRequest(f"{self.name} cannot follow a grammar; only the local engine can", param="grammar")
+        if self._outstanding >= self.max_inflight:
+            raise Overloaded(
+                f"{self.name}: {self._outstanding} calls in flight, its limit; try again shortly",
+                retry_after=SATURATED_RETRY_AFTER_S,
+            )
         # Counted before the first await, so concurrent pool picks already see this request.
         self._outstanding += 1
         loop = asyncio.get_running_loop()
         started = loop.time()
         first_deadline = started + min(self.first_token_timeout, self.total_timeout)
         total_deadline = started + self.total_timeout
-        response: AsyncStream[ChatCompletionChunk] | None = None
+        response: ChatStream | None = None
         first_at: float | None = None
         pieces = 0
         finish: str | None = None
-        usage: CompletionUsage | None = None
+        usage: dict[str, Any] | None = None
         try:
             try:
                 async with asyncio.timeout_at(first_deadline):
-                    response = await self._create(request)
+                    response = await self._client.stream_chat(self._body(request))
+            except aiohttp.ServerTimeoutError as exc:  # aiohttp's connect timeout, not our deadline
+                raise self._translate(exc, before_first_token=True) from exc
             except TimeoutError as exc:
                 raise self._timeout(before_first_token=True) from exc
             except Exception as exc:
@@ -168,25 +186,27 @@ class OpenAICompatBackend:
                     # Only the wait for the peer sits under the deadline, never our yield: the consumer's time
                     # between chunks must not be cancelled by our timer.
                     async with asyncio.timeout_at(first_deadline if first_at is None else total_deadline):
-                        chunk = await anext(response)
+                        event = await anext(response)
                 except StopAsyncIteration:
                     break
                 except TimeoutError as exc:
                     raise self._timeout(before_first_token=first_at is None) from exc
-                except Exception as exc:  # the SDK's errors, or a body it could not parse
+                except Exception as exc:  # a dropped connection, an error event, a body we could not parse
                     raise self._translate(exc, before_first_token=first_at is None) from exc
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if not chunk.choices:
+                if event.get("usage"):
+                    usage = event["usage"]
+                choices = event.get("choices")
+                if not choices:
                     continue
-                choice = chunk.choices[0]
-                if choice.delta.content:
+                choice = choices[0]
+                content = (choice.get("delta") or {}).get("content")
+                if content:
                     if first_at is None:
                         first_at = loop.time()
                     pieces += 1
-                    yield Chunk(choice.delta.content)
-                if choice.finish_reason:
-                    finish = choice.finish_reason
+                    yield Chunk(content)
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
 
             if finish is None:
                 # The body ended cleanly but the answer did not: a proxy or a crashed worker cut it short.
@@ -209,28 +229,32 @@ class OpenAICompatBackend:
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._client.aclose()
 
     # ---- internals --------------------------------------------------------------------------------------------
-    async def _create(self, request: ChatRequest) -> AsyncStream[ChatCompletionChunk]:
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
         params = request.params
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         if request.continuation:
             # An answer another backend began: a trailing assistant message is how OpenAI-style servers take a
             # prefill (llama.cpp's llama-server continues it; vLLM does with continue_final_message).
             messages.append({"role": "assistant", "content": request.continuation})
-        return await self._client.chat.completions.create(
-            model=self.model,
-            messages=cast(Any, messages),
-            stream=True,
-            stream_options={"include_usage": True},
-            temperature=params.temperature,
-            top_p=params.top_p,
-            # max_tokens rather than max_completion_tokens: it is the one every self-hosted server understands.
-            max_tokens=params.max_tokens if params.max_tokens is not None else openai.omit,
-            stop=list(params.stop) if params.stop else openai.omit,
-            seed=params.seed if params.seed is not None else openai.omit,
-        )
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        # max_tokens rather than max_completion_tokens: it is the one every self-hosted server understands.
+        if params.max_tokens is not None:
+            body["max_tokens"] = params.max_tokens
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body
 
     def _completion(
         self,
@@ -240,12 +264,12 @@ class OpenAICompatBackend:
         ended: float,
         pieces: int,
         finish: str,
-        usage: CompletionUsage | None,
+        usage: dict[str, Any] | None,
     ) -> Completion:
         if usage is not None:
-            details = usage.prompt_tokens_details
-            cached = (details.cached_tokens or 0) if details is not None else 0
-            counted = Usage(usage.prompt_tokens, usage.completion_tokens, cached)
+            details = usage.get("prompt_tokens_details") or {}
+            cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+            counted = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached)
         else:
             # Servers that ignore include_usage (llama_cpp.server does) still need a bill: chunks are close to
             # tokens, and four characters per token is the usual estimate for the prompt.
@@ -286,37 +310,43 @@ class OpenAICompatBackend:
         return BackendTimeout(message, backend=self.name, before_first_token=before_first_token)
 
     def _translate(self, exc: Exception, *, before_first_token: bool) -> BackendError:
-        """Our error for a vendor error. The SDK's message already carries the peer's own words."""
+        """Our error for a client or peer error, with the peer's own words where it gave any."""
         name = self.name
         error: BackendError
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, aiohttp.ServerTimeoutError):
             self._mark_down(f"timed out reaching {self.base_url}")
             error = BackendTimeout(
                 f"{name}: timed out reaching {self.base_url}", backend=name, before_first_token=before_first_token
             )
-        elif isinstance(exc, openai.APIConnectionError):
+        elif isinstance(exc, _CONNECTION_ERRORS):
             self._mark_down(f"connection failed: {_describe(exc)}")
             error = BackendError(
                 f"{name}: connection to {self.base_url} failed: {_describe(exc)}",
                 backend=name,
                 before_first_token=before_first_token,
             )
-        elif isinstance(exc, openai.APIStatusError) and exc.status_code == 429:
+        elif isinstance(exc, PeerStatusError) and exc.status == 429:
             error = BackendRateLimited(
                 f"{name}: rate limited by the peer: {exc.message}",
                 backend=name,
                 before_first_token=before_first_token,
-                retry_after=_retry_after(exc.response.headers),
+                retry_after=_retry_after(exc.headers),
             )
-        elif isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
+        elif isinstance(exc, PeerStatusError) and exc.status >= 500:
             error = BackendError(
                 f"{name}: the peer failed: {exc.message}", backend=name, before_first_token=before_first_token
             )
-        elif isinstance(exc, openai.APIStatusError):
+        elif isinstance(exc, PeerStatusError) and exc.status == 0:
+            error = BackendError(
+                f"{name}: the peer reported an error mid-answer: {exc.message}",
+                backend=name,
+                before_first_token=before_first_token,
+            )
+        elif isinstance(exc, PeerStatusError):
             # A 4xx here (say, the peer's context is smaller than ours) is our upstream's fault, not the user's:
             # BackendError answers 502, and the peer's message says what went wrong.
             error = BackendError(
-                f"{name}: the peer rejected the request: {exc.message}",
+                f"{name}: the peer rejected the request ({exc.status}): {exc.message}",
                 backend=name,
                 before_first_token=before_first_token,
             )
@@ -341,7 +371,7 @@ class OpenAICompatBackend:
 
 
 def _describe(exc: BaseException) -> str:
-    """The SDK says only "Connection error."; the httpx cause says which (refused, reset, incomplete body)."""
+    """The error's own words, and its cause's (refused, reset, incomplete body) when it has one."""
     text = str(exc) or type(exc).__name__
     cause = exc.__cause__
     if cause is not None and str(cause):

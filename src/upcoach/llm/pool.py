@@ -6,6 +6,8 @@ of each server's batching. A member that fails as a peer (unreachable, dropped c
 token leaves the rotation and the request goes once to another member, so the user never notices a dead replica.
 Only the health loop (GET /models) brings a member back: a dead replica then costs one failed attempt, not one
 per request. Rate limits, timeouts and 4xx are not retried here: the hybrid engine above decides about those.
+A member with its ``max_inflight`` calls in flight is passed over; when every healthy member is full the request
+is refused at once (``Overloaded``, 429 with Retry-After) rather than queued.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from statistics import fmean
 
-from upcoach.errors import BackendError, Unavailable
+from upcoach.errors import BackendError, Overloaded, Unavailable
 from upcoach.llm.base import BackendInfo, ChatRequest, Chunk, Completion, Health, collect
-from upcoach.llm.openai_compat import OpenAICompatBackend, is_peer_failure
+from upcoach.llm.openai_compat import SATURATED_RETRY_AFTER_S, OpenAICompatBackend, is_peer_failure
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,9 @@ class BackendPool:
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         member = self._pick(exclude=())
         if member is None:
+            if any(m.healthy for m in self._members):
+                raise Overloaded(f"{self.name}: every member has its limit of calls in flight; try again shortly",
+                                 retry_after=SATURATED_RETRY_AFTER_S)  # fmt: skip
             raise Unavailable(f"{self.name}: no healthy member ({self._reasons()})")
         tried = [member]
         admitted = False
@@ -151,13 +156,14 @@ class BackendPool:
 
     # ---- internals --------------------------------------------------------------------------------------------
     def _pick(self, exclude: Sequence[_Member]) -> _Member | None:
-        """The healthy member with the fewest requests in flight; among equals, the next in rotation."""
+        """The healthy member with the fewest requests in flight and room for one more; among equals, the next in
+        rotation."""
         best: tuple[int, _Member] | None = None
         count = len(self._members)
         for offset in range(count):
             index = (self._next + offset) % count
             member = self._members[index]
-            if not member.healthy or member in exclude:
+            if not member.healthy or member in exclude or member.backend.saturated:
                 continue
             if best is None or member.backend.outstanding < best[1].backend.outstanding:
                 best = (index, member)

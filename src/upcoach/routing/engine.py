@@ -34,7 +34,7 @@ from upcoach.routing.policy import (
     decide,
     special_categories_may_leave,
 )
-from upcoach.security.canary import guard_system_prompt, leaks, make_canary
+from upcoach.security.canary import LeakWatch, guard_system_prompt, make_canary
 from upcoach.security.guard import Guard, Inspection, Refusal, StreamRehydrator
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ class _Run:
     redacted: bool = False
     withheld: bool = False
     preamble: str = ""
+    leak_watch: LeakWatch | None = None  # the answer so far, checked piece by piece for a system-prompt leak
 
 
 RecordFn = Callable[[Outcome], Awaitable[None]]
@@ -359,7 +360,7 @@ class HybridEngine:
                             if side not in run.sides_used:
                                 run.sides_used.append(side)
                             run.text.append(piece)
-                            if self._leaked(run, request.messages):
+                            if self._leaked(run, request.messages, piece):
                                 run.withheld = True
                                 run.flags.append("system_prompt_leak_withheld")
                                 run.reasons.append("answer withheld: it revealed the system prompt")
@@ -370,7 +371,8 @@ class HybridEngine:
                             self._account(run, side, chunk.final)
                 except (BackendError, Overloaded, Unavailable) as exc:
                     last_error = exc
-                    if side.is_cloud and cloud.breaker is not None:
+                    # Overloaded is our own in-flight limit refusing the call, not the cloud failing.
+                    if side.is_cloud and cloud.breaker is not None and not isinstance(exc, Overloaded):
                         await cloud.breaker.record_failure()
                     if last_side or (run.text and side.is_cloud is False):
                         raise
@@ -421,9 +423,11 @@ class HybridEngine:
             redactor
         )
 
-    def _leaked(self, run: _Run, original: tuple[ChatMessage, ...]) -> bool:
-        system = original[0].content if original and original[0].role in ("system", "developer") else ""
-        return leaks("".join(run.text), self.canary, system)
+    def _leaked(self, run: _Run, original: tuple[ChatMessage, ...], piece: str) -> bool:
+        if run.leak_watch is None:
+            system = original[0].content if original and original[0].role in ("system", "developer") else ""
+            run.leak_watch = LeakWatch(self.canary, system)
+        return run.leak_watch.feed(piece)
 
     def _plan(self, decision: Decision, cloud: _Cloud) -> list[_Side]:
         local_sides = [_Side(_backend_name(b), b, False) for b in self.local]

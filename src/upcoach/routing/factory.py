@@ -22,7 +22,7 @@ def _cloud_client(settings: Settings, name: str, base_url: str, model: str, api_
     return OpenAICompatBackend(
         name=name, base_url=base_url, model=model, api_key=api_key, kind="cloud",
         connect_timeout=settings.cloud_connect_timeout, first_token_timeout=settings.cloud_first_token_timeout,
-        total_timeout=settings.cloud_total_timeout,
+        total_timeout=settings.cloud_total_timeout, max_inflight=settings.cloud_max_inflight,
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from upcoach.errors import SecurityCheckFailed
 from upcoach.llm.base import ChatMessage
@@ -155,26 +156,65 @@ class Guard:
 
 _SEVERITY = {"allow": 0, "flag": 1, "block": 2}
 _VERDICTS = {level: verdict for verdict, level in _SEVERITY.items()}
-_PLACEHOLDER_START = re.compile(r"\[[A-Z_]*\d*$")
+# The end of a streamed piece that may be the start of a placeholder the next piece completes, in any form
+# ``Redactor.rehydrate`` accepts: "[PERSON_1]", "[person_1]", "PERSON_1", "PERSON\\_1" (bracketed anywhere, bare only
+# after a non-word character).
+_TAIL = re.compile(r"(?:\[|(?<![\w\]]))(?P<fragment>(?:[A-Za-z][A-Za-z_]{0,31}(?:\\_?)?\d{0,12})?)(?P<close>\]?)$")
+
+
+@lru_cache(maxsize=1)
+def _placeholder_prefixes() -> tuple[frozenset[str], re.Pattern[str]]:
+    from upcoach.security.pii import TYPES
+
+    heads = {f"{kind}_"[:n] for kind in TYPES for n in range(len(kind) + 2)}
+    return frozenset(heads), re.compile(rf"(?:{'|'.join(TYPES)})_\d+")
+
+
+def _may_change(tail: re.Match[str]) -> bool:
+    """Whether this end of the text may still become, or stop being, a placeholder once more text follows."""
+    text = tail.group("fragment").upper().replace("\\_", "_")
+    if text.endswith("\\"):
+        text = text[:-1] + "_"
+    heads, numbered = _placeholder_prefixes()
+    if tail.group("close"):
+        # "[PERSON_1]" is complete; a bare "PERSON_1]" keeps its "]" only if a word character follows.
+        return not tail.group().startswith("[") and numbered.fullmatch(text) is not None
+    return text in heads or numbered.fullmatch(text) is not None
 
 
 class StreamRehydrator:
-    """Rehydrates placeholders in streamed text, holding back a possibly unfinished ``[TYPE_N`` at the end."""
+    """Rehydrates placeholders in streamed text as ``Redactor.rehydrate`` would on the whole answer: the end of a
+    piece that may be an unfinished placeholder is held back for the next, and whether the text before a piece ends
+    in a word character (after which no bare placeholder starts) is remembered. Each character is looked at a
+    bounded number of times, so the cost is linear in the answer."""
 
     def __init__(self, redactor: object) -> None:
         self._redactor = redactor
         self._held = ""
+        self._glued = False  # the text so far ends in a word character or "]"
 
     def feed(self, text: str) -> str:
         buffer = self._held + text
-        partial = _PLACEHOLDER_START.search(buffer[-24:])
-        if partial is not None:
-            cut = len(buffer) - (len(buffer[-24:]) - partial.start())
+        # A word character standing in for the one before the buffer: it blocks a bare placeholder at its start
+        # exactly as the real one does, and no placeholder starts with it.
+        lead = "x" if self._glued else ""
+        tail = _TAIL.search(lead + buffer)
+        if tail is not None and tail.start() >= len(lead) and _may_change(tail):
+            cut = tail.start() - len(lead)
             buffer, self._held = buffer[:cut], buffer[cut:]
         else:
             self._held = ""
-        return self._redactor.rehydrate(buffer) if buffer else ""  # type: ignore[attr-defined]
+        return self._rehydrate(lead, buffer)
 
     def flush(self) -> str:
         held, self._held = self._held, ""
-        return self._redactor.rehydrate(held) if held else ""  # type: ignore[attr-defined]
+        return self._rehydrate("x" if self._glued else "", held)
+
+    def _rehydrate(self, lead: str, text: str) -> str:
+        if not text:
+            return ""
+        self._glued = _GLUE.match(text[-1]) is not None
+        return self._redactor.rehydrate(lead + text)[len(lead) :]  # type: ignore[attr-defined,no-any-return]
+
+
+_GLUE = re.compile(r"[\w\]]")
