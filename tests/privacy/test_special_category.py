@@ -6,15 +6,19 @@ tests/privacy/data/special_category_eval.txt and the latency quoted in docs/secu
 
 from __future__ import annotations
 
+import copy
+import json
 import random
 import statistics
 import time
 from collections import defaultdict
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from upcoach.privacy.special_category import CATEGORIES, CRISIS_RESOURCES, detect_special_categories
+from upcoach.privacy.special_category import CATEGORIES, CRISIS_RESOURCES, detect_special_categories, parse_rules
 
 EVAL_FILE = Path(__file__).parent / "data" / "special_category_eval.txt"
 
@@ -208,6 +212,35 @@ def test_a_diagnosis_word_alone_counts_as_health_but_defers_to_precise_categorie
 def test_crisis_resources_name_real_lines() -> None:
     for number in ("112", "911", "988", "116 123", "0800 111 0 111", "3114", "024", "findahelpline.com"):
         assert number in CRISIS_RESOURCES
+
+
+def shipped_tables() -> dict[str, Any]:
+    return json.loads(resources.files("upcoach.privacy").joinpath("data/special_category.json").read_text("utf-8"))
+
+
+def test_the_shipped_rule_tables_are_valid_and_cover_every_language() -> None:
+    parsed = parse_rules(shipped_tables())
+    names = {name for name, _, _ in parsed.rules}
+    for category in (*CATEGORIES, "self_harm"):
+        assert {f"{category}.{lang}" for lang in ("en", "de", "fr", "es", "it", "pt")} <= names, category
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda d: d["categories"]["health"].pop("de"), "languages"),
+        (lambda d: d["categories"].pop("genetic"), "must name exactly"),
+        (lambda d: d["categories"]["health"]["en"].append("(unclosed"), "not a valid pattern"),
+        (lambda d: d["categories"]["religion"]["en"].append("{NOPE}"), "unknown macro"),
+        (lambda d: d["categories"]["religion"]["en"].append(""), "non-empty strings"),
+        (lambda d: d.update(languages=["en"]), "languages must be"),
+    ],
+)
+def test_malformed_rule_tables_are_refused(breakage: Any, message: str) -> None:
+    data = copy.deepcopy(shipped_tables())
+    breakage(data)
+    with pytest.raises(ValueError, match=message):
+        parse_rules(data)
 
 
 def load_eval(split: str) -> list[tuple[set[str], str]]:
