@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -67,18 +68,42 @@ If you can, tell someone you trust how you are feeling today. I'm here to keep t
 class SpecialCategoryResult:
     categories: tuple[str, ...]
     self_harm: bool
-    matches: tuple[str, ...]  # rule names ("health.de", "clinical.en"), never the user's words
+    matches: tuple[str, ...]  # rule names ("health.de", "clinical.en") that counted, never the user's words
+    topics: tuple[str, ...] = ()  # rule names that matched only as a topic or an instruction, so did not count
 
 
 _LANGUAGES = ("en", "de", "fr", "es", "it", "pt")
 # Rule tables besides the art. 9 categories: intent about oneself, and generic medical words.
 _EXTRA_TABLES = ("self_harm", "clinical")
+# Cue tables. Person cues attach a mention to a person; discount cues say a sentence is about a topic, or tells the
+# assistant what to do, rather than about anyone. "possessive" is read right before each mention ("my depression").
+PERSON_CUES = ("self", "we", "you", "other")
+DISCOUNT_CUES = ("conditional", "instruction", "general")
+CUE_KINDS = (*PERSON_CUES, "possessive", *DISCOUNT_CUES)
+
+# Who "I", "we" and "you" are in each role decides which person cues count there. A user's "you" is the coach; an
+# assistant's "I" is the coach and its "you" the person; a system prompt's "you" is the model and its "we" the
+# operator. A role not listed (or a tool's output, which may quote anyone) reads with every person cue.
+ROLE_PERSON_CUES: dict[str, tuple[str, ...]] = {
+    "user": ("self", "we", "other"),
+    "assistant": ("you", "other"),
+    "system": ("self", "other"),
+    "developer": ("self", "other"),
+}
+# Self-harm is set aside only when the integrator's own text talks about it as a rule ("if the user mentions
+# suicide, ..."); on the user's side (user, assistant, tool, anything else) every mention counts.
+SELF_HARM_DISCOUNTS: dict[str, tuple[str, ...]] = {
+    "system": ("conditional", "instruction"),
+    "developer": ("conditional", "instruction"),
+}
 
 
 @dataclass(frozen=True)
 class _Rules:
     rules: tuple[tuple[str, str, re.Pattern[str]], ...]  # (name "category.lang", category, pattern)
     idioms: re.Pattern[str]
+    cues: dict[str, re.Pattern[str]]  # kind -> every language's fragments in one pattern
+    possessive_before: re.Pattern[str]  # a possessive, maybe one more word, then the end (searched with endpos)
 
 
 def _expand(fragment: str, macros: dict[str, str]) -> str:
@@ -87,7 +112,7 @@ def _expand(fragment: str, macros: dict[str, str]) -> str:
     return fragment
 
 
-def _compile(where: str, fragments: object, macros: dict[str, str]) -> re.Pattern[str] | None:
+def _fragments(where: str, fragments: object, macros: dict[str, str]) -> str | None:
     if not isinstance(fragments, list) or not all(isinstance(f, str) and f for f in fragments):
         raise ValueError(f"special_category.json: {where} must be a list of non-empty strings")
     if not fragments:
@@ -95,8 +120,12 @@ def _compile(where: str, fragments: object, macros: dict[str, str]) -> re.Patter
     joined = "|".join(_expand(f, macros) for f in fragments)
     if re.search(r"\{[A-Z_]+\}", joined):
         raise ValueError(f"special_category.json: {where} names an unknown macro")
+    return joined
+
+
+def _compile(where: str, joined: str, template: str = r"\b(?:{})\b") -> re.Pattern[str]:
     try:
-        return re.compile(r"\b(?:" + joined + r")\b")
+        return re.compile(template.format(joined))
     except re.error as exc:
         raise ValueError(f"special_category.json: {where} is not a valid pattern: {exc}") from exc
 
@@ -126,32 +155,120 @@ def parse_rules(data: dict[str, Any]) -> _Rules:
     macros = data.get("macros", {})
     if not isinstance(macros, dict) or not all(isinstance(v, str) for v in macros.values()):
         raise ValueError("special_category.json: macros must map names to patterns")
-    categories = _table(data, "categories", _EXTRA_TABLES + CATEGORIES)
     compiled = []
-    for category, by_lang in categories.items():
+    for category, by_lang in _table(data, "categories", _EXTRA_TABLES + CATEGORIES).items():
         for lang, fragments in by_lang.items():
-            pattern = _compile(f"categories.{category}.{lang}", fragments, macros)
-            if pattern is not None:
-                compiled.append((f"{category}.{lang}", category, pattern))
-    idioms = _compile("idioms", data.get("idioms"), macros)
+            joined = _fragments(f"categories.{category}.{lang}", fragments, macros)
+            if joined is not None:
+                compiled.append((f"{category}.{lang}", category, _compile(f"categories.{category}.{lang}", joined)))
+    cues: dict[str, str] = {}
+    for kind, by_lang in _table(data, "cues", CUE_KINDS).items():
+        parts = [_fragments(f"cues.{kind}.{lang}", fragments, macros) for lang, fragments in by_lang.items()]
+        if not any(parts):
+            raise ValueError(f"special_category.json: cues.{kind} has no fragment in any language")
+        cues[kind] = "|".join(part for part in parts if part)
+    idioms = _fragments("idioms", data.get("idioms"), macros)
     if idioms is None:
         raise ValueError("special_category.json: idioms must not be empty")
-    return _Rules(tuple(compiled), idioms)
+    return _Rules(
+        tuple(compiled),
+        _compile("idioms", idioms),
+        {kind: _compile(f"cues.{kind}", joined) for kind, joined in cues.items() if kind != "possessive"},
+        _compile("cues.possessive", cues["possessive"], r"\b(?:{})(?: [\w'-]+)? ?$"),
+    )
 
 
 _MEDICAL = frozenset(("health", "mental_health", "medication", "pregnancy", "sex_life", "genetic", "self_harm"))
+_SENTENCE_END = re.compile(r"[.!?;]+(?=\s|$)|\n")
 
 
-def detect_special_categories(text: str) -> SpecialCategoryResult:
-    # The shared normaliser first (invisibles, look-alikes, NFKC, case, whitespace): "H\u200bIV" is "hiv" here.
+class _Sentence:
+    """One sentence of the normalised text and what its cues say, worked out once for all its mentions."""
+
+    __slots__ = ("text", "start", "_tables", "_readings")
+
+    def __init__(self, text: str, start: int, tables: _Rules) -> None:
+        self.text = text
+        self.start = start
+        self._tables = tables
+        self._readings: dict[tuple[str, ...], tuple[bool, str]] = {}
+
+    def _reading(self, discounts: tuple[str, ...]) -> tuple[bool, str]:
+        """(any of these discount cues present, the sentence with their spans blanked out)."""
+        if discounts not in self._readings:
+            chars = list(self.text)
+            found = False
+            for kind in discounts:
+                for match in self._tables.cues[kind].finditer(self.text):
+                    found = True
+                    chars[match.start() : match.end()] = " " * (match.end() - match.start())
+            self._readings[discounts] = (found, "".join(chars))
+        return self._readings[discounts]
+
+    def counts(self, start: int, role: str, self_harm: bool) -> bool:
+        """Does the mention at ``start`` (an offset in the whole text) say something about a person?
+
+        It does unless the sentence carries a discount cue and, outside the discount cues' spans, no person cue:
+        no cue at all is the fail-closed reading ("diagnosed with bipolar disorder" counts on its own)."""
+        discounts = SELF_HARM_DISCOUNTS.get(role, ()) if self_harm else DISCOUNT_CUES
+        if not discounts:
+            return True
+        found, rest = self._reading(discounts)
+        if not found:
+            return True
+        persons = ROLE_PERSON_CUES.get(role, PERSON_CUES)
+        if any(self._tables.cues[kind].search(rest) for kind in persons):
+            return True
+        return bool(self._tables.possessive_before.search(rest, 0, start - self.start))
+
+
+def _sentences(normalised: str, tables: _Rules) -> list[_Sentence]:
+    sentences, start = [], 0
+    for end in _SENTENCE_END.finditer(normalised):
+        sentences.append(_Sentence(normalised[start : end.start()], start, tables))
+        start = end.end()
+    sentences.append(_Sentence(normalised[start:], start, tables))
+    return sentences
+
+
+def normalise(text: str) -> str:
+    """The form the rules read: the shared normaliser (textnorm.clean) line by line, accents folded.
+
+    Line breaks are kept as sentence boundaries ("- Do not diagnose" and the next bullet are two sentences)."""
+    if "\n" not in text and "\r" not in text:
+        return fold_accents(clean(text))
+    return fold_accents("\n".join(clean(line) for line in text.splitlines()))
+
+
+def detect_special_categories(text: str, role: str = "user") -> SpecialCategoryResult:
+    """The categories ``text`` reveals about a person, read as a message of ``role`` (system, developer, user,
+    assistant, tool), sentence by sentence: a mention counts unless its sentence is an instruction, a conditional
+    about someone else, or a general question or statement, with nothing in it that attaches the mention to a
+    person. Self-harm is only set aside in system and developer instructions."""
     tables = rules()
-    normalised = tables.idioms.sub(" ", fold_accents(clean(text)))
+    # The shared normaliser first (invisibles, look-alikes, NFKC, case, whitespace): "H\u200bIV" is "hiv" here.
+    normalised = tables.idioms.sub(" ", normalise(text))
     categories: set[str] = set()
     matches: list[str] = []
+    topics: list[str] = []
+    sentences: list[_Sentence] | None = None
+    starts: list[int] = []
     for name, category, pattern in tables.rules:
-        if pattern.search(normalised):
+        counted = seen = False
+        for match in pattern.finditer(normalised):
+            seen = True
+            if sentences is None:
+                sentences = _sentences(normalised, tables)
+                starts = [sentence.start for sentence in sentences]
+            sentence = sentences[bisect_right(starts, match.start()) - 1]
+            if sentence.counts(match.start(), role, category == "self_harm"):
+                counted = True
+                break
+        if counted:
             matches.append(name)
             categories.add(category)
+        elif seen:
+            topics.append(name)
     if "clinical" in categories:
         categories.discard("clinical")
         if not categories & _MEDICAL:
@@ -164,4 +281,5 @@ def detect_special_categories(text: str) -> SpecialCategoryResult:
         categories=tuple(c for c in CATEGORIES if c in categories),
         self_harm=self_harm,
         matches=tuple(matches),
+        topics=tuple(topics),
     )
