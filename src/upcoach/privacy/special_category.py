@@ -25,14 +25,13 @@ mentions a diagnosis and stays local, which is the fail-closed choice.
 
 from __future__ import annotations
 
-import json
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any
 
+from upcoach.langtables import Tables
 from upcoach.security.textnorm import clean, fold_accents
 
 CATEGORIES = (
@@ -72,7 +71,6 @@ class SpecialCategoryResult:
     topics: tuple[str, ...] = ()  # rule names that matched only as a topic or an instruction, so did not count
 
 
-_LANGUAGES = ("en", "de", "fr", "es", "it", "pt")
 # Rule tables besides the art. 9 categories: intent about oneself, and generic medical words.
 _EXTRA_TABLES = ("self_harm", "clinical")
 # Cue tables. Person cues attach a mention to a person; discount cues say a sentence is about a topic, or tells the
@@ -106,75 +104,34 @@ class _Rules:
     possessive_before: re.Pattern[str]  # a possessive, maybe one more word, then the end (searched with endpos)
 
 
-def _expand(fragment: str, macros: dict[str, str]) -> str:
-    for name, value in macros.items():
-        fragment = fragment.replace("{" + name + "}", value)
-    return fragment
-
-
-def _fragments(where: str, fragments: object, macros: dict[str, str]) -> str | None:
-    if not isinstance(fragments, list) or not all(isinstance(f, str) and f for f in fragments):
-        raise ValueError(f"special_category.json: {where} must be a list of non-empty strings")
-    if not fragments:
-        return None
-    joined = "|".join(_expand(f, macros) for f in fragments)
-    if re.search(r"\{[A-Z_]+\}", joined):
-        raise ValueError(f"special_category.json: {where} names an unknown macro")
-    return joined
-
-
-def _compile(where: str, joined: str, template: str = r"\b(?:{})\b") -> re.Pattern[str]:
-    try:
-        return re.compile(template.format(joined))
-    except re.error as exc:
-        raise ValueError(f"special_category.json: {where} is not a valid pattern: {exc}") from exc
-
-
-def _table(data: dict[str, Any], key: str, names: tuple[str, ...]) -> dict[str, dict[str, object]]:
-    table = data.get(key)
-    if not isinstance(table, dict) or set(table) != set(names):
-        raise ValueError(f"special_category.json: {key} must name exactly {', '.join(names)}")
-    for name, by_lang in table.items():
-        if not isinstance(by_lang, dict) or set(by_lang) != set(_LANGUAGES):
-            raise ValueError(f"special_category.json: {key}.{name} must have exactly the languages {_LANGUAGES}")
-    return table
-
-
 @cache
 def rules() -> _Rules:
     """The rule tables (privacy/data/special_category.json), loaded and validated once; ValueError if malformed."""
-    return parse_rules(
-        json.loads(resources.files("upcoach.privacy").joinpath("data/special_category.json").read_text("utf-8"))
-    )
+    return parse_rules(Tables.load("upcoach.privacy", "data/special_category.json").data)
 
 
 def parse_rules(data: dict[str, Any]) -> _Rules:
     """Validate and compile the tables: every table names every language, every pattern compiles."""
-    if tuple(data.get("languages", ())) != _LANGUAGES:
-        raise ValueError(f"special_category.json: languages must be {_LANGUAGES}")
-    macros = data.get("macros", {})
-    if not isinstance(macros, dict) or not all(isinstance(v, str) for v in macros.values()):
-        raise ValueError("special_category.json: macros must map names to patterns")
+    tables = Tables("special_category.json", data)
     compiled = []
-    for category, by_lang in _table(data, "categories", _EXTRA_TABLES + CATEGORIES).items():
+    for category, by_lang in tables.table("categories", _EXTRA_TABLES + CATEGORIES).items():
         for lang, fragments in by_lang.items():
-            joined = _fragments(f"categories.{category}.{lang}", fragments, macros)
+            where = f"categories.{category}.{lang}"
+            joined = tables.join(where, fragments)
             if joined is not None:
-                compiled.append((f"{category}.{lang}", category, _compile(f"categories.{category}.{lang}", joined)))
-    cues: dict[str, str] = {}
-    for kind, by_lang in _table(data, "cues", CUE_KINDS).items():
-        parts = [_fragments(f"cues.{kind}.{lang}", fragments, macros) for lang, fragments in by_lang.items()]
-        if not any(parts):
-            raise ValueError(f"special_category.json: cues.{kind} has no fragment in any language")
-        cues[kind] = "|".join(part for part in parts if part)
-    idioms = _fragments("idioms", data.get("idioms"), macros)
+                compiled.append((f"{category}.{lang}", category, tables.compile(where, joined)))
+    cues = {
+        kind: tables.join_languages(f"cues.{kind}", by_lang)
+        for kind, by_lang in tables.table("cues", CUE_KINDS).items()
+    }
+    idioms = tables.join("idioms", data.get("idioms"))
     if idioms is None:
         raise ValueError("special_category.json: idioms must not be empty")
     return _Rules(
         tuple(compiled),
-        _compile("idioms", idioms),
-        {kind: _compile(f"cues.{kind}", joined) for kind, joined in cues.items() if kind != "possessive"},
-        _compile("cues.possessive", cues["possessive"], r"\b(?:{})(?: [\w'-]+)? ?$"),
+        tables.compile("idioms", idioms),
+        {kind: tables.compile(f"cues.{kind}", joined) for kind, joined in cues.items() if kind != "possessive"},
+        tables.compile("cues.possessive", cues["possessive"], r"\b(?:{})(?: [\w'-]+)? ?$"),
     )
 
 
