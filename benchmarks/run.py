@@ -1,6 +1,7 @@
 """`make bench`: run the benchmarks and write docs/benchmarks.md (and a JSON copy of each in benchmarks/results/).
 
-`--only local|gateway|decision|chips|modelload` runs one benchmark and replaces only its section; the others are kept.
+`--only local|gateway|decision|routing|chips|modelload` runs one benchmark and replaces only its section; the others
+are kept.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import chips, decision, gateway, local_engine, model_load  # noqa: E402
+from benchmarks import chips, decision, gateway, local_engine, model_load, routing  # noqa: E402
 from benchmarks.common import machine, median  # noqa: E402
 from upcoach.config import Settings  # noqa: E402
 from upcoach.modelstore.catalog import DEFAULT_MODEL, get_entry  # noqa: E402
@@ -30,6 +31,7 @@ SECTIONS = {
     "local": "## Local engine:",
     "gateway": "## Gateway:",
     "decision": "## Routing decision time",
+    "routing": routing.HEADING,
     "chips": chips.HEADING,
     "modelload": model_load.HEADING,
 }
@@ -174,6 +176,8 @@ def main() -> None:
         new["gateway"] = gateway_section(command)
     if args.only in (None, "decision"):
         new["decision"] = decision_section(command)
+    if args.only in (None, "routing"):
+        new["routing"] = routing.section(command)
     if args.only in (None, "chips"):
         new["chips"] = chips.section(command)
     if args.only in (None, "modelload"):
