@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import sys
 import tempfile
@@ -142,13 +143,15 @@ def merge(existing: str, new: dict[str, str]) -> str:
 
 
 def decision_section(command: str) -> str:
+    load = os.getloadavg()[0]
     result = decision.run()
     return "\n".join(
         [
             f"{SECTIONS['decision']}: feature extraction + policy (goal < 1 ms P99)",
             "",
             f"- command: `{command}` (benchmarks/decision.py); date: {_when()}",
-            f"- machine: {machine()}",
+            f"- machine: {machine()}; load average {load:.1f} when the run started (wall-clock timings: a busy machine "
+            "preempts some decisions for milliseconds, which shows in P99 and max)",
             f"- {decision.ROUNDS:,} decisions over {len(decision._cases())} combinations of request (20 coaching "
             "questions, a ~1,300-character multi-ask request, a 21-turn conversation), hints and live state; the "
             "same `extract` + `decide` calls the engine makes per request, timed one by one",
