@@ -178,12 +178,6 @@ WELLNESS = [
 ]
 
 
-@pytest.mark.parametrize("text", WELLNESS)
-def test_wellness_coaching_stays_routable(text: str) -> None:
-    result = detect_special_categories(text)
-    assert result.categories == () and not result.self_harm, result
-
-
 def test_result_reports_rule_names_not_words() -> None:
     result = detect_special_categories("I take sertraline for my depression and I want to kill myself")
     assert result.categories == ("mental_health", "medication")
@@ -249,8 +243,8 @@ TOPIC_QUESTIONS = [
 ]
 
 
-@pytest.mark.parametrize("text", TOPIC_QUESTIONS)
-def test_general_questions_about_a_topic_are_not_data(text: str) -> None:
+@pytest.mark.parametrize("text", WELLNESS + TOPIC_QUESTIONS)
+def test_wellness_talk_and_topic_questions_stay_routable(text: str) -> None:
     result = detect_special_categories(text)
     assert result.categories == () and not result.self_harm, result
 
