@@ -1,8 +1,8 @@
 """Special-category data (GDPR art. 9) and signs of self-harm, found with multilingual phrase rules.
 
-A request that mentions any category here stays on the local model; one that shows signs of self-harm also gets
-`CRISIS_RESOURCES`. Rules cover English, German, French, Spanish, Italian and Portuguese; they are data
-(privacy/data/special_category.json, one schema, loaded and validated once by ``rules()``). Text goes through the
+A request that reveals any category here about a person stays on the local model; one that shows signs of self-harm
+also gets `CRISIS_RESOURCES`. Rules and cues cover English, German, French, Spanish, Italian and Portuguese; they are
+data (privacy/data/special_category.json, one schema, loaded and validated once by ``rules()``). Text goes through the
 shared normaliser first (security/textnorm.py: invisible characters, look-alike letters, NFKC, case, whitespace)
 and is stripped of accents (so "depressão", "depressao", "DEPRESSÃO" and "dep\u00adression" are one word), and
 every rule is anchored on word boundaries with explicit inflections (`depress\\w*`, `schwanger\\w*`).
@@ -17,6 +17,11 @@ Where the line is drawn (the product keeps ordinary wellness coaching routable):
   office politics, maternity or parental leave as an HR topic, idioms ("this deadline is killing me", "I could kill
   for a coffee", "career suicide", "thank God").
 Clinical framing moves a topic across the line: "anxiety disorder", "my anxiety", "therapy for burnout".
+A person's status is data, a subject is not: each sentence is judged as its role reads it. An instruction ("you are
+not a therapist", "do not diagnose"), a conditional about someone else ("if the user mentions depression, ...") or a
+general question or statement ("what is CBT?", "people with a chronic illness") sets its mentions aside unless a
+person cue attaches them to someone ("my therapist", "you told me you take", "context about this client:"). Self-harm
+is set aside only by instructions and conditionals in system or developer text, never on the user's side.
 Self-harm rules look for intent about oneself ("I want to kill myself", "no reason to live", "je veux mourir") and
 skip injuries and idioms ("I hurt myself at the gym", "killing myself trying to hit this deadline"). Self-harm is
 mental-health data too, so it always adds "mental_health". Negation is not parsed: "I don't have diabetes" still
