@@ -1,6 +1,7 @@
 """`make bench`: run the benchmarks and write docs/benchmarks.md (and a JSON copy of each in benchmarks/results/).
 
-`--only local|gateway|decision|chips|modelload` runs one benchmark and replaces only its section; the others are kept.
+`--only local|gateway|decision|routing|chips|modelload` runs one benchmark and replaces only its section; the others
+are kept.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import sys
 import tempfile
@@ -17,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import chips, decision, gateway, local_engine, model_load  # noqa: E402
+from benchmarks import chips, decision, gateway, local_engine, model_load, routing  # noqa: E402
 from benchmarks.common import machine, median  # noqa: E402
 from upcoach.config import Settings  # noqa: E402
 from upcoach.modelstore.catalog import DEFAULT_MODEL, get_entry  # noqa: E402
@@ -30,6 +32,7 @@ SECTIONS = {
     "local": "## Local engine:",
     "gateway": gateway.HEADING,
     "decision": "## Routing decision time",
+    "routing": routing.HEADING,
     "chips": chips.HEADING,
     "modelload": model_load.HEADING,
 }
@@ -85,13 +88,15 @@ def merge(existing: str, new: dict[str, str]) -> str:
 
 
 def decision_section(command: str) -> str:
+    load = os.getloadavg()[0]
     result = decision.run()
     return "\n".join(
         [
             f"{SECTIONS['decision']}: feature extraction + policy (goal < 1 ms P99)",
             "",
             f"- command: `{command}` (benchmarks/decision.py); date: {_when()}",
-            f"- machine: {machine()}",
+            f"- machine: {machine()}; load average {load:.1f} when the run started (wall-clock timings: a busy machine "
+            "preempts some decisions for milliseconds, which shows in P99 and max)",
             f"- {decision.ROUNDS:,} decisions over {len(decision._cases())} combinations of request (20 coaching "
             "questions, a ~1,300-character multi-ask request, a 21-turn conversation), hints and live state; the "
             "same `extract` + `decide` calls the engine makes per request, timed one by one",
@@ -119,6 +124,8 @@ def main() -> None:
         new["gateway"] = gateway.section(command)
     if args.only in (None, "decision"):
         new["decision"] = decision_section(command)
+    if args.only in (None, "routing"):
+        new["routing"] = routing.section(command)
     if args.only in (None, "chips"):
         new["chips"] = chips.section(command)
     if args.only in (None, "modelload"):

@@ -143,6 +143,22 @@ def test_scan_endpoint_reports_all_three_checks(secure_server: tuple[LiveServer,
     assert "value" not in str(scanned["pii"])
 
 
+def test_scan_reads_a_text_as_the_role_it_would_arrive_in(
+    secure_server: tuple[LiveServer, dict[str, str], Path],
+) -> None:
+    server, keys, _ = secure_server
+    rule = "If the user mentions depression or suicide, refer them to a professional."
+
+    def scan(**body: str) -> httpx.Response:
+        return httpx.post(server.base_url + "/api/ai/security/scan", headers=auth(keys["alice"]), json=body)
+
+    assert scan(text=rule, role="system").json()["specialCategory"] == {"categories": [], "selfHarm": False}
+    # The same words from the user's side still count as a self-harm signal.
+    assert scan(text=rule).json()["specialCategory"]["selfHarm"] is True
+    refused = scan(text=rule, role="narrator")
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "role"
+
+
 def test_users_see_only_their_own_usage(secure_server: tuple[LiveServer, dict[str, str], Path]) -> None:
     server, keys, _ = secure_server
     process(server, keys["bob"], "How do I drink more water?", "private")

@@ -1,22 +1,19 @@
-"""Special-category (GDPR art. 9) and self-harm rules: per category and language, idioms, the evaluation set.
+"""Special-category (GDPR art. 9) and self-harm rules: per category and language, idioms, the evaluation sets.
 
-`python -m tests.privacy.test_special_category` prints per-category precision/recall on
-tests/privacy/data/special_category_eval.txt and the latency quoted in docs/security.md.
+`python -m tests.privacy.special_category_eval` prints the figures quoted in docs/security.md.
 """
 
 from __future__ import annotations
 
-import random
-import statistics
-import time
-from collections import defaultdict
-from pathlib import Path
+import copy
+import json
+from importlib import resources
+from typing import Any
 
 import pytest
 
-from upcoach.privacy.special_category import CATEGORIES, CRISIS_RESOURCES, detect_special_categories
-
-EVAL_FILE = Path(__file__).parent / "data" / "special_category_eval.txt"
+from tests.privacy.special_category_eval import is_data, load_coaching, load_eval, per_label
+from upcoach.privacy.special_category import CATEGORIES, CRISIS_RESOURCES, detect_special_categories, parse_rules
 
 CATEGORY_CASES = [
     ("health", "I was diagnosed with type 2 diabetes."),
@@ -181,12 +178,6 @@ WELLNESS = [
 ]
 
 
-@pytest.mark.parametrize("text", WELLNESS)
-def test_wellness_coaching_stays_routable(text: str) -> None:
-    result = detect_special_categories(text)
-    assert result.categories == () and not result.self_harm, result
-
-
 def test_result_reports_rule_names_not_words() -> None:
     result = detect_special_categories("I take sertraline for my depression and I want to kill myself")
     assert result.categories == ("mental_health", "medication")
@@ -210,76 +201,196 @@ def test_crisis_resources_name_real_lines() -> None:
         assert number in CRISIS_RESOURCES
 
 
-def load_eval(split: str) -> list[tuple[set[str], str]]:
-    samples = []
-    for line in EVAL_FILE.read_text(encoding="utf-8").splitlines():
-        if line.startswith(f"{split}: "):
-            labels, text = line.split(": ", 1)[1].split(" | ", 1)
-            samples.append((set() if labels == "-" else set(labels.split(",")), text))
-    return samples
+# --- status, not topic; data, not instructions (issue 20) -------------------------------------------------------
+
+# What an integrator writes in a system prompt: rules about topics, not data about anyone.
+INSTRUCTIONS = [
+    "You are a coach, not a therapist. Do not diagnose.",
+    "If the user mentions depression or suicide, refer them to a professional.",
+    "Never give medical advice or recommend medication.",
+    "When a client talks about self-harm, stay calm and share crisis lines.",
+    "You are not a doctor; if someone describes symptoms, suggest they see one.",
+    "- Do not diagnose.\n- If the user mentions an eating disorder, recommend a specialist.",
+    "Du bist ein Coach, kein Therapeut. Wenn jemand Suizidgedanken erwähnt, nenne die Nummer der TelefonSeelsorge.",
+    "Tu n'es pas un thérapeute. Si l'utilisateur parle de suicide, oriente-le vers le 3114.",
+    "No eres psicólogo. Si el usuario menciona autolesiones, ofrécele el 024.",
+    "Non sei un medico. Se l'utente parla di depressione, consiglia uno psicologo.",
+    "Você não é terapeuta. Se o usuário mencionar suicídio, encaminhe-o a um profissional.",
+]
 
 
-def evaluate(split: str) -> dict[str, tuple[int, int, int]]:
-    """Label -> (true positives, false positives, false negatives), per sentence."""
-    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for gold, text in load_eval(split):
-        result = detect_special_categories(text)
-        predicted = set(result.categories) | ({"self_harm"} if result.self_harm else set())
-        for label in gold | predicted:
-            stats[label][0 if label in gold and label in predicted else 1 if label in predicted else 2] += 1
-    return {k: (v[0], v[1], v[2]) for k, v in stats.items()}
+@pytest.mark.parametrize("role", ["system", "developer"])
+@pytest.mark.parametrize("text", INSTRUCTIONS)
+def test_instructions_in_system_prompts_are_not_data(role: str, text: str) -> None:
+    result = detect_special_categories(text, role)
+    assert result.categories == () and not result.self_harm, result
+    assert result.topics, "the mentions are still reported, as topics"
+
+
+# Questions and requests about a subject, in the user's own turn: the complexity decides where they go.
+TOPIC_QUESTIONS = [
+    "What is CBT and how do therapy techniques like reframing work?",
+    "What are the typical symptoms of burnout?",
+    "Explain how antidepressants affect sleep.",
+    "How can managers support employees with a chronic illness?",
+    "Write a short blog post about mental health at work.",
+    "How do trade unions negotiate pay rises?",
+    "Was ist kognitive Verhaltenstherapie?",
+    "Qu'est-ce que le trouble bipolaire ?",
+    "¿Qué es el TDAH?",
+    "Che cos'è la terapia cognitiva?",
+    "O que é terapia cognitivo-comportamental?",
+]
+
+
+@pytest.mark.parametrize("text", WELLNESS + TOPIC_QUESTIONS)
+def test_wellness_talk_and_topic_questions_stay_routable(text: str) -> None:
+    result = detect_special_categories(text)
+    assert result.categories == () and not result.self_harm, result
+
+
+# A person's status, in every role it can arrive in: always data, whatever instruction or question surrounds it.
+STATUS = [
+    (
+        "system",
+        "Context about this client: diagnosed with bipolar disorder, takes lithium.",
+        {"mental_health", "medication"},
+    ),
+    ("system", "You are a coach. Do not mention the client's depression unless she raises it.", {"mental_health"}),
+    ("system", "You are coaching Maria. Maria has type 1 diabetes; never suggest fasting.", {"health"}),
+    ("developer", "User profile: type 1 diabetes, uses an insulin pump.", {"health", "medication"}),
+    ("user", "My therapist says I should set boundaries.", {"mental_health"}),
+    ("user", "I was diagnosed with ADHD. What is ADHD, exactly?", {"mental_health"}),
+    ("user", "What is CBT, and could it help with my panic attacks?", {"mental_health"}),
+    ("user", "How do I explain my diabetes to my new team?", {"health"}),
+    ("user", "My son has ADHD and homework time is chaos.", {"mental_health"}),
+    ("user", "Is it normal to feel this depressed after a promotion?", {"mental_health"}),
+    ("assistant", "You told me you take sertraline, so let's plan around the drowsiness.", {"medication"}),
+    ("assistant", "Since your depression diagnosis you have been sleeping badly.", {"mental_health"}),
+    (
+        "tool",
+        '{"diagnosis": "generalised anxiety disorder", "medication": "escitalopram"}',
+        {"mental_health", "medication"},
+    ),
+    ("system", "Kontext: Die Klientin hat Multiple Sklerose und nimmt Sertralin.", {"health", "medication"}),
+    ("assistant", "Tu m'as dit que tu prends des antidépresseurs.", {"medication"}),
+    ("system", "Contexto del cliente: tiene diabetes tipo 2 y toma metformina.", {"health", "medication"}),
+    ("user", "Come posso gestire la mia depressione al lavoro?", {"mental_health"}),
+    ("assistant", "Você disse que sua depressão piorou no inverno.", {"mental_health"}),
+]
+
+
+@pytest.mark.parametrize(("role", "text", "expected"), STATUS)
+def test_a_persons_status_is_data_in_every_role(role: str, text: str, expected: set[str]) -> None:
+    result = detect_special_categories(text, role)
+    assert expected <= set(result.categories), result
+
+
+# Self-harm on the user's side counts however it is phrased: as a question, a condition, inside an instruction.
+USER_SELF_HARM = [
+    "What are the warning signs of suicide?",
+    "If I told you I want to kill myself, would you tell anyone?",
+    "Don't tell anyone, but I want to kill myself.",
+    "Never mind, I just want to die.",
+    "How do I stop wanting to die?",
+    "Was ist Suizid? Ich denke jeden Tag daran.",
+    "Si je parle de suicide, tu appelles quelqu'un ? Je veux mourir.",
+    "¿Qué es el suicidio? Quiero morir.",
+    "Cos'è il suicidio? Voglio morire.",
+    "O que é suicídio? Quero morrer.",
+]
+
+
+@pytest.mark.parametrize("role", ["user", "assistant", "tool", "unknown-role"])
+@pytest.mark.parametrize("text", USER_SELF_HARM)
+def test_self_harm_is_never_set_aside_outside_system_instructions(role: str, text: str) -> None:
+    result = detect_special_categories(text, role)
+    assert result.self_harm and "mental_health" in result.categories, result
+
+
+def test_self_harm_in_a_system_prompt_counts_unless_it_is_a_rule() -> None:
+    assert detect_special_categories("Context: this client attempted suicide last year.", "system").self_harm
+    assert not detect_special_categories("If anyone mentions suicide, share the crisis lines.", "system").self_harm
+    # An explanation in the integrator's text is not a rule: only instructions and conditionals set it aside.
+    assert detect_special_categories("What is suicide prevention?", "system").self_harm
+
+
+def test_one_sentence_is_judged_at_a_time() -> None:
+    prompt = "You are a coach, not a therapist. The client has bipolar disorder. Never diagnose."
+    assert detect_special_categories(prompt, "system").categories == ("mental_health",)
+    assert detect_special_categories("You are a coach, not a therapist. Never diagnose.", "system").categories == ()
+
+
+def test_who_you_and_we_are_depends_on_the_role() -> None:
+    # In an assistant turn "you" is the person; in a user turn it is the coach.
+    assert detect_special_categories("If you take antidepressants, ask about caffeine.", "assistant").categories == ()
+    assert detect_special_categories("Since you take antidepressants, skip the espresso.", "assistant").categories
+    # In a system prompt "we" is the operator; in a user message it is the user and their family.
+    assert detect_special_categories("We are not therapists and never diagnose.", "system").categories == ()
+    assert detect_special_categories("What can we do? We are not coping since the miscarriage.", "user").categories
+
+
+def shipped_tables() -> dict[str, Any]:
+    return json.loads(resources.files("upcoach.privacy").joinpath("data/special_category.json").read_text("utf-8"))
+
+
+def test_the_shipped_rule_tables_are_valid_and_cover_every_language() -> None:
+    parsed = parse_rules(shipped_tables())
+    names = {name for name, _, _ in parsed.rules}
+    for category in (*CATEGORIES, "self_harm"):
+        assert {f"{category}.{lang}" for lang in ("en", "de", "fr", "es", "it", "pt")} <= names, category
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda d: d["categories"]["health"].pop("de"), "languages"),
+        (lambda d: d["categories"].pop("genetic"), "must name exactly"),
+        (lambda d: d["categories"]["health"]["en"].append("(unclosed"), "not a valid pattern"),
+        (lambda d: d["categories"]["religion"]["en"].append("{NOPE}"), "unknown macro"),
+        (lambda d: d["categories"]["religion"]["en"].append(""), "non-empty strings"),
+        (lambda d: d.update(languages=["en"]), "languages must be"),
+    ],
+)
+def test_malformed_rule_tables_are_refused(breakage: Any, message: str) -> None:
+    data = copy.deepcopy(shipped_tables())
+    breakage(data)
+    with pytest.raises(ValueError, match=message):
+        parse_rules(data)
 
 
 def test_eval_set_is_big_enough_and_half_held_out() -> None:
     dev, held = load_eval("dev"), load_eval("held")
     assert len(dev) + len(held) >= 200 and len(held) >= 100
-    labels = {label for gold, _ in dev + held for label in gold}
+    labels = {label for sample in dev + held for label in sample.gold}
     assert labels == set(CATEGORIES) | {"self_harm"}
-    assert sum(not gold for gold, _ in dev + held) >= 40  # negatives, idioms included
+    assert sum(not sample.gold for sample in dev + held) >= 40  # negatives, idioms included
 
 
 @pytest.mark.parametrize("split", ["dev", "held"])
 def test_eval_set_quality(split: str) -> None:
-    for label, (tp, fp, fn) in evaluate(split).items():
+    stats = per_label(load_eval(split), detect_special_categories)
+    for label, (tp, fp, fn) in stats.items():
         assert tp + fn == 0 or tp / (tp + fn) >= 0.9, (label, tp, fn)
         assert tp + fp == 0 or tp / (tp + fp) >= 0.8, (label, tp, fp)
-    tp, fp, fn = evaluate(split).get("self_harm", (0, 0, 0))
+    tp, fp, fn = stats.get("self_harm", (0, 0, 0))
     assert fp == 0 and tp / (tp + fn) >= 0.9
 
 
-def main() -> None:
-    for split in ("dev", "held"):
-        stats = evaluate(split)
-        print(f"\n{split}: {len(load_eval(split))} sentences")
-        print("| label | gold | precision | recall |")
-        print("| --- | ---: | ---: | ---: |")
-        for label in (*CATEGORIES, "self_harm"):
-            tp, fp, fn = stats.get(label, (0, 0, 0))
-            precision = f"{tp / (tp + fp):.2f}" if tp + fp else "n/a"
-            print(
-                f"| {label} | {tp + fn} | {precision} | {tp / (tp + fn):.2f} |"
-                if tp + fn
-                else f"| {label} | 0 | - | - |"
-            )
-        negatives = [text for gold, text in load_eval(split) if not gold]
-        flagged = sum(bool(detect_special_categories(t).categories) for t in negatives)
-        print(f"negatives (wellness, idioms): {len(negatives)}, flagged {flagged}")
-    rng = random.Random(7)
-    texts = [text for _, text in load_eval("dev") + load_eval("held")]
-    samples = []
-    for _ in range(400):
-        message = ""
-        while len(message) < 300:
-            message += rng.choice(texts) + " "
-        start = time.perf_counter()
-        detect_special_categories(message[:300])
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    print(
-        f"\ndetect_special_categories() on 300 characters: median {statistics.median(samples):.2f} ms, "
-        f"P95 {samples[int(0.95 * len(samples)) - 1]:.2f} ms"
-    )
+def test_coaching_set_is_big_enough_and_covers_every_role_and_kind() -> None:
+    dev, held = load_coaching("dev"), load_coaching("held")
+    assert len(dev) + len(held) >= 200 and len(held) >= 100
+    for split in (dev, held):
+        assert {sample.role for sample in split} == {"system", "developer", "user", "assistant", "tool"}
+        assert sum(not sample.gold for sample in split) >= 50  # topic questions, instructions, explanations
+        assert sum(bool(sample.gold) for sample in split) >= 50  # status statements, self-harm
+        assert sum("self_harm" in sample.gold for sample in split) >= 8
 
 
-if __name__ == "__main__":
-    main()
+@pytest.mark.parametrize("split", ["dev", "held"])
+def test_coaching_set_quality(split: str) -> None:
+    samples = load_coaching(split)
+    tp, fp, fn = is_data(samples, detect_special_categories)
+    assert tp / (tp + fp) >= 0.9 and tp / (tp + fn) >= 0.95, (tp, fp, fn)
+    tp, fp, fn = per_label(samples, detect_special_categories).get("self_harm", (0, 0, 0))
+    assert fp == 0 and tp / (tp + fn) >= 0.9, (tp, fp, fn)

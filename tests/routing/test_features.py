@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import copy
+import json
+from importlib import resources
+from typing import Any
+
 import pytest
 
 from upcoach.llm.base import ChatMessage
-from upcoach.routing.features import count_asks, detect_language, extract
+from upcoach.routing.features import count_asks, detect_language, extract, parse_tables
 
 
 def user(text: str) -> tuple[ChatMessage, ...]:
@@ -65,3 +70,85 @@ def test_count_asks() -> None:
     assert count_asks("How do I drink more water?") == 1
     assert count_asks("How do I sleep better? And how do I wake up earlier? What should I eat at night?") == 3
     assert count_asks("- plan my week properly\n- review my goals today\n- suggest three new habits") == 3
+
+
+# --- the size and structure of the answer, in every supported language (issue 20) ----------------------------------
+
+GENERATION_HEAVY = [
+    "Write an 8-session curriculum with objectives, exercises and homework.",
+    "Make me a week-by-week schedule in a table.",
+    "Give me a 12-week marathon training plan.",
+    "Draft a 600-word speech for our team offsite.",
+    "Schreibe ein Curriculum mit 8 Sitzungen, mit Lernzielen, Übungen und Hausaufgaben.",
+    "Mach mir einen Wochenplan als Tabelle für die nächsten 4 Wochen.",
+    "Écris un programme de 8 séances avec objectifs, exercices et devoirs.",
+    "Fais-moi un planning semaine par semaine sous forme de tableau.",
+    "Escribe un programa de 8 sesiones con objetivos, ejercicios y tareas.",
+    "Hazme un calendario semana a semana en una tabla.",
+    "Scrivi un programma di 8 incontri con obiettivi, esercizi e compiti.",
+    "Fammi un calendario settimana per settimana in una tabella.",
+    "Escreve um programa de 8 sessões com objetivos, exercícios e trabalhos.",
+    "Faz-me um calendário semana a semana numa tabela.",
+]
+
+
+@pytest.mark.parametrize("text", GENERATION_HEAVY)
+def test_generation_heavy_single_asks_score_as_complex(text: str) -> None:
+    features = extract(user(text))
+    assert features.asks == 1 and features.complexity >= 0.5, features
+
+
+BRIEF = [
+    "Write a two-sentence thank-you note to my mentor.",
+    "Give me a quick tip for a calmer evening.",
+    "Suggest a name for my morning routine.",
+    "Gib mir einen kurzen Spruch für heute.",
+    "Donne-moi une phrase de motivation.",
+    "Dame una frase corta para motivarme.",
+    "Dammi una frase motivazionale per oggi.",
+    "Dá-me uma dica rápida para dormir melhor.",
+]
+
+
+@pytest.mark.parametrize("text", BRIEF)
+def test_short_deliverables_stay_simple(text: str) -> None:
+    assert extract(user(text)).complexity < 0.3
+
+
+def test_the_deliverable_is_named_in_the_reasons() -> None:
+    features = extract(user(GENERATION_HEAVY[0]))
+    assert {"long deliverable", "multi-step plan", "structured output"} <= set(features.signals)
+    assert "long deliverable" in features.explain()
+
+
+def test_languages_that_share_function_words_are_told_apart() -> None:
+    assert detect_language("Elabora un plan de desarrollo personal de un año con objetivos.") == "es"
+    assert detect_language("Crea un programma di 10 settimane per imparare a parlare in pubblico.") == "it"
+    assert detect_language("Cria um plano de treino de 12 semanas com dias de descanso.") == "pt"
+
+
+def shipped_tables() -> dict[str, Any]:
+    return json.loads(resources.files("upcoach.routing").joinpath("data/complexity.json").read_text("utf-8"))
+
+
+def test_the_shipped_complexity_tables_are_valid() -> None:
+    parsed = parse_tables(shipped_tables())
+    assert {name for name, _, _ in parsed.signals} >= {"long deliverable", "multi-step plan", "compares options"}
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda d: d["signals"]["long text"].pop("it"), "languages"),
+        (lambda d: d["weights"].pop("long text"), "must name exactly"),
+        (lambda d: d["weights"].update({"long text": "heavy"}), "number"),
+        (lambda d: d["signals"]["long text"]["en"].append("(unclosed"), "not a valid pattern"),
+        (lambda d: d["signals"]["long text"].update(pt=[]), "every language"),
+        (lambda d: d["stopwords"].pop("fr"), "stopwords"),
+    ],
+)
+def test_malformed_complexity_tables_are_refused(breakage: Any, message: str) -> None:
+    data = copy.deepcopy(shipped_tables())
+    breakage(data)
+    with pytest.raises(ValueError, match=message):
+        parse_tables(data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
@@ -15,6 +17,8 @@ router = APIRouter(prefix="/api/ai/security")
 
 class ScanRequest(BaseModel):
     text: str = Field(min_length=1, max_length=32_000)
+    # The chat role the text would arrive in: a system prompt's instructions are read as instructions.
+    role: Literal["system", "developer", "user", "assistant", "tool"] = "user"
 
 
 @router.post("/scan")
@@ -23,7 +27,7 @@ async def scan(body: ScanRequest, request: Request) -> dict[str, object]:
     guard = services.hybrid.guard
     assert guard is not None
     injection = guard.injection.scan(body.text)
-    special = detect_special_categories(body.text)
+    special = detect_special_categories(body.text, body.role)
     try:
         entities = pii.detect(body.text)
     except ValueError as exc:  # the detector refuses inputs it cannot scan in bounded time

@@ -11,6 +11,7 @@ from upcoach.llm.base import Backend
 from upcoach.llm.openai_compat import OpenAICompatBackend
 from upcoach.observability.audit import AuditLog
 from upcoach.observability.metrics import Metrics
+from upcoach.privacy import special_category
 from upcoach.routing.breaker import BreakerStore, CircuitBreaker, breaker_config_from_settings
 from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.engine import HybridEngine, HybridRequest, PrivacyLookup, RecordFn, RegionalCloud
@@ -44,7 +45,11 @@ def regional_clouds(settings: Settings, store: BreakerStore) -> dict[str, Region
 
 
 def build_guard(metrics: Metrics, audit: AuditLog) -> Guard:
-    """The checks every route runs before text reaches a model; a check that raises is a counted, audited 503."""
+    """The checks every route runs before text reaches a model; a check that raises is a counted, audited 503.
+
+    The special-category tables are loaded here, so a malformed data file stops the app at start-up instead of
+    refusing every request."""
+    special_category.rules()
 
     async def audit_refusal(refusal: Refusal) -> None:
         await audit.append(

@@ -1,7 +1,9 @@
 """The security checks every text passes before it reaches a model, in one place, failing closed.
 
 - special-category data (GDPR art. 9) and signs of self-harm, in EVERY message of every role (system, developer,
-  assistant, user, tool): the request stays local (self-harm: crisis resources first);
+  assistant, user, tool): the request stays local (self-harm: crisis resources first). Each message is read as its
+  role (privacy/special_category.py): a system prompt's "do not diagnose" or "if the user mentions suicide, ..." is
+  an instruction, not data, while "context about this client: diagnosed with ..." is data in any role;
 - prompt injection (OWASP LLM01), with a policy per role (``INJECTION_POLICY``): user and tool messages are what
   an attacker writes, so ``block`` refuses and ``flag`` records; an assistant turn comes back from the client and may
   be forged, so it can flag but never block alone; system and developer messages are the integrator's own
@@ -106,7 +108,7 @@ class Guard:
             categories: list[str] = []
             self_harm = False
             for message in messages:
-                special = detect_special_categories(message.content)
+                special = detect_special_categories(message.content, message.role)
                 categories.extend(c for c in special.categories if c not in categories)
                 self_harm = self_harm or special.self_harm
         except Exception as exc:  # fail closed: an unscanned request is refused
