@@ -3,6 +3,7 @@ the grammar, and leaving the context exactly as the single-sequence path expects
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.conftest import COACH_SYSTEM_PROMPT
@@ -57,18 +58,47 @@ async def test_each_branch_is_one_distinct_valid_chip(engine: LlamaCppEngine) ->
     assert branch_cells(engine) == [-1] * MAX_BRANCHES
 
 
+async def first_token_logits(engine: LlamaCppEngine, question: str) -> np.ndarray:
+    """The model's scores for the first answer token of ``question``, computed by the engine's own prefix reuse."""
+    import llama_cpp
+
+    request = ChatRequest(greedy(question).messages, GenerationParams(max_tokens=1, temperature=0.0))
+    await engine.chat(request)  # one token: the context's logits still belong to the prompt's last token
+    llama = engine._llama
+    assert llama is not None
+    n_vocab = llama_cpp.llama_vocab_n_tokens(llama._model.vocab)  # type: ignore[attr-defined]
+    return np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(n_vocab,)).astype(np.float64)  # type: ignore[attr-defined]
+
+
+def sequence_zero_matches_the_engine(engine: LlamaCppEngine) -> bool:
+    """Sequence 0 holds exactly the cells of the tokens the engine believes are in the context."""
+    import llama_cpp
+
+    llama = engine._llama
+    memory = llama._ctx.memory  # type: ignore[union-attr]
+    n = llama.n_tokens  # type: ignore[union-attr]
+    return llama_cpp.llama_memory_seq_pos_max(memory, 0) == n - 1 and llama_cpp.llama_memory_seq_pos_min(memory, 0) == (
+        0 if n else -1
+    )
+
+
 async def test_branches_leave_the_context_as_they_found_it(engine: LlamaCppEngine) -> None:
-    # The same greedy answer before and after: with branch cells left over, or sequence 0 holding a branch's
-    # tokens, the second answer would attend to them (or restore a polluted prefix) and drift.
+    # With branch cells left over, or sequence 0 holding a branch's tokens, the next request would attend to them
+    # (or restore a polluted prefix) and its scores would move. Whole greedy answers are not compared byte for byte:
+    # llama.cpp's arithmetic depends on where the cells sit in the KV buffer and on the batch shape, so a near-tie a
+    # few tokens in can flip with no defect at all (it did, on CPUs without AMX). The first token's scores are
+    # compared with a tolerance far below what a polluted context moves them by.
     question = "I can't sleep before big meetings. What can I do tonight?"
-    before = (await engine.chat(greedy(question))).text
-    await engine.chat(chips_request(4))
-    after_chips = (await engine.chat(greedy(question))).text
-    await engine.chat(chips_request(3, "action"))
-    await engine.chat(chips_request(3, "action"))  # warm: the prompt's prefix now comes from the prefix cache
-    after_warm = (await engine.chat(greedy(question))).text
-    assert before == after_chips == after_warm and before
-    assert branch_cells(engine) == [-1] * MAX_BRANCHES
+    before = await first_token_logits(engine, question)
+    for chips in (chips_request(4), chips_request(3, "action"), chips_request(3, "action")):  # the last one warm
+        await engine.chat(chips)
+        assert branch_cells(engine) == [-1] * MAX_BRANCHES
+        assert sequence_zero_matches_the_engine(engine)
+        after = await first_token_logits(engine, question)
+        assert np.allclose(after, before, rtol=0, atol=0.05), float(np.max(np.abs(after - before)))
+        assert after.argmax() == before.argmax()
+    answer = (await engine.chat(greedy(question))).text
+    assert len(answer.split()) >= 8, answer
 
 
 async def test_a_closed_stream_cancels_the_branches_and_the_engine_keeps_serving(engine: LlamaCppEngine) -> None:
