@@ -1,15 +1,16 @@
 """PII detection and reversible redaction for prompts that may leave the machine.
 
-`detect(text)` finds personal data with offline rules only (regexes, checksums, the `phonenumbers` library and a
-shipped list of given names); no model and no network. `Redactor` replaces each finding with a placeholder
-`[TYPE_N]` that is stable for the whole conversation, and `rehydrate` puts the values back into the cloud model's
-answer. The values live only in the Redactor's mapping: `Entity.__repr__` and `Redactor.counts` never show them.
+`detect(text)` finds personal data with offline rules only (regexes, python-stdnum's check digits, the
+`phonenumbers` library and a shipped list of given names); no model and no network. `Redactor` replaces each
+finding with a placeholder `[TYPE_N]` that is stable for the whole conversation, and `rehydrate` puts the values back
+into the cloud model's answer. The values live only in the Redactor's mapping: `Entity.__repr__` and
+`Redactor.counts` never show them.
 
 Types, most specific first (this order breaks ties when two findings cover the same span; otherwise the longest
-finding wins): SECRET, URL_TOKEN, CARD, IBAN, NATIONAL_ID, then the values found by their label (security/labels.py:
-PASSWORD, PIN, PASSPORT, DRIVER_LICENSE, TAX_ID, BANK_ACCOUNT, ROUTING_NUMBER, PATIENT_ID, POLICY_NUMBER,
-EMPLOYEE_ID, MEMBER_ID, CUSTOMER_ID, LICENSE_PLATE, USERNAME, SECURITY_ANSWER), EMAIL, IP, DOB, PHONE, ADDRESS,
-PERSON.
+finding wins): SECRET, URL_TOKEN, CARD, IBAN, NATIONAL_ID (the check-digit identifiers: security/pii_ids.py), then
+the values found by their label (security/labels.py: PASSWORD, PIN, PASSPORT, DRIVER_LICENSE, TAX_ID, BANK_ACCOUNT,
+ROUTING_NUMBER, PATIENT_ID, POLICY_NUMBER, EMPLOYEE_ID, MEMBER_ID, CUSTOMER_ID, LICENSE_PLATE, USERNAME,
+SECURITY_ANSWER), EMAIL, IP, DOB, PHONE, ADDRESS, PERSON.
 
 Guarantees: `rehydrate(redact(t)) == t` for every text, including texts that already contain placeholder-like tokens
 (those are redacted like any other value), and placeholders are never reused for a different value. Errors are not
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -33,6 +34,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import phonenumbers
 
+from upcoach.security import pii_ids
 from upcoach.security.labels import SECRET_VALUE, find_labelled
 from upcoach.security.labels import TYPES as LABELLED_TYPES
 from upcoach.security.textnorm import View, view
@@ -54,105 +56,6 @@ class Entity:
     def __repr__(self) -> str:
         # Entities end up in logs and test failure messages; the value must not.
         return f"Entity(type={self.type!r}, start={self.start}, end={self.end}, value=<{len(self.value)} chars>)"
-
-
-# --- checksums ---------------------------------------------------------------------------------------------------
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _card_network_ok(d: str) -> bool:
-    """Issuer prefix and length of the networks people pay with; a Luhn pass alone is 1 in 10 for any number."""
-    n, two, four = len(d), d[:2], d[:4]
-    if d[0] == "4":
-        return n in (13, 16, 19)  # Visa
-    if two in ("34", "37"):
-        return n == 15  # Amex
-    if "51" <= two <= "55" or "2221" <= four <= "2720":
-        return n == 16  # Mastercard
-    if two in ("30", "36", "38", "39"):
-        return n in (14, 16, 19)  # Diners
-    if two == "35":
-        return n in (16, 19)  # JCB
-    return two in ("50", "56", "57", "58", "60", "62", "63", "64", "65", "67") and 16 <= n <= 19  # Maestro, Discover
-
-
-_IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29, "CH": 21,
-    "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18,
-    "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23,
-    "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27,
-    "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29,
-    "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TN": 24, "TR": 26,
-    "UA": 29, "VG": 24, "XK": 20,
-}  # fmt: skip
-
-
-def _iban_ok(compact: str) -> bool:
-    if _IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact[2:4].isdigit():
-        return False
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
-
-
-_VERHOEFF_D = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
-    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7), (4, 0, 1, 2, 3, 9, 5, 6, 7, 8), (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
-    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2), (7, 6, 5, 9, 8, 2, 1, 0, 4, 3), (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
-    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-)  # fmt: skip
-_VERHOEFF_P = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 5, 7, 6, 2, 8, 3, 0, 9, 4), (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
-    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7), (9, 4, 5, 3, 1, 2, 6, 8, 7, 0), (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
-    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5), (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
-)  # fmt: skip
-
-
-def _verhoeff_ok(digits: str) -> bool:
-    c = 0
-    for i, ch in enumerate(reversed(digits)):
-        c = _VERHOEFF_D[c][_VERHOEFF_P[i % 8][int(ch)]]
-    return c == 0
-
-
-def _bsn_ok(digits: str) -> bool:
-    weights = (9, 8, 7, 6, 5, 4, 3, 2, -1)
-    return sum(int(d) * w for d, w in zip(digits, weights, strict=True)) % 11 == 0 and digits != "000000000"
-
-
-def _nir_ok(compact: str) -> bool:
-    body = compact[:13].upper().replace("2A", "19").replace("2B", "18")
-    return body.isdigit() and 97 - int(body) % 97 == int(compact[13:])
-
-
-_DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
-
-
-def _dni_ok(compact: str) -> bool:
-    compact = compact.upper()
-    number = str("XYZ".index(compact[0])) + compact[1:-1] if compact[0] in "XYZ" else compact[:-1]
-    return number.isdigit() and _DNI_LETTERS[int(number) % 23] == compact[-1]
-
-
-_CF_ODD = dict(zip("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", (
-    1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10,
-    22, 25, 24, 23), strict=True))  # fmt: skip
-
-
-def _codice_fiscale_ok(cf: str) -> bool:
-    cf = cf.upper()
-    total = 0
-    for i, ch in enumerate(cf[:15]):
-        total += _CF_ODD[ch] if i % 2 == 0 else (int(ch) if ch.isdigit() else ord(ch) - 65)
-    return chr(65 + total % 26) == cf[15]
 
 
 # --- detectors: each yields candidate entities; overlaps are resolved afterwards ---------------------------------
@@ -232,100 +135,6 @@ def _phones(text: str, covered: Sequence[Entity] = ()) -> Iterator[Entity]:
                 i += 1
     for s, e in sorted(spans):
         yield Entity("PHONE", s, e, text[s:e])
-
-
-_IBAN_HEAD = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2} ?$")
-_DIGIT_RUN = re.compile(r"(?<![\w+-])\d(?:[ -]?\d){12,}(?![\w])")
-
-
-def _cards(text: str) -> Iterator[Entity]:
-    for m in _DIGIT_RUN.finditer(text):
-        if _IBAN_HEAD.search(text, max(0, m.start() - 5), m.start()):
-            continue  # the digits of a (mistyped) IBAN are not a card
-        # A card may sit next to other numbers (expiry, CVC, a second card): from each digit group on, take the
-        # longest run of whole groups that is a valid card, then go on after it.
-        groups = [(m.start() + g.start(), m.start() + g.end()) for g in re.finditer(r"\d+", m.group())]
-        i = 0
-        while i < len(groups):
-            found, digits = 0, ""
-            for j in range(i, len(groups)):
-                digits += text[groups[j][0] : groups[j][1]]
-                if len(digits) > 19:
-                    break
-                if _card_network_ok(digits) and len(set(digits)) > 1 and _luhn_ok(digits):
-                    found = j + 1
-            if found:
-                s, e = groups[i][0], groups[found - 1][1]
-                yield Entity("CARD", s, e, text[s:e])
-            i = found or i + 1
-
-
-_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?= ?[A-Za-z0-9])")
-
-
-def _ibans(text: str) -> Iterator[Entity]:
-    for m in _IBAN_START.finditer(text):
-        country = m.group()[:2].upper()
-        want = _IBAN_LENGTHS.get(country)
-        if want is None:
-            continue
-        compact, pos = m.group().upper(), m.end()
-        while len(compact) < want and pos < len(text):
-            if text[pos].isascii() and text[pos].isalnum():
-                compact += text[pos].upper()
-            elif not (text[pos] == " " and pos + 1 < len(text) and text[pos + 1].isalnum()):
-                break
-            pos += 1
-        if len(compact) == want and not (pos < len(text) and text[pos].isalnum()) and _iban_ok(compact):
-            yield Entity("IBAN", m.start(), pos, text[m.start() : pos])
-
-
-def _context(text: str, start: int, pattern: re.Pattern[str], window: int = 40) -> bool:
-    return pattern.search(text, max(0, start - window), start) is not None
-
-
-_SSN = re.compile(r"(?<![\d-])(\d{3})([- ]?)(\d{2})\2(\d{4})(?![\d-])")
-_SSN_CTX = re.compile(r"(?i)\b(?:ssn|social security)")
-_NINO = re.compile(r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
-_STEUER = re.compile(r"(?<!\d)(?<!\d )[1-9]\d(?: ?\d){9}(?![\d])")
-_STEUER_CTX = re.compile(r"(?i)steuer-?id|steuer-?identifikationsnummer|\bidnr\b|identifikationsnummer|tax id")
-_NIR = re.compile(r"(?<![\w])[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[ABab]) ?\d{3} ?\d{3} ?\d{2}(?!\w)")
-_DNI = re.compile(r"(?<![\w-])(?:\d{8}|[XYZxyz]-?\d{7})-?[A-Za-z](?![\w-])")
-_CF_D = "[0-9LMNPQRSTUV]"
-_CF = re.compile(rf"(?i)(?<!\w)[A-Z]{{6}}{_CF_D}{{2}}[ABCDEHLMPRST]{_CF_D}{{2}}[A-Z]{_CF_D}{{3}}[A-Z](?!\w)")
-_BSN = re.compile(r"(?<![\d.])\d{4}\.?\d{2}\.?\d{3}(?![\d])")
-_BSN_CTX = re.compile(r"(?i)\b(?:bsn|burgerservicenummer|sofi-?nummer|citizen service number)")
-_AADHAAR = re.compile(r"(?<!\d)(?<!\d[ -])[2-9]\d{3}([ -]?)\d{4}\1\d{4}(?![\d])")
-_AADHAAR_CTX = re.compile(r"(?i)\b(?:aadhaa?r|uidai|uid)")
-
-
-def _national_ids(text: str) -> Iterator[Entity]:
-    for m in _SSN.finditer(text):
-        area, group, serial = m.group(1), m.group(3), m.group(4)
-        valid = area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
-        if valid and (m.group(2) == "-" or _context(text, m.start(), _SSN_CTX)):
-            yield Entity("NATIONAL_ID", m.start(), m.end(), m.group())
-    for m in _NINO.finditer(text):
-        yield Entity("NATIONAL_ID", m.start(), m.end(), m.group())
-    for m in _STEUER.finditer(text):
-        if _context(text, m.start(), _STEUER_CTX):
-            yield Entity("NATIONAL_ID", m.start(), m.end(), m.group())
-    for m in _NIR.finditer(text):
-        if _nir_ok(m.group().replace(" ", "")):
-            yield Entity("NATIONAL_ID", m.start(), m.end(), m.group())
-    for m in _DNI.finditer(text):
-        if _dni_ok(m.group().replace("-", "")):
-            yield Entity("NATIONAL_ID", m.start(), m.end(), m.group())
-    for m in _CF.finditer(text):
-        if _codice_fiscale_ok(m.group()):
-            yield Entity("NATIONAL_ID", m.start(), m.end(), m.group())
-    for m in _BSN.finditer(text):
-        if _bsn_ok(m.group().replace(".", "")) and _context(text, m.start(), _BSN_CTX):
-            yield Entity("NATIONAL_ID", m.start(), m.end(), m.group())
-    for m in _AADHAAR.finditer(text):
-        # Unseparated 12-digit numbers are too common (order numbers) to trust the checksum alone.
-        if _verhoeff_ok(re.sub(r"\D", "", m.group())) and (m.group(1) or _context(text, m.start(), _AADHAAR_CTX)):
-            yield Entity("NATIONAL_ID", m.start(), m.end(), m.group())
 
 
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
@@ -624,13 +433,19 @@ def _persons(text: str) -> Iterator[Entity]:
 # --- resolution and redaction ------------------------------------------------------------------------------------
 
 
-def _labelled(text: str) -> Iterator[Entity]:
-    for kind, start, end in find_labelled(text):
-        yield Entity(kind, start, end, text[start:end])
+def _spans(finder: Callable[[str], Iterator[tuple[str, int, int]]]) -> Callable[[str], Iterator[Entity]]:
+    """A detector that yields bare ``(type, start, end)`` spans (labels, check-digit identifiers) as entities."""
+
+    def detector(text: str) -> Iterator[Entity]:
+        for kind, start, end in finder(text):
+            yield Entity(kind, start, end, text[start:end])
+
+    return detector
 
 
 _DETECTORS = (
-    _secrets, _url_tokens, _cards, _ibans, _national_ids, _labelled, _emails, _ips, _dobs, _addresses, _persons
+    _secrets, _url_tokens, _spans(pii_ids.cards), _spans(pii_ids.ibans), _spans(pii_ids.national_ids),
+    _spans(find_labelled), _emails, _ips, _dobs, _addresses, _persons,
 )  # fmt: skip
 
 
