@@ -243,6 +243,14 @@ def test_a_crashed_check_refuses_chips_journal_and_route(
     assert site.local.requests == [] and site.cloud.requests == []
 
 
+def test_a_crashed_check_refuses_the_scan_endpoint(site: Site, broken: str) -> None:
+    if broken == "settings":
+        pytest.skip("the scan endpoint reads no privacy settings")
+    audited, counted = _refusals(site, broken), _failures(site, broken)
+    _assert_refused(site.client.post("/api/ai/security/scan", json={"text": "I'm Anna, anna@example.com."}))
+    assert _refusals(site, broken) == audited + 1 and _failures(site, broken) == counted + 1
+
+
 # --- item: fallback answers to self-harm carry the crisis resources ------------------------------------------------
 
 SELF_HARM = "I want to kill myself, nothing matters anymore."
