@@ -216,6 +216,7 @@ class RecordWriter:
         self._queue.clear()
 
     async def _run(self) -> None:
+        was_healthy = True
         while not self._stopping:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -230,8 +231,13 @@ class RecordWriter:
             except Exception:  # the writer must outlive any one surprise
                 log.exception("request record writer failed; retrying")
                 healthy = False
+            if healthy != was_healthy:  # once per outage, not once per retry
+                if healthy:
+                    log.info("database available again: request records are written")
+                else:
+                    log.warning("database unavailable: %d request records wait", self.backlog)
+            was_healthy = healthy
             if not healthy:
-                log.warning("database unavailable: %d request records wait", self.backlog)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), self._retry_seconds)
                 self._wakeup.set()
