@@ -204,7 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             assert audit_key is not None  # created when missing
             audit = AuditLog(AuditRepository(db), audit_key)
             app.state.audit_log = audit
-            refusals = RefusalLog(audit)
+            refusals = RefusalLog(audit, spool=settings.data_dir / "spool" / "refusals.jsonl")
             await refusals.start()
             stack.push_async_callback(refusals.stop)
             app.state.refusals = refusals
