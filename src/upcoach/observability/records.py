@@ -134,6 +134,8 @@ class RecordWriter:
             await self._replay()
         except _Outage:
             log.warning("database unavailable at start: %d spooled request records wait", self._spool.count)
+        except Exception:  # a spool that cannot be read must not keep the server from starting; it stays on disk
+            log.exception("could not replay the request record spool in %s", self._spool.folder)
         self._task = asyncio.create_task(self._run(), name="record-writer")
 
     async def submit(self, outcome: Outcome) -> None:

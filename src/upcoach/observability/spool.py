@@ -3,6 +3,7 @@
 Written when the database is down at shutdown or the writer's queue is full, read back by the next start (or as
 soon as the database answers again). Replaying renames the file first, so records spooled meanwhile go to a new
 file and are never truncated away; a replay that is interrupted leaves the renamed file for the next attempt.
+The spool belongs to one server process: servers that share a database each need a data folder of their own.
 """
 
 from __future__ import annotations
