@@ -78,9 +78,18 @@ class Fences:
             # The sqlite3 driver would begin only at the first write, after the fence was read.
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
             return
-        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        for user in users:  # sorted by the caller: two writers never wait on each other in a cycle
-            await conn.execute(text(f"SELECT {function}(:key)"), {"key": lock_key(user)})
+        if not users:
+            return
+        if exclusive:
+            # Erasures lock one user each, so no two of them can wait on each other in a cycle.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(users[0])})
+            return
+        # A batch of records names many users: every shared lock in one round trip (shared locks never conflict
+        # with each other, and an erasure holds only its one key, so the order cannot deadlock).
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock_shared(key) FROM unnest(CAST(:keys AS bigint[])) AS key"),
+            {"keys": [lock_key(user) for user in users]},
+        )
 
     @staticmethod
     async def _read(conn: AsyncConnection, users: list[str]) -> dict[str, datetime]:
