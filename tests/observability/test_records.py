@@ -3,7 +3,9 @@ stopped mid-run, the spool and its replay, erasure fences, and /readyz's backlog
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -124,6 +126,61 @@ async def test_database_stopped_mid_run_spools_and_the_next_start_replays(databa
         await writer.stop()
     finally:
         await restarted.dispose()
+        await outage.stop()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for the background writer to get there (a generous bound only turns a hang into a failure)."""
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the writer never got there")
+
+
+@on_session_loop
+async def test_a_crash_during_an_outage_loses_nothing_already_spooled(database_url: str, migrated_db: Database,
+                                                                       tmp_path: Path) -> None:  # fmt: skip
+    outage = Outage(database_url, tmp_path)
+    await outage.start()
+    served = Database(outage.url)
+    try:
+        writer = writer_for(served, tmp_path, retry_seconds=0.05)
+        await writer.start()
+        await outage.stop(served)
+        for n in range(3):
+            await writer.submit(outcome(f"r{n}"))
+        await until(lambda: Spool(tmp_path / "spool").count == 3)  # on disk while the database is still down
+        writer._task.cancel()  # type: ignore[union-attr]  # the process dies: no stop(), no last flush
+    finally:
+        await served.dispose()
+    await outage.restore()
+    restarted = writer_for(migrated_db, tmp_path)
+    await restarted.start()
+    assert await stored_ids(migrated_db) == {"r0", "r1", "r2"}
+    await restarted.stop()
+    await outage.stop()
+
+
+@on_session_loop
+async def test_the_spool_is_replayed_as_soon_as_the_database_is_back(database_url: str, migrated_db: Database,
+                                                                     tmp_path: Path) -> None:  # fmt: skip
+    outage = Outage(database_url, tmp_path)
+    await outage.start()
+    served = Database(outage.url)
+    try:
+        writer = writer_for(served, tmp_path, retry_seconds=0.05)
+        await writer.start()
+        await outage.stop(served)
+        await writer.submit(outcome("during"))
+        await until(lambda: Spool(tmp_path / "spool").count == 1)
+        await outage.restore()
+        await until(lambda: writer.backlog == 0)  # no restart needed
+        assert await stored_ids(migrated_db) == {"during"}
+        assert not (tmp_path / "spool" / "records.jsonl").exists()
+        await writer.stop()
+    finally:
+        await served.dispose()
         await outage.stop()
 
 

@@ -5,8 +5,9 @@ batches. What happens to a record that is not simply written:
 
 - the database refuses one row (a poison row): the batch is split until the row is alone, then it is set aside
   (logged, counted as dropped with reason "rejected") and every other row is written;
-- the database is down: rows stay queued and are retried; past ``max_queued`` the queue goes to the spool file
-  (observability/spool.py) instead of being dropped;
+- the database is down: the queue goes to the spool file (observability/spool.py) at every retry (and at once
+  when it reaches ``max_queued``), so a crash during an outage loses at most one retry interval of rows; the
+  spool is replayed as soon as the database answers;
 - shutdown: one last flush, bounded by ``stop_timeout``; whatever is still unwritten goes to the spool, which
   the next start (or the writer, as soon as the database answers) replays. Replays are idempotent on the id;
 - the user was erased after the request started: refused by the erasure fence (storage/fences.py), counted as
@@ -120,6 +121,7 @@ class RecordWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._writing = asyncio.Lock()
         metrics.records_pending.set_function(lambda: len(self._queue) + len(self._inflight))
         metrics.records_spooled.set_function(lambda: self._spool.count)
 
@@ -159,6 +161,10 @@ class RecordWriter:
             raise ConnectionError("database unavailable: request records stay queued")
 
     async def _drain(self) -> bool:
+        async with self._writing:  # the background loop and an explicit flush take turns
+            return await self._drain_now()
+
+    async def _drain_now(self) -> bool:
         while self._queue:
             batch = self._inflight = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
             try:
@@ -240,6 +246,10 @@ class RecordWriter:
                     log.warning("database unavailable: %d request records wait", self.backlog)
             was_healthy = healthy
             if not healthy:
+                # While the database is down, queued rows go to disk at every retry: a crash then loses at most
+                # the rows of the last retry interval, not the whole outage's.
+                if self._queue:
+                    self._spill()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), self._retry_seconds)
                 self._wakeup.set()
