@@ -56,7 +56,7 @@ async def test_postgres_sessions_give_up_waiting_for_a_lock() -> None:
     try:
         async with db.engine.connect() as conn:
             assert (await conn.exec_driver_sql("SHOW lock_timeout")).scalar() == POSTGRES_SETTINGS["lock_timeout"]
-            assert (await conn.exec_driver_sql("SHOW statement_timeout")).scalar() == "1min"
+            assert (await conn.exec_driver_sql("SHOW statement_timeout")).scalar() == "5min"
     finally:
         await db.dispose()
 

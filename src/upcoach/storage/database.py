@@ -24,8 +24,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_MS = 10_000
 SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", f"PRAGMA busy_timeout={SQLITE_BUSY_MS}", "PRAGMA synchronous=NORMAL")
 # PostgreSQL: a session waiting for a lock gives up after LOCK_TIMEOUT (an error the caller handles or retries)
-# rather than piling up connections behind it; a statement running longer than STATEMENT_TIMEOUT is a bug.
-POSTGRES_SETTINGS = {"lock_timeout": "10s", "statement_timeout": "60s"}
+# rather than piling up connections behind it; a statement still running after five minutes (retention over a
+# large table is the slowest legitimate one) is stopped instead of holding its locks forever.
+POSTGRES_SETTINGS = {"lock_timeout": "10s", "statement_timeout": "5min"}
 
 # Any fixed 64-bit number works: it only has to be the same in every process that migrates this database.
 _MIGRATION_LOCK_KEY = 0x7570636F61636800
