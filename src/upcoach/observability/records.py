@@ -259,10 +259,15 @@ class RecordWriter:
         self._stopping = True
         self._stopped.set()
         self._wakeup.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_timeout
         if self._task is not None:
+            # The loop may be in the middle of a write to a database that hangs: it gets the same deadline.
+            await asyncio.wait({self._task}, timeout=self._stop_timeout)
+            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         try:
-            if not await asyncio.wait_for(self._drain(), self._stop_timeout):
+            if not await asyncio.wait_for(self._drain(), max(0.0, deadline - loop.time())):
                 log.warning("database unavailable at shutdown")
         except Exception:  # a timeout or anything else: the rows are still queued and go to the spool
             log.exception("request records not written at shutdown")
