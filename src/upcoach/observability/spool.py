@@ -50,6 +50,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def append_lines(path: Path, lines: Sequence[str]) -> None:
+    """Append whole lines (each ending in a newline) and wait until they are on disk, the new file's name too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    with path.open("a", encoding="utf-8") as file:
+        file.write("".join(lines))
+        file.flush()
+        os.fsync(file.fileno())
+    if created:
+        _fsync_dir(path.parent)
+
+
 class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -68,24 +80,14 @@ class Spool:
         """Add records at the end and wait until they are on disk."""
         if not items:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        with self.path.open("a", encoding="utf-8") as file:
-            file.write("".join(encode(item) + "\n" for item in items))
-            file.flush()
-            os.fsync(file.fileno())
-        if created:
-            _fsync_dir(self.folder)
+        append_lines(self.path, [encode(item) + "\n" for item in items])
         self.count += len(items)
 
     def take(self) -> list[Pending]:
         """The records to replay: the file left by an interrupted replay, plus the current file (renamed into it)."""
         if self.path.exists():
             if self.replaying.exists():
-                with self.replaying.open("a", encoding="utf-8") as target:
-                    target.write(self.path.read_text(encoding="utf-8"))
-                    target.flush()
-                    os.fsync(target.fileno())
+                append_lines(self.replaying, self.path.read_text(encoding="utf-8").splitlines(keepends=True))
                 self.path.unlink()
             else:
                 self.path.rename(self.replaying)

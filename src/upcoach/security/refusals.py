@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from upcoach.observability.audit import AuditLog
+from upcoach.observability.spool import append_lines
 from upcoach.security.auth import AuthFailure
 
 log = logging.getLogger(__name__)
@@ -175,13 +175,9 @@ class RefusalLog:
     def _write_spool(self) -> None:
         if self._spool is None or not self._tallies:
             return
-        self._spool.parent.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({"minute": minute, "client": client, "tally": tally.to_json()}) + "\n"
                  for (minute, client), tally in sorted(self._tallies.items())]  # fmt: skip
-        with self._spool.open("a", encoding="utf-8") as file:
-            file.write("".join(lines))
-            file.flush()
-            os.fsync(file.fileno())
+        append_lines(self._spool, lines)
         log.warning("%d refusal rows could not be written: kept in %s for the next start", len(lines), self._spool)
         self._tallies.clear()
 
