@@ -51,13 +51,13 @@ class Fences:
     async def erect(self, user_id: str) -> datetime:
         """Set (or move forward) the user's fence to now, once every guarded write in flight for them is done.
         Call it before deleting the user's data."""
-        now = utc_now()
         dialect = postgresql if self._db.dialect == "postgresql" else sqlite
-        statement = dialect.insert(ErasureFenceRow).values(user_id=user_id, erased_at=now)
-        statement = statement.on_conflict_do_update(index_elements=["user_id"], set_={"erased_at": now})
         async with self._db.engine.begin() as conn:
             await self._lock(conn, [user_id], exclusive=True)
-            await conn.execute(statement)
+            # Read the clock once the lock is held: every request that started while the erasure waited is fenced.
+            now = utc_now()
+            statement = dialect.insert(ErasureFenceRow).values(user_id=user_id, erased_at=now)
+            await conn.execute(statement.on_conflict_do_update(index_elements=["user_id"], set_={"erased_at": now}))
         return now
 
     async def erased_at(self, user_id: str) -> datetime | None:
