@@ -156,9 +156,14 @@ class RecordWriter:
         return removed
 
     async def flush(self) -> None:
-        """Write everything queued now; raises when the database does not answer (the rows stay queued)."""
-        if not await self._drain():
-            raise ConnectionError("database unavailable: request records stay queued")
+        """Write everything queued or spooled now; raises when the database does not answer (nothing is lost)."""
+        try:
+            if await self._drain():
+                await self._replay()
+                return
+        except _Outage:
+            pass
+        raise ConnectionError("database unavailable: request records stay queued or spooled")
 
     async def _drain(self) -> bool:
         async with self._writing:  # the background loop and an explicit flush take turns
@@ -179,6 +184,10 @@ class RecordWriter:
         return True
 
     async def _replay(self) -> None:
+        async with self._writing:
+            await self._replay_now()
+
+    async def _replay_now(self) -> None:
         if not self._spool.count:
             return
         items = self._spool.take()
