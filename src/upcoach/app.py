@@ -48,6 +48,7 @@ from upcoach.modelstore.swap import Loaded, SwappableBackend
 from upcoach.observability.audit import AuditLog, audit_key_from_settings
 from upcoach.observability.metrics import Metrics
 from upcoach.observability.records import RecordWriter
+from upcoach.observability.spool import Spool
 from upcoach.privacy.grants import Grants
 from upcoach.privacy.retention import RetentionJob
 from upcoach.privacy.rights import DataRights
@@ -65,6 +66,7 @@ from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
 from upcoach.storage.experiments import ExperimentRepository
 from upcoach.storage.feedback import FeedbackRepository
+from upcoach.storage.fences import Fences
 from upcoach.storage.grants import GrantRepository
 from upcoach.storage.journal import JournalRepository
 from upcoach.storage.keys import ApiKeyRepository
@@ -92,7 +94,9 @@ def _redis(settings: Settings) -> object | None:
     return aioredis.Redis(connection_pool=pool)
 
 
-def _register_core_rights(rights: DataRights, privacy: PrivacyService, requests: RequestRepository) -> None:
+def _register_core_rights(
+    rights: DataRights, privacy: PrivacyService, requests: RequestRepository, writer: RecordWriter
+) -> None:
     """The data this service itself holds about a user; other areas register theirs next to this call."""
 
     async def export_settings(user_id: str) -> dict[str, object]:
@@ -108,7 +112,13 @@ def _register_core_rights(rights: DataRights, privacy: PrivacyService, requests:
         return [event.to_json() for event in await privacy.repository.audit_about(user_id)]
 
     rights.register("settings", export_settings, privacy.erase)
-    rights.register("requestRecords", export_records, requests.delete_for_user)
+
+    async def erase_records(user_id: str) -> int:
+        # The fence is already up (DataRights.erase): rows queued or spooled here go, then the stored ones.
+        writer.purge(user_id)
+        return await requests.delete_for_user(user_id)
+
+    rights.register("requestRecords", export_records, erase_records)
     # Exported, never erased: the trail is HMAC-chained (see privacy/rights.py).
     rights.register("auditEvents", export_audit)
 
@@ -194,7 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             assert audit_key is not None  # created when missing
             audit = AuditLog(AuditRepository(db), audit_key)
             app.state.audit_log = audit
-            refusals = RefusalLog(audit)
+            refusals = RefusalLog(audit, spool=settings.data_dir / "spool" / "refusals.jsonl")
             await refusals.start()
             stack.push_async_callback(refusals.stop)
             app.state.refusals = refusals
@@ -202,13 +212,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=refusals.record
             )
             repository = RequestRepository(db)
-            writer = RecordWriter(repository)
+            metrics = Metrics()
+            writer = RecordWriter(repository, Spool(settings.data_dir / "spool"), metrics)
             await writer.start()
             stack.push_async_callback(writer.stop)
             redis = _redis(settings)
             if redis is not None:
                 stack.push_async_callback(redis.aclose)  # type: ignore[attr-defined]
-            metrics = Metrics()
 
             # Model versions (#6): the registry's active version serves if there is one, else the configured file;
             # either way behind a SwappableBackend, so updates and rollbacks swap it without failing a request.
@@ -239,8 +249,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             locals_: list[Backend] = [b for b in (engine, pool) if b is not None]
             store = RedisBreakerStore(redis) if redis is not None else MemoryBreakerStore()  # type: ignore[arg-type]
             privacy = PrivacyService(db, audit, settings)
-            rights = DataRights(audit, audit_key)
-            _register_core_rights(rights, privacy, repository)
+            rights = DataRights(audit, audit_key, fences=Fences(db))
+            _register_core_rights(rights, privacy, repository, writer)
             grants = Grants(GrantRepository(db), audit)
             rights.register("coachGrants", grants.export, grants.erase)
             retention = RetentionJob(privacy.repository, settings.default_retention_days,
@@ -264,6 +274,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 local_problem=None if engine is None and pool is not None else local_problem,
                 audit=audit,
                 limiter=TokenBucketLimiter(settings.rate_limit_per_minute / 60, settings.rate_limit_burst, redis),
+                records=writer,
                 privacy=privacy,
                 rights=rights,
                 grants=grants,

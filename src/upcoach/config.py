@@ -180,6 +180,10 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(default=3600.0, gt=0, description="How often the retention job runs.")
     privacy_cache_seconds: float = Field(default=5.0, ge=0, description="How long a worker trusts cached settings.")
 
+    # Request records (observability/records.py): /readyz says "unavailable" while more than this many records
+    # wait to be written (queued plus spooled to <data_dir>/spool/records.jsonl).
+    records_backlog_max: int = Field(default=10_000, ge=1, description="Unwritten request records /readyz allows.")
+
     @field_validator("pool_urls", "trusted_proxies", "model_source_allow", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

@@ -294,3 +294,14 @@ class SourceNotAllowed(ModelStoreError):
     status = 400
     code = "source_not_allowed"
     type = "invalid_request_error"
+
+
+# --- erasure fences (#12) ---
+
+
+class DataErased(UpcoachError):
+    """The user's data was erased while this request was running: what it would have stored is not written."""
+
+    status = 409
+    code = "data_erased"
+    type = "invalid_request_error"

@@ -18,6 +18,7 @@ from upcoach.modelstore.manager import ModelManager
 from upcoach.modelstore.signing import ManifestSigner
 from upcoach.observability.audit import AuditLog
 from upcoach.observability.metrics import Metrics
+from upcoach.observability.records import RecordWriter
 from upcoach.privacy.grants import Grants
 from upcoach.privacy.rights import DataRights
 from upcoach.privacy.settings import PrivacyService
@@ -45,6 +46,8 @@ class Services:
     local_problem: str | None = "local model is loading"
     audit: AuditLog | None = None
     limiter: TokenBucketLimiter | None = None
+    # Background writer of request records: its backlog is part of readiness (#12)
+    records: RecordWriter | None = None
     # Privacy settings, residency and data rights (#7)
     privacy: PrivacyService | None = None
     rights: DataRights | None = None

@@ -11,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fakes.fault_server import FaultServer
+from tests.observability.test_records import outcome
+from tests.storage.outage import Outage
 from upcoach.app import create_app
 from upcoach.config import Settings
 from upcoach.security.keys import ApiKeys, Role
@@ -75,3 +77,31 @@ def test_refused_credentials_on_readyz_are_a_401(unready: tuple[TestClient, dict
     client, _ = unready
     response = client.get("/readyz", headers={"Authorization": "Bearer uc_0123456789abcdef_" + "x" * 43})
     assert response.status_code == 401
+
+
+def test_unwritten_records_beyond_the_bound_make_the_server_unready(tmp_path: Path) -> None:
+    """The database goes away for real (its file is moved aside) while requests keep finishing: once more records
+    wait than UPCOACH_RECORDS_BACKLOG_MAX, /readyz says so by name; written again, the server is ready again."""
+    settings = Settings(data_dir=tmp_path, load_model=False, auth="off", redis_url=None, records_backlog_max=2,
+                        pool_role="local", pool_model="ok")  # fmt: skip
+    with FaultServer() as pool:
+        settings.pool_urls = [pool.url]
+        with TestClient(create_app(settings)) as client:
+            services = client.app.state.services  # type: ignore[attr-defined]
+            assert client.get("/readyz").status_code == 200
+            outage = Outage(settings.effective_database_url, tmp_path)
+            client.portal.call(outage.stop, services.db)  # type: ignore[union-attr]
+            for n in range(3):
+                client.portal.call(services.records.submit, outcome(f"r{n}"))  # type: ignore[union-attr]
+            response = client.get("/readyz")
+            assert response.status_code == 503
+            assert any(reason.startswith("records_backlog:") for reason in response.json()["reasons"])
+
+            client.portal.call(outage.restore)  # type: ignore[union-attr]
+            client.portal.call(services.records.flush)  # type: ignore[union-attr]
+            assert client.get("/readyz").status_code == 200
+            assert {record.id for record in client.portal.call(services.requests.all_for_user, "u1")} == {  # type: ignore[union-attr]
+                "r0",
+                "r1",
+                "r2",
+            }

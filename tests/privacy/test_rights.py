@@ -13,11 +13,15 @@ from upcoach.app import _register_core_rights
 from upcoach.config import Settings
 from upcoach.errors import Unavailable
 from upcoach.observability.audit import AuditLog
+from upcoach.observability.metrics import Metrics
+from upcoach.observability.records import RecordWriter
+from upcoach.observability.spool import Spool
 from upcoach.privacy.retention import RetentionJob
 from upcoach.privacy.rights import SELF_ACTOR, DataRights
 from upcoach.privacy.settings import PrivacyService
 from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
+from upcoach.storage.fences import Fences
 from upcoach.storage.requests import RequestRecord, RequestRepository
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -37,8 +41,8 @@ async def setup(db: Database, tmp_path: Path) -> tuple[DataRights, PrivacyServic
     audit = AuditLog(AuditRepository(db), KEY)
     privacy = PrivacyService(db, audit, Settings(data_dir=tmp_path, default_retention_days=30))
     requests = RequestRepository(db)
-    rights = DataRights(audit, KEY)
-    _register_core_rights(rights, privacy, requests)
+    rights = DataRights(audit, KEY, fences=Fences(db))
+    _register_core_rights(rights, privacy, requests, RecordWriter(requests, Spool(tmp_path / "spool"), Metrics()))
     await requests.add_many([
         record("a1", "alice", 1, redactions={"EMAIL": 2}, processing_mode="hybrid"),
         record("a2", "alice", 2),

@@ -3,9 +3,12 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.storage import conftest as storage_fixtures
+from tests.storage.outage import Outage
 from upcoach.observability.audit import AuditLog
 from upcoach.security import refusals as refusals_module
 from upcoach.security.auth import AuthFailure
@@ -20,6 +23,7 @@ db = storage_fixtures.db
 migrated_db = storage_fixtures.migrated_db
 
 on_session_loop = pytest.mark.asyncio(loop_scope="session")
+KEY = bytes(range(32))
 
 
 class Clock:
@@ -105,3 +109,38 @@ def test_the_throttle_counts_per_address_within_its_window() -> None:
     assert throttle.retry_after("a") == pytest.approx(30)
     clock.now += 30
     assert throttle.retry_after("a") is None
+
+
+@on_session_loop
+async def test_refusals_not_written_at_shutdown_reach_the_trail_after_the_next_start(
+    database_url: str, migrated_db: Database, tmp_path: Path
+) -> None:
+    """The database is down when the server stops: the counts go to the spool file, not away."""
+    outage = Outage(database_url, tmp_path)
+    await outage.start()
+    served = Database(outage.url)
+    spool = tmp_path / "spool" / "refusals.jsonl"
+    clock = Clock(60 * 4_000_000)
+    try:
+        log = RefusalLog(AuditLog(AuditRepository(served), KEY), clock=clock, spool=spool)
+        await log.start()
+        for _ in range(7):
+            await log.record(refused("203.0.113.9", key_id="k1"))
+        await outage.stop(served)
+        await log.stop()
+        assert spool.exists()
+    finally:
+        await served.dispose()
+    await outage.restore()
+
+    audit = AuditLog(AuditRepository(migrated_db), KEY)
+    restarted = RefusalLog(audit, clock=clock, spool=spool)
+    await restarted.start()
+    await restarted.record(refused("203.0.113.9", "revoked_key", key_id="k2"))  # the same minute, after the restart
+    await restarted.stop()
+    rows = await audit.query(action="auth.refused")
+    assert len(rows) == 1
+    assert rows[0].details["count"] == 8 and rows[0].details["key_ids"] == ["k1", "k2"]
+    assert not spool.exists()
+    assert (await audit.verify()).ok
+    await outage.stop()

@@ -10,6 +10,7 @@ import pytest
 from upcoach.storage.database import Database
 from upcoach.storage.feedback import FeedbackRepository, RatingGroup
 from upcoach.storage.requests import RequestRecord, RequestRepository
+from upcoach.storage.tables import utc_now
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -36,7 +37,7 @@ async def repository(migrated_db: Database) -> FeedbackRepository:
     )
     feedback = FeedbackRepository(migrated_db)
     for request_id, rating in (("old", 1), ("a", 5), ("b", 2), ("c", 4), ("c", 3)):
-        await feedback.upsert(request_id, "alice", rating, None)
+        await feedback.upsert(request_id, "alice", rating, None, started_at=utc_now())
     return feedback
 
 

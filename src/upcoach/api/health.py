@@ -48,6 +48,11 @@ async def readiness(services: Services) -> Readiness:
         await services.db.ping()
     except Exception as exc:  # readiness reports any storage failure instead of raising it
         result.reasons.append(f"database unreachable: {type(exc).__name__}")
+    if services.records is not None and services.records.backlog > services.settings.records_backlog_max:
+        result.reasons.append(
+            f"records_backlog: {services.records.backlog} request records not yet written "
+            f"(more than UPCOACH_RECORDS_BACKLOG_MAX={services.settings.records_backlog_max})"
+        )
     if not os.access(services.settings.data_dir, os.W_OK):
         result.reasons.append(f"data folder {services.settings.data_dir} is not writable")
     if result.ready and services.local is not None:

@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidTag
 
 from upcoach.coaching.sentiment import Sentiment, analyse
 from upcoach.coaching.themes import themes_of
-from upcoach.errors import NotFound, UpcoachError
+from upcoach.errors import DataErased, NotFound, UpcoachError
 from upcoach.llm.base import Backend, ChatMessage, ChatRequest, GenerationParams
 from upcoach.privacy.special_category import CRISIS_RESOURCES
 from upcoach.security.guard import Guard
@@ -143,6 +143,7 @@ class Journal:
         self._timeout = insight_timeout
 
     async def add(self, user_id: str, transcript: str, recorded_at: datetime, mood: int | None) -> JournalEntry:
+        started_at = utc_now()
         entry_id = uuid.uuid4().hex
         inspection = await self._guard.check(
             (ChatMessage("user", transcript),), request_id=f"journal_{entry_id}", user_id=user_id, endpoint="journal"
@@ -161,12 +162,15 @@ class Journal:
         )
         cipher = await self._vault.cipher(user_id, create=True)
         # Stored before the model runs: an entry must never be lost because the insight could not be written.
-        await self._repository.add(
+        stored = await self._repository.add(
             JournalEntryRow(
                 id=entry_id, user_id=user_id, recorded_at=recorded_at, created_at=entry.created_at,
                 insight_status="pending", payload=cipher.encrypt(entry.payload(), _context(entry_id)),
-            )
+            ),
+            started_at=started_at,
         )  # fmt: skip
+        if not stored:  # the user erased their data while this entry was being made: it must not come back
+            raise DataErased("your data was erased while this entry was being saved; it was not stored")
         await self._complete(user_id, entry, cipher)
         return entry
 

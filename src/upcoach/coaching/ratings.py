@@ -16,7 +16,7 @@ from upcoach.errors import NotFound
 from upcoach.security.vault import DataKeyMissing, UserKeyVault
 from upcoach.storage.feedback import FeedbackRepository
 from upcoach.storage.requests import RequestRepository
-from upcoach.storage.tables import AnswerFeedbackRow
+from upcoach.storage.tables import AnswerFeedbackRow, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,19 @@ class Ratings:
         self, user_id: str, request_id: str, rating: int, comment: str | None
     ) -> tuple[dict[str, object], bool]:
         """(the rating, whether it is new). Only a request this user was served (outcome ok) can be rated, once:
-        a second rating replaces the first. Anything else answers exactly like a missing request."""
+        a second rating replaces the first. Anything else answers exactly like a missing request, and so does a
+        request erased while this ran (the fence refuses the rating)."""
+        started_at = utc_now()
         if await self._requests.served_to(request_id, user_id) is None:
             raise NotFound(f"request {request_id!r} does not exist", param="requestId")
         blob = None
         if comment:
             cipher = await self._vault.cipher(user_id, create=True)
             blob = cipher.encrypt(comment.encode(), _context(request_id))
-        row, created = await self._repository.upsert(request_id, user_id, rating, blob)
+        stored = await self._repository.upsert(request_id, user_id, rating, blob, started_at=started_at)
+        if stored is None:
+            raise NotFound(f"request {request_id!r} does not exist", param="requestId")
+        row, created = stored
         return _to_json(row, comment), created
 
     async def summary(self, *, since: datetime | None = None) -> dict[str, object]:

@@ -169,17 +169,21 @@ class Experiments:
 
     async def assignment(self, key: str, user_id: str) -> Assignment:
         """The user's sticky variant; a stopped experiment serves its control to everyone and records nothing."""
+        started_at = utc_now()
         experiment = await self.get(key)
         if experiment.status != "running":
             return Assignment(experiment.control, stored=False)
         variant = assign(experiment.key, user_id, experiment.variants)
         if not await self.opted_in(user_id):
             return Assignment(variant, stored=False)
-        await self.repository.expose(experiment.key, user_id, variant.name)
-        return Assignment(variant, stored=True)
+        # Not stored when the user erased their data while this ran.
+        stored = await self.repository.expose(experiment.key, user_id, variant.name, started_at=started_at)
+        return Assignment(variant, stored=stored)
 
     async def record_event(self, key: str, user_id: str, metric: str, value: float) -> bool:
-        """Store an outcome; False (and nothing stored) for users who did not opt in to analytics."""
+        """Store an outcome; False (and nothing stored) for users who did not opt in to analytics, or who erased
+        their data while this ran."""
+        started_at = utc_now()
         experiment = await self.get(key)
         if experiment.status != "running":
             raise ExperimentStopped(f"experiment {key!r} is stopped and takes no more events")
@@ -193,9 +197,11 @@ class Experiments:
         variant = assign(experiment.key, user_id, experiment.variants)
         # An outcome means the user saw their variant, even if the app never asked for the assignment while
         # they were opted in; recording the exposure keeps every event inside the analysed population.
-        await self.repository.expose(experiment.key, user_id, variant.name)
-        await self.repository.add_event(experiment.key, user_id, variant.name, metric, value)
-        return True
+        if not await self.repository.expose(experiment.key, user_id, variant.name, started_at=started_at):
+            return False
+        return await self.repository.add_event(
+            experiment.key, user_id, variant.name, metric, value, started_at=started_at
+        )
 
     async def results(self, key: str, *, dp: bool = False) -> dict[str, object]:
         experiment = await self.get(key)

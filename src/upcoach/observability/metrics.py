@@ -45,5 +45,15 @@ class Metrics:
             registry=r,
         )  # fmt: skip
 
+        # Request records (observability/records.py): rows not yet in the database, and rows given up, by reason.
+        self.records_pending = Gauge("upcoach_records_pending", "Request records queued or being written", registry=r)
+        self.records_spooled = Gauge(
+            "upcoach_records_spooled", "Request records in the local spool file, waiting for the database", registry=r
+        )
+        self.records_dropped = Counter(
+            "upcoach_records_dropped", "Request records not written: rejected, erased, spool_failed", ["reason"],
+            registry=r,
+        )  # fmt: skip
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

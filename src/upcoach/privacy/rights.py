@@ -25,6 +25,7 @@ from typing import Any
 
 from upcoach.errors import Unavailable
 from upcoach.observability.audit import AuditLog
+from upcoach.storage.fences import Fences
 from upcoach.storage.tables import utc_now
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ def _jsonable(value: object) -> object:
 
 
 class DataRights:
-    def __init__(self, audit: AuditLog | None, pseudonym_key: bytes) -> None:
+    def __init__(self, audit: AuditLog | None, pseudonym_key: bytes, *, fences: Fences | None = None) -> None:
         self._audit = audit
+        self._fences = fences
         # Domain-separated from the audit chain's own use of the key.
         self._key = hmac.new(pseudonym_key, _PSEUDONYM_CONTEXT, hashlib.sha256).digest()
         self._kinds: dict[str, _Kind] = {}
@@ -93,6 +95,14 @@ class DataRights:
         fails; the audit row records what was done, then a failure is raised (erasure is idempotent: retry)."""
         counts: dict[str, int] = {}
         failed: list[str] = []
+        if self._fences is not None:
+            # First the fence, then the deletes: a write that started before now and lands after the deletes
+            # (a request still running, a record queued or spooled anywhere) is refused instead of resurrected.
+            try:
+                await self._fences.erect(user_id)
+            except Exception:
+                log.exception("erasure fence could not be set")
+                failed.append("fence")
         for kind, entry in self._kinds.items():
             if entry.erase is None:
                 continue

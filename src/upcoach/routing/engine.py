@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 from upcoach.errors import BackendError, LocalUnavailable, Overloaded, PromptInjection, Unavailable, UpcoachError
@@ -112,6 +113,7 @@ class Outcome:
     redactions: dict[str, int] | None = None
     flags: list[str] = field(default_factory=list)
     region: str | None = None  # residency region of the cloud endpoint that served (part of) the answer
+    started_at: datetime | None = None  # wall-clock start: erasure fences refuse records of earlier requests
 
 
 @dataclass
@@ -456,6 +458,7 @@ class HybridEngine:
         cloud: _Cloud,
     ) -> Outcome:
         ended = time.perf_counter()
+        started_at = datetime.now(UTC) - timedelta(seconds=ended - started)
         used_cloud = any(s.is_cloud for s in run.sides_used)
         used_local = any(not s.is_cloud for s in run.sides_used)
         mode: ProcessingMode = (
@@ -497,6 +500,7 @@ class HybridEngine:
             redactions=run.redactions if run.redacted else None,
             flags=list(run.flags),
             region=cloud.region if used_cloud else None,
+            started_at=started_at,
         )
         self._observe(outcome)
         await self._record(outcome)
@@ -512,6 +516,7 @@ class HybridEngine:
         exc: UpcoachError | None,
         cloud: _Cloud,
     ) -> None:
+        elapsed = time.perf_counter() - started
         outcome = Outcome(
             request_id=request.request_id,
             text="",
@@ -522,7 +527,7 @@ class HybridEngine:
             reasons=run.reasons + ([exc.message] if exc else ["client disconnected"]),
             fallback_used=run.fallback_used,
             finish_reason="error" if exc else "cancelled",
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=elapsed * 1000,
             first_token_ms=(run.first_token_at - started) * 1000 if run.first_token_at else None,
             usage=Usage(run.local_usage.prompt_tokens, len(run.text)),
             cost_usd=0.0,
@@ -536,6 +541,7 @@ class HybridEngine:
             redactions=run.redactions if run.redacted else None,
             flags=list(run.flags),
             region=cloud.region if any(s.is_cloud for s in run.sides_used) else None,
+            started_at=datetime.now(UTC) - timedelta(seconds=elapsed),
         )
         self._observe(outcome)
         try:

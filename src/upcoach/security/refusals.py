@@ -10,6 +10,8 @@ any rate limit applied: anyone could flood the chain (and every writer queued be
   ``auth.refused`` row per client address per minute (counts by reason, status and path, the key ids and users
   named), when the minute is over, and everything left at shutdown. More than ``MAX_ADDRESSES`` addresses in one
   minute (an attacker rotating addresses) share one overflow row, so the rows per minute stay bounded too.
+  Counts that cannot be written at shutdown (the database is down) go to ``spool`` (one JSON line per address and
+  minute, fsync'd) and are counted again by the next start, so they reach the trail late rather than never.
 
 The client address is the TCP peer's. Behind a reverse proxy set ``UPCOACH_TRUSTED_PROXIES`` to the proxy's
 addresses: only then is ``X-Forwarded-For`` believed, and only from those peers (create_app).
@@ -19,14 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from upcoach.observability.audit import AuditLog
+from upcoach.observability.spool import append_lines
 from upcoach.security.auth import AuthFailure
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,23 @@ class _Tally:
     key_ids: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)  # accounts the refused credentials named
 
+    def to_json(self) -> dict[str, object]:
+        return {"count": self.count, "reasons": dict(self.reasons), "statuses": dict(self.statuses),
+                "paths": self.paths, "key_ids": self.key_ids, "users": self.users}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Tally:
+        return cls(int(data["count"]), Counter(data["reasons"]), Counter(data["statuses"]), list(data["paths"]),
+                   list(data["key_ids"]), list(data["users"]))  # fmt: skip
+
+    def merge(self, other: _Tally) -> None:
+        self.count += other.count
+        self.reasons.update(other.reasons)
+        self.statuses.update(other.statuses)
+        for mine, theirs in ((self.paths, other.paths), (self.key_ids, other.key_ids), (self.users, other.users)):
+            for value in theirs:
+                _add_listed(mine, value)
+
     def add(self, failure: AuthFailure) -> None:
         self.count += 1
         self.reasons[failure.reason] += 1
@@ -66,9 +89,15 @@ class RefusalLog:
     """Counts refusals per (client address, minute) and writes each as one audit row once its minute is over."""
 
     def __init__(
-        self, audit: AuditLog, *, clock: Callable[[], float] = time.time, flush_seconds: float = FLUSH_SECONDS
+        self,
+        audit: AuditLog,
+        *,
+        clock: Callable[[], float] = time.time,
+        flush_seconds: float = FLUSH_SECONDS,
+        spool: Path | None = None,
     ) -> None:
         self._audit = audit
+        self._spool = spool
         self.clock = clock
         self._flush_seconds = flush_seconds
         self._tallies: dict[tuple[int, str], _Tally] = {}
@@ -126,7 +155,31 @@ class RefusalLog:
         await self._audit.append("anonymous", "none", "auth.refused", target=client, details=details)
 
     async def start(self) -> None:
+        self._load_spool()
         self._task = asyncio.create_task(self._run(), name="refusal-log")
+
+    def _load_spool(self) -> None:
+        """Count again what an earlier run could not write; it is written with the next flush."""
+        if self._spool is None or not self._spool.exists():
+            return
+        for line in self._spool.read_text(encoding="utf-8").splitlines():
+            try:
+                data = json.loads(line)
+                key, tally = (int(data["minute"]), str(data["client"])), _Tally.from_json(data["tally"])
+            except (ValueError, KeyError, TypeError):
+                log.error("unreadable line in %s skipped", self._spool)
+                continue
+            self._tallies.setdefault(key, _Tally()).merge(tally)
+        self._spool.unlink()
+
+    def _write_spool(self) -> None:
+        if self._spool is None or not self._tallies:
+            return
+        lines = [json.dumps({"minute": minute, "client": client, "tally": tally.to_json()}) + "\n"
+                 for (minute, client), tally in sorted(self._tallies.items())]  # fmt: skip
+        append_lines(self._spool, lines)
+        log.warning("%d refusal rows could not be written: kept in %s for the next start", len(lines), self._spool)
+        self._tallies.clear()
 
     async def _run(self) -> None:
         while True:
@@ -139,3 +192,4 @@ class RefusalLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush(everything=True)
+        self._write_spool()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -17,6 +18,15 @@ _ASYNC_DRIVERS = {
 }
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# SQLite: WAL lets readers and the one writer proceed together; a writer that finds the lock taken waits up to
+# SQLITE_BUSY_MS instead of failing with "database is locked" (synchronous=NORMAL is durable in WAL mode).
+SQLITE_BUSY_MS = 10_000
+SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", f"PRAGMA busy_timeout={SQLITE_BUSY_MS}", "PRAGMA synchronous=NORMAL")
+# PostgreSQL: a session waiting for a lock gives up after LOCK_TIMEOUT (an error the caller handles or retries)
+# rather than piling up connections behind it; a statement still running after five minutes (retention over a
+# large table is the slowest legitimate one) is stopped instead of holding its locks forever.
+POSTGRES_SETTINGS = {"lock_timeout": "10s", "statement_timeout": "5min"}
 
 # Any fixed 64-bit number works: it only has to be the same in every process that migrates this database.
 _MIGRATION_LOCK_KEY = 0x7570636F61636800
@@ -45,13 +55,27 @@ def _upgrade(connection: Connection, config: Config) -> None:
     command.upgrade(config, "head")
 
 
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = async_url(url)
         parsed = make_url(self.url)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(self.url, pool_pre_ping=True)
+        connect_args: dict[str, object] = {}
+        if parsed.get_backend_name() == "postgresql":
+            connect_args["server_settings"] = dict(POSTGRES_SETTINGS)
+        self.engine: AsyncEngine = create_async_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -72,6 +96,9 @@ class Database:
         config = alembic_config()
         async with self.engine.begin() as conn:
             if self.dialect == "postgresql":
+                # Another process may migrate for longer than the lock timeout: wait for it as long as it takes.
+                await conn.execute(text("SET LOCAL lock_timeout = 0"))
+                await conn.execute(text("SET LOCAL statement_timeout = 0"))
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             elif self.dialect == "sqlite":
                 # The sqlite3 driver would run DDL outside any transaction; an explicit write transaction makes

@@ -7,12 +7,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from upcoach.errors import ExperimentExists
 from upcoach.storage.database import Database
+from upcoach.storage.fences import Fences, refused
 from upcoach.storage.tables import ExperimentEventRow, ExperimentExposureRow, ExperimentRow, utc_now
 
 
@@ -55,23 +56,29 @@ class ExperimentRepository:
                 .values(status="stopped", stopped_at=at)
             )
 
-    async def expose(self, key: str, user_id: str, variant: str) -> bool:
-        """Record the user's first exposure; True if this call created it (later ones change nothing)."""
+    async def expose(self, key: str, user_id: str, variant: str, *, started_at: datetime) -> bool:
+        """Record the user's first exposure (later ones change nothing). False, and nothing written, for a user
+        erased at or after ``started_at`` (storage/fences.py)."""
         values = {"experiment_key": key, "user_id": user_id, "variant": variant, "exposed_at": utc_now()}
         dialect = postgresql if self._db.dialect == "postgresql" else sqlite
         statement = dialect.insert(ExperimentExposureRow).values(**values).on_conflict_do_nothing()
-        async with self._db.engine.begin() as conn:
-            result = await conn.execute(statement)
-            return bool(result.rowcount)
+        async with Fences(self._db).guarded([user_id]) as (conn, erased):
+            if refused(erased, user_id, started_at):
+                return False
+            await conn.execute(statement)
+        return True
 
-    async def add_event(self, key: str, user_id: str, variant: str, metric: str, value: float) -> None:
-        async with self._db.sessions.begin() as session:
-            session.add(
-                ExperimentEventRow(
-                    id=uuid.uuid4().hex, experiment_key=key, user_id=user_id, variant=variant, metric=metric,
-                    value=value, created_at=utc_now(),
-                )
-            )  # fmt: skip
+    async def add_event(
+        self, key: str, user_id: str, variant: str, metric: str, value: float, *, started_at: datetime
+    ) -> bool:
+        """Store one outcome event; False (nothing written) for a user erased at or after ``started_at``."""
+        values = {"id": uuid.uuid4().hex, "experiment_key": key, "user_id": user_id, "variant": variant,
+                  "metric": metric, "value": value, "created_at": utc_now()}  # fmt: skip
+        async with Fences(self._db).guarded([user_id]) as (conn, erased):
+            if refused(erased, user_id, started_at):
+                return False
+            await conn.execute(insert(ExperimentEventRow).values(**values))
+        return True
 
     async def exposures(self, key: str) -> dict[str, int]:
         query = (

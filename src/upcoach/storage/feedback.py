@@ -6,10 +6,11 @@ import builtins
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from upcoach.storage.database import Database
+from upcoach.storage.fences import Fences, refused
 from upcoach.storage.tables import AnswerFeedbackRow, RequestRecordRow, utc_now
 
 
@@ -26,29 +27,35 @@ class FeedbackRepository:
         self._db = db
 
     async def upsert(
-        self, request_id: str, user_id: str, rating: int, comment: bytes | None
-    ) -> tuple[AnswerFeedbackRow, bool]:
-        """Insert or replace the one rating of ``request_id`` (True: inserted); ``created_at`` keeps the first time."""
+        self, request_id: str, user_id: str, rating: int, comment: bytes | None, *, started_at: datetime
+    ) -> tuple[AnswerFeedbackRow, bool] | None:
+        """Insert or replace the one rating of ``request_id`` (True: inserted); ``created_at`` keeps the first time.
+        None, and nothing written, when the user was erased at or after ``started_at`` (storage/fences.py)."""
         try:
-            return await self._upsert(request_id, user_id, rating, comment)
+            return await self._upsert(request_id, user_id, rating, comment, started_at)
         except IntegrityError:
             # Two first ratings raced and the other inserted: this one becomes the update.
-            return await self._upsert(request_id, user_id, rating, comment)
+            return await self._upsert(request_id, user_id, rating, comment, started_at)
 
     async def _upsert(
-        self, request_id: str, user_id: str, rating: int, comment: bytes | None
-    ) -> tuple[AnswerFeedbackRow, bool]:
+        self, request_id: str, user_id: str, rating: int, comment: bytes | None, started_at: datetime
+    ) -> tuple[AnswerFeedbackRow, bool] | None:
         now = utc_now()
-        async with self._db.sessions.begin() as session:
-            row = await session.get(AnswerFeedbackRow, request_id)
-            if row is None:
-                row = AnswerFeedbackRow(
-                    request_id=request_id, user_id=user_id, rating=rating, comment=comment, created_at=now,
-                    updated_at=now,
-                )  # fmt: skip
-                session.add(row)
+        table = AnswerFeedbackRow
+        async with Fences(self._db).guarded([user_id]) as (conn, erased):
+            if refused(erased, user_id, started_at):
+                return None
+            found = (await conn.execute(select(table.created_at).where(table.request_id == request_id))).first()
+            created_at = now if found is None else found.created_at
+            row = AnswerFeedbackRow(request_id=request_id, user_id=user_id, rating=rating, comment=comment,
+                                    created_at=created_at, updated_at=now)  # fmt: skip
+            if found is None:
+                values = {"request_id": request_id, "user_id": user_id, "rating": rating, "comment": comment,
+                          "created_at": now, "updated_at": now}  # fmt: skip
+                await conn.execute(insert(table).values(**values))
                 return row, True
-            row.rating, row.comment, row.updated_at = rating, comment, now
+            changes = {"rating": rating, "comment": comment, "updated_at": now}
+            await conn.execute(update(table).where(table.request_id == request_id).values(**changes))
         return row, False
 
     async def summary(self, *, since: datetime | None = None) -> builtins.list[RatingGroup]:

@@ -9,8 +9,10 @@ from datetime import datetime
 from typing import Literal, cast
 
 from sqlalchemy import ColumnElement, case, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from upcoach.storage.database import Database
+from upcoach.storage.fences import Fences, refused
 from upcoach.storage.tables import RequestRecordRow, utc_now
 
 Endpoint = Literal["hybrid", "openai"]
@@ -107,6 +109,24 @@ class RequestRepository:
             _require_aware(record.created_at, "created_at")
         async with self._db.sessions.begin() as session:
             session.add_all([RequestRecordRow(**asdict(record)) for record in records])
+
+    async def add_fenced(self, items: Sequence[tuple[RequestRecord, datetime]]) -> builtins.list[str]:
+        """Insert ``(record, started_at)`` pairs in one transaction, except those of users erased at or after the
+        request started (storage/fences.py); returns the ids refused so. A record whose id is already stored is
+        skipped, not an error: replaying a spool twice writes each record once."""
+        for record, started_at in items:
+            _require_aware(record.created_at, "created_at")
+            _require_aware(started_at, "started_at")
+        async with Fences(self._db).guarded(record.user_id for record, _ in items) as (conn, erased):
+            refused_ids = {record.id for record, started in items if refused(erased, record.user_id, started)}
+            rows = [asdict(record) for record, started in items if record.id not in refused_ids]
+            if rows:
+                dialect = postgresql if self._db.dialect == "postgresql" else sqlite
+                await conn.execute(dialect.insert(RequestRecordRow).on_conflict_do_nothing(), rows)
+        return sorted(refused_ids)
+
+    async def ping(self) -> None:
+        await self._db.ping()
 
     async def get(self, request_id: str) -> RequestRecord | None:
         async with self._db.sessions() as session:

@@ -392,3 +392,16 @@ class CoachGrantRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ErasureFenceRow(Base):
+    """When a user's data was last erased: writes of anything that started before then are refused (#12).
+
+    One row per user, kept after the erasure: an in-flight request or another process's spooled record can arrive
+    long after the delete, and without this row it would bring the erased user's data back.
+    """
+
+    __tablename__ = "erasure_fences"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime())

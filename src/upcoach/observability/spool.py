@@ -1,0 +1,138 @@
+"""A local append-only file of request records the database could not take: one JSON object per line, fsync'd.
+
+Written when the database is down at shutdown or the writer's queue is full, read back by the next start (or as
+soon as the database answers again). Replaying renames the file first, so records spooled meanwhile go to a new
+file and are never truncated away; a replay that is interrupted leaves the renamed file for the next attempt.
+The spool belongs to one server process: servers that share a database each need a data folder of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from upcoach.storage.requests import RequestRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pending:
+    """A record waiting to be written, and when its request started (what an erasure fence compares)."""
+
+    record: RequestRecord
+    started_at: datetime
+
+
+def encode(item: Pending) -> str:
+    data = asdict(item.record)
+    data["created_at"] = item.record.created_at.isoformat()
+    return json.dumps({"record": data, "started_at": item.started_at.isoformat()}, separators=(",", ":"))
+
+
+def decode(line: str) -> Pending:
+    data = json.loads(line)
+    record = dict(data["record"])
+    record["created_at"] = datetime.fromisoformat(record["created_at"])
+    return Pending(RequestRecord(**record), datetime.fromisoformat(data["started_at"]))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_lines(path: Path, lines: Sequence[str]) -> None:
+    """Append whole lines (each ending in a newline) and wait until they are on disk, the new file's name too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    with path.open("a", encoding="utf-8") as file:
+        file.write("".join(lines))
+        file.flush()
+        os.fsync(file.fileno())
+    if created:
+        _fsync_dir(path.parent)
+
+
+class Spool:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / "records.jsonl"
+        self.replaying = folder / "records.replaying.jsonl"
+        self.count = sum(self._lines(p) for p in (self.path, self.replaying))
+
+    @staticmethod
+    def _lines(path: Path) -> int:
+        if not path.exists():
+            return 0
+        with path.open("rb") as file:
+            return sum(1 for line in file if line.strip())
+
+    def append(self, items: Sequence[Pending]) -> None:
+        """Add records at the end and wait until they are on disk."""
+        if not items:
+            return
+        append_lines(self.path, [encode(item) + "\n" for item in items])
+        self.count += len(items)
+
+    def take(self) -> list[Pending]:
+        """The records to replay: the file left by an interrupted replay, plus the current file (renamed into it)."""
+        if self.path.exists():
+            if self.replaying.exists():
+                append_lines(self.replaying, self.path.read_text(encoding="utf-8").splitlines(keepends=True))
+                self.path.unlink()
+            else:
+                self.path.rename(self.replaying)
+            _fsync_dir(self.folder)
+        return self._read(self.replaying)
+
+    def replayed(self) -> None:
+        """Every record taken was written (or set aside): forget them."""
+        self.replaying.unlink(missing_ok=True)
+        self.count = self._lines(self.path)
+
+    def purge(self, user_id: str) -> int:
+        """Remove one user's records from both files (erasure); returns how many were removed."""
+        removed = 0
+        for path in (self.path, self.replaying):
+            items = self._read(path)
+            keep = [item for item in items if item.record.user_id != user_id]
+            if len(keep) == len(items):
+                continue
+            removed += len(items) - len(keep)
+            self._rewrite(path, keep)
+        self.count -= removed
+        return removed
+
+    def _rewrite(self, path: Path, items: Iterable[Pending]) -> None:
+        temporary = path.with_suffix(".tmp")
+        with temporary.open("w", encoding="utf-8") as file:
+            file.write("".join(encode(item) + "\n" for item in items))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        _fsync_dir(self.folder)
+
+    @staticmethod
+    def _read(path: Path) -> list[Pending]:
+        if not path.exists():
+            return []
+        items = []
+        with path.open(encoding="utf-8") as file:
+            for number, line in enumerate(file, 1):
+                if not line.strip():
+                    continue
+                try:
+                    items.append(decode(line))
+                except (ValueError, KeyError, TypeError):
+                    # A line cut short by a crash while appending: the rest of the file is still good.
+                    log.error("spooled request record at %s:%d is unreadable and is skipped", path, number)
+        return items
