@@ -46,8 +46,10 @@ from upcoach.modelstore.signing import ManifestSigner
 from upcoach.modelstore.store import ModelStore
 from upcoach.modelstore.swap import Loaded, SwappableBackend
 from upcoach.observability.audit import AuditLog, audit_key_from_settings
+from upcoach.observability.http import RequestObservability
 from upcoach.observability.metrics import Metrics
 from upcoach.observability.records import RecordWriter
+from upcoach.observability.version import build_labels
 from upcoach.privacy.grants import Grants
 from upcoach.privacy.retention import RetentionJob
 from upcoach.privacy.rights import DataRights
@@ -202,13 +204,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=refusals.record
             )
             repository = RequestRepository(db)
-            writer = RecordWriter(repository)
+            metrics = Metrics()
+            metrics.build_info.labels(**build_labels(await db.schema_revision())).set(1)
+            writer = RecordWriter(repository, metrics)
             await writer.start()
             stack.push_async_callback(writer.stop)
             redis = _redis(settings)
             if redis is not None:
                 stack.push_async_callback(redis.aclose)  # type: ignore[attr-defined]
-            metrics = Metrics()
 
             # Model versions (#6): the registry's active version serves if there is one, else the configured file;
             # either way behind a SwappableBackend, so updates and rollbacks swap it without failing a request.
@@ -314,6 +317,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestObservability)  # request id and status counts for everything inside it
     if settings.trusted_proxies:
         # Outermost, so every part of the app sees the client a trusted proxy forwarded for; from any other peer
         # X-Forwarded-For is ignored (an attacker would otherwise pick the address their refusals count against).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from upcoach.observability.metrics import Metrics
 from upcoach.routing.engine import Outcome
 from upcoach.storage.requests import RequestRecord, RequestRepository
 
@@ -45,8 +46,9 @@ def to_record(outcome: Outcome, user_id: str | None, endpoint: str) -> RequestRe
 
 
 class RecordWriter:
-    def __init__(self, repository: RequestRepository) -> None:
+    def __init__(self, repository: RequestRepository, metrics: Metrics | None = None) -> None:
         self._repository = repository
+        self._metrics = metrics
         self._queue: list[RequestRecord] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -59,8 +61,11 @@ class RecordWriter:
     async def submit(self, outcome: Outcome) -> None:
         if len(self._queue) >= MAX_QUEUED:
             self.dropped += 1  # the database has been down for a long time: keep the service alive
+            if self._metrics is not None:
+                self._metrics.records_dropped.inc()
             return
         self._queue.append(to_record(outcome, outcome.user_id, outcome.endpoint))
+        self._show_backlog()
         self._wakeup.set()
 
     async def flush(self) -> None:
@@ -68,6 +73,11 @@ class RecordWriter:
             batch = self._queue[:MAX_BATCH]
             await self._repository.add_many(batch)
             del self._queue[: len(batch)]
+            self._show_backlog()
+
+    def _show_backlog(self) -> None:
+        if self._metrics is not None:
+            self._metrics.record_backlog.set(len(self._queue))
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -442,6 +442,8 @@ class HybridEngine:
         run.finish_reason = final.finish_reason
         run.model = final.model
         target = run.cloud_usage if side.is_cloud else run.local_usage
+        if not side.is_cloud and final.queue_ms:
+            self.metrics.queue_wait.observe(final.queue_ms / 1000)
         target.prompt_tokens += final.usage.prompt_tokens
         target.completion_tokens += final.usage.completion_tokens
         target.cached_tokens += final.usage.cached_tokens
@@ -550,6 +552,8 @@ class HybridEngine:
         m.latency.labels(mode=mode).observe(outcome.latency_ms / 1000)
         if outcome.first_token_ms is not None:
             m.first_token.labels(mode=mode).observe(outcome.first_token_ms / 1000)
+        first_token_s = outcome.first_token_ms / 1000 if outcome.first_token_ms is not None else None
+        m.observe_output_tokens(mode, outcome.latency_ms / 1000, first_token_s, outcome.usage.completion_tokens)
         m.tokens.labels(mode=mode, kind="prompt").inc(outcome.usage.prompt_tokens)
         m.tokens.labels(mode=mode, kind="completion").inc(outcome.usage.completion_tokens)
         m.cost.labels(mode=mode).inc(outcome.cost_usd)
