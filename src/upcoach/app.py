@@ -140,7 +140,7 @@ def _wire_journal_ratings_experiments(services: Services, db: Database, settings
         JournalRepository(db), vault, lambda: services.local, guard=services.hybrid.guard,
         insight_timeout=settings.journal_insight_timeout,
     )  # fmt: skip
-    services.ratings = Ratings(FeedbackRepository(db), services.requests, vault)
+    services.ratings = Ratings(FeedbackRepository(db), services.requests, vault, services.metrics)
 
     async def analytics_opt_in(user_id: str) -> bool:
         # Fail closed: without the privacy service nobody counts as opted in, so nothing is stored.

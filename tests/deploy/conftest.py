@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, data_dir_with_model, start_server, stop_server
+from tests.conftest import LiveServer, data_dir_with_model, free_port, start_server, stop_server
 
 
 @dataclass
@@ -47,10 +47,36 @@ def ops_server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> It
     data_dir = data_dir_with_model(tmp, model_path)
     admin_key = create_key(data_dir, "ops", "admin")
     user_key = create_key(data_dir, "alice", "user")
-    server = start_server(
-        tmp, {"UPCOACH_AUTH": "on", "UPCOACH_BUILD": "test-build-42"}, extra_args=["--log-format", "json"]
-    )
+    env = {
+        "UPCOACH_AUTH": "on",
+        "UPCOACH_BUILD": "test-build-42",
+        # A cloud endpoint nobody listens on: its breaker is on the dashboard; private requests never go there.
+        "UPCOACH_CLOUD_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+    }
+    server = start_server(tmp, env, extra_args=["--log-format", "json"])
     try:
         yield OpsServer(server, admin_key, user_key)
     finally:
         stop_server(server)
+
+
+SECRET = "Quokka-Zebra-8812 my neighbour Ingrid"
+
+
+@pytest.fixture(scope="session")
+def served(ops_server: OpsServer) -> OpsServer:
+    """One chat answered under a caller-chosen request id, one refused with a 4xx, one with a bad request id."""
+    with ops_server.user() as user:
+        answered = user.post(
+            "/v1/chat/completions", headers={"x-request-id": "ops-test-1"},
+            json={"model": "default", "messages": [{"role": "user", "content": f"Say hi to {SECRET}."}],
+                  "max_tokens": 24},
+        )  # fmt: skip
+        assert answered.status_code == 200, answered.text
+        assert answered.headers["x-request-id"] == "ops-test-1"
+        refused = user.post("/v1/chat/completions", json={"messages": "not a list"})
+        assert 400 <= refused.status_code < 500
+        spoofed = user.get("/healthz", headers={"x-request-id": "two words; forged-line"})
+        assert spoofed.headers["x-request-id"] != "two words; forged-line"
+        assert len(spoofed.headers["x-request-id"]) == 32
+    return ops_server

@@ -9,13 +9,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from tests.deploy.conftest import OpsServer
+from tests.deploy.conftest import SECRET, OpsServer
 from upcoach.cli import app
 from upcoach.observability.logs import JsonFormatter, RequestIdFilter, request_id_var
 
 pytestmark = pytest.mark.slow
-
-SECRET = "Quokka-Zebra-8812 my neighbour Ingrid"
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -28,25 +26,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def value(text: str, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples(text).items() if n == name and set(labels.items()) <= set(ls))
-
-
-@pytest.fixture(scope="module")
-def served(ops_server: OpsServer) -> OpsServer:
-    """One chat answered under a caller-chosen request id, one refused with a 4xx, one with a bad request id."""
-    with ops_server.user() as user:
-        answered = user.post(
-            "/v1/chat/completions", headers={"x-request-id": "ops-test-1"},
-            json={"model": "default", "messages": [{"role": "user", "content": f"Say hi to {SECRET}."}],
-                  "max_tokens": 24},
-        )  # fmt: skip
-        assert answered.status_code == 200, answered.text
-        assert answered.headers["x-request-id"] == "ops-test-1"
-        refused = user.post("/v1/chat/completions", json={"messages": "not a list"})
-        assert 400 <= refused.status_code < 500
-        spoofed = user.get("/healthz", headers={"x-request-id": "two words; forged-line"})
-        assert spoofed.headers["x-request-id"] != "two words; forged-line"
-        assert len(spoofed.headers["x-request-id"]) == 32
-    return ops_server
 
 
 def test_metrics_carry_the_operations_series(served: OpsServer) -> None:

@@ -75,6 +75,10 @@ class Metrics:
         self.records_dropped = Counter(
             "upcoach_records_dropped", "Request records dropped because the backlog was full", registry=r
         )
+        self.answer_rating = Histogram(
+            "upcoach_answer_rating", "Answer ratings (1-5) users gave; sum/count is the average",
+            buckets=(1, 2, 3, 4, 5), registry=r,
+        )  # fmt: skip
         self.build_info = Gauge(
             "upcoach_build_info", "Always 1; the labels say which build and schema revision serve",
             ["version", "build", "schema_revision"], registry=r,
