@@ -45,6 +45,7 @@ from upcoach.modelstore.registry import JobRepository, ModelRegistry
 from upcoach.modelstore.signing import ManifestSigner
 from upcoach.modelstore.store import ModelStore
 from upcoach.modelstore.swap import Loaded, SwappableBackend
+from upcoach.observability import tracing
 from upcoach.observability.audit import AuditLog, audit_key_from_settings
 from upcoach.observability.http import RequestObservability
 from upcoach.observability.metrics import Metrics
@@ -188,6 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         async with AsyncExitStack() as stack:
+            stack.callback(tracing.shutdown_tracing)  # last out: spans of the shutdown itself are flushed too
             db = Database(settings.effective_database_url)
             stack.push_async_callback(db.dispose)
             await db.migrate()
@@ -295,6 +297,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="UpCoach AI", version="0.1.0", lifespan=lifespan)
+    tracing.configure_tracing(settings.tracing)
     api_errors.install(app)
     chat_caller = [Depends(caller(*CHAT_ROLES))]
     app.include_router(health_router)

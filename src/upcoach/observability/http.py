@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from upcoach.observability import tracing
 from upcoach.observability.logs import request_id_from, request_id_var
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -46,14 +47,19 @@ class RequestObservability:
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
             await send(message)
 
+        method = scope.get("method", "")
         try:
-            await self.app(scope, receive, send_with_id)
+            with tracing.server_span(method) as span:
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    tracing.finish_server_span(span, method, _route_template(scope), status, request_id)
         finally:
             _count(scope, status)
             if access_log.isEnabledFor(logging.INFO):
                 # Method, route template and status only (never the raw path or query): safe for the JSON format.
                 access_log.info(
-                    "%s %s %d %.1fms", scope.get("method", ""), _route_template(scope), status,
+                    "%s %s %d %.1fms", method, _route_template(scope), status,
                     (time.perf_counter() - started) * 1000, extra={"safe_args": True},
                 )  # fmt: skip
             request_id_var.reset(token)

@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 
 from upcoach.errors import BackendError, LocalUnavailable, Overloaded, PromptInjection, Unavailable, UpcoachError
 from upcoach.llm.base import Backend, ChatMessage, ChatRequest, Completion, GenerationParams, Usage
+from upcoach.observability import tracing
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
 from upcoach.privacy.settings import PrivacySettings
 from upcoach.routing.costs import CloudBudget, PriceTable
@@ -266,6 +267,15 @@ class HybridEngine:
         return decision, features, state, inspection
 
     async def _route(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection, _Cloud]:
+        with tracing.span("upcoach.routing", **{"upcoach.request_id": request.request_id}) as span:
+            routed = await self._decide(request)
+            if span is not None:
+                decision = routed[0]
+                span.set_attributes({"upcoach.decision": decision.target or "none", "upcoach.redact": decision.redact,
+                                     "upcoach.privacy_level": request.hints.privacy_level})  # fmt: skip
+            return routed
+
+    async def _decide(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection, _Cloud]:
         inspection = await self.guard.check(
             request.messages, request_id=request.request_id, user_id=request.user_id, endpoint=request.endpoint
         )
@@ -343,6 +353,10 @@ class HybridEngine:
                             Refusal("pii", type(exc).__name__, request.request_id, request.user_id, request.endpoint)
                         ) from None
                 chat = ChatRequest(side_messages, request.params, request.request_id, continuation, request.user_id)
+                trace = tracing.start_span(
+                    "upcoach.backend", **{"upcoach.backend": side.name, "upcoach.cloud": side.is_cloud}
+                )
+                side_outcome = "incomplete"  # cancelled, or an error no backend raises
                 try:
                     async for chunk in side.backend.stream(chat):
                         if not admitted:
@@ -369,8 +383,10 @@ class HybridEngine:
                                 yield Event("text", piece)
                         if chunk.final is not None:
                             self._account(run, side, chunk.final)
+                    side_outcome = "ok"
                 except (BackendError, Overloaded, Unavailable) as exc:
                     last_error = exc
+                    side_outcome = exc.code
                     # Overloaded is our own in-flight limit refusing the call, not the cloud failing.
                     if side.is_cloud and cloud.breaker is not None and not isinstance(exc, Overloaded):
                         await cloud.breaker.record_failure()
@@ -389,6 +405,10 @@ class HybridEngine:
                         reason=exc.code,
                     ).inc()
                     continue
+                finally:
+                    if trace is not None:
+                        trace.set_attribute("upcoach.backend.outcome", side_outcome)
+                        trace.end()
                 if side.is_cloud and cloud.breaker is not None:
                     await cloud.breaker.record_success()
                 if run.flags and self._on_flag is not None:
