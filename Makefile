@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench bench-tools lint clean services model browser
+.PHONY: install serve test bench bench-tools lint clean services model browser lock image-base image
 
 # llama-cpp-python is compiled once per machine into a wheelhouse of our own, with flags pip's wheel cache would not
 # tell apart: ggml's AMX kernels crash on Intel Sapphire Rapids hosts in their first matrix multiply
@@ -23,11 +23,19 @@ $(WHEELHOUSE)/.built:
 		$(BIN)/python -m pip wheel --quiet --no-cache-dir --no-deps "llama-cpp-python==$(LLAMA_CPP_VERSION)" -w $(WHEELHOUSE)
 	touch $@
 
-$(STAMP): pyproject.toml $(WHEELHOUSE)/.built
+$(STAMP): pyproject.toml deploy/requirements.lock $(WHEELHOUSE)/.built
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet "pip>=24"
-	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) "llama-cpp-python==$(LLAMA_CPP_VERSION)" -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) -c deploy/requirements.lock \
+		"llama-cpp-python==$(LLAMA_CPP_VERSION)" -e '.[dev]'
 	touch $(STAMP)
+
+# The pinned runtime set (what the image installs, and what `make install` is constrained to). After changing
+# pyproject.toml's dependencies: `make lock`, then commit deploy/requirements.lock.
+lock: install
+	$(BIN)/python -m pip install --quiet "uv>=0.4"
+	$(BIN)/uv pip compile pyproject.toml --extra otel --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --annotation-style line -o deploy/requirements.lock
 
 install: $(STAMP)
 
