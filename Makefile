@@ -74,6 +74,15 @@ bench-tools: $(LITELLM_VENV)/.installed
 bench: $(VENV)/.bench-installed model bench-tools
 	$(BIN)/python benchmarks/run.py
 
+# The container image (docs/deploy.md). image-base makes the Debian base from the mirror where no registry is
+# reachable; image reuses the host's compiled llama-cpp-python wheel (portable builds: leave deploy/wheelhouse empty).
+image-base:
+	podman image exists docker.io/library/debian:bookworm-slim || ./deploy/make-base-image.sh
+
+image:
+	cp $(WHEELHOUSE)/llama_cpp_python-*.whl deploy/wheelhouse/
+	podman build -f deploy/Dockerfile -t localhost/upcoach:latest --build-arg BUILD=$$(git rev-parse --short HEAD) .
+
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
