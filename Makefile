@@ -81,7 +81,7 @@ image-base:
 
 image:
 	cp $(WHEELHOUSE)/llama_cpp_python-*.whl deploy/wheelhouse/
-	podman build -f deploy/Dockerfile -t localhost/upcoach:latest --build-arg BUILD=$$(git rev-parse --short HEAD) .
+	podman build --format docker -f deploy/Dockerfile -t localhost/upcoach:latest --build-arg BUILD=$$(git rev-parse --short HEAD) .
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -52,7 +52,11 @@ def image() -> str:
     wheelhouse = ROOT / "deploy" / "wheelhouse"
     for wheel in WHEELHOUSE.glob("llama_cpp_python-*.whl"):
         shutil.copy(wheel, wheelhouse / wheel.name)  # build context; git ignores it
-    podman("build", "-f", "deploy/Dockerfile", "-t", TAG, "--build-arg", "BUILD=image-test", str(ROOT))
+    for ca in Path("/usr/local/share/ca-certificates").glob("*.crt"):
+        shutil.copy(ca, ROOT / "deploy" / "ca" / ca.name)  # this host's proxy CAs, for pip inside the build
+    # docker format keeps HEALTHCHECK (OCI drops it); chroot isolation builds inside a container without cgroups.
+    podman("build", "--format", "docker", "--isolation", "chroot", "-f", "deploy/Dockerfile", "-t", TAG,
+           "--build-arg", "BUILD=image-test", str(ROOT))  # fmt: skip
     return TAG
 
 
