@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench bench-tools lint clean services model browser
+.PHONY: install serve test bench bench-tools lint clean services model browser lock image-base image
 
 # llama-cpp-python is compiled once per machine into a wheelhouse of our own, with flags pip's wheel cache would not
 # tell apart: ggml's AMX kernels crash on Intel Sapphire Rapids hosts in their first matrix multiply
@@ -23,11 +23,19 @@ $(WHEELHOUSE)/.built:
 		$(BIN)/python -m pip wheel --quiet --no-cache-dir --no-deps "llama-cpp-python==$(LLAMA_CPP_VERSION)" -w $(WHEELHOUSE)
 	touch $@
 
-$(STAMP): pyproject.toml $(WHEELHOUSE)/.built
+$(STAMP): pyproject.toml deploy/requirements.lock $(WHEELHOUSE)/.built
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet "pip>=24"
-	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) "llama-cpp-python==$(LLAMA_CPP_VERSION)" -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) -c deploy/requirements.lock \
+		"llama-cpp-python==$(LLAMA_CPP_VERSION)" -e '.[dev]'
 	touch $(STAMP)
+
+# The pinned runtime set (what the image installs, and what `make install` is constrained to). After changing
+# pyproject.toml's dependencies: `make lock`, then commit deploy/requirements.lock.
+lock: install
+	$(BIN)/python -m pip install --quiet "uv>=0.4"
+	$(BIN)/uv pip compile pyproject.toml --extra otel --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --annotation-style line -o deploy/requirements.lock
 
 install: $(STAMP)
 
@@ -65,6 +73,15 @@ bench-tools: $(LITELLM_VENV)/.installed
 
 bench: $(VENV)/.bench-installed model bench-tools
 	$(BIN)/python benchmarks/run.py
+
+# The container image (docs/deploy.md). image-base makes the Debian base from the mirror where no registry is
+# reachable; image reuses the host's compiled llama-cpp-python wheel (portable builds: leave deploy/wheelhouse empty).
+image-base:
+	podman image exists docker.io/library/debian:bookworm-slim || ./deploy/make-base-image.sh
+
+image:
+	cp $(WHEELHOUSE)/llama_cpp_python-*.whl deploy/wheelhouse/
+	podman build --format docker -f deploy/Dockerfile -t localhost/upcoach:latest --build-arg BUILD=$$(git rev-parse --short HEAD) .
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -45,10 +45,13 @@ from upcoach.modelstore.registry import JobRepository, ModelRegistry
 from upcoach.modelstore.signing import ManifestSigner
 from upcoach.modelstore.store import ModelStore
 from upcoach.modelstore.swap import Loaded, SwappableBackend
+from upcoach.observability import tracing
 from upcoach.observability.audit import AuditLog, audit_key_from_settings
+from upcoach.observability.http import RequestObservability
 from upcoach.observability.metrics import Metrics
 from upcoach.observability.records import RecordWriter
 from upcoach.observability.spool import Spool
+from upcoach.observability.version import build_labels
 from upcoach.privacy.grants import Grants
 from upcoach.privacy.retention import RetentionJob
 from upcoach.privacy.rights import DataRights
@@ -148,7 +151,7 @@ def _wire_journal_ratings_experiments(services: Services, db: Database, settings
         JournalRepository(db), vault, lambda: services.local, guard=services.hybrid.guard,
         insight_timeout=settings.journal_insight_timeout,
     )  # fmt: skip
-    services.ratings = Ratings(FeedbackRepository(db), services.requests, vault)
+    services.ratings = Ratings(FeedbackRepository(db), services.requests, vault, services.metrics)
 
     async def analytics_opt_in(user_id: str) -> bool:
         # Fail closed: without the privacy service nobody counts as opted in, so nothing is stored.
@@ -196,6 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         async with AsyncExitStack() as stack:
+            stack.callback(tracing.shutdown_tracing)  # last out: spans of the shutdown itself are flushed too
             db = Database(settings.effective_database_url)
             stack.push_async_callback(db.dispose)
             await db.migrate()
@@ -213,6 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             repository = RequestRepository(db)
             metrics = Metrics()
+            metrics.build_info.labels(**build_labels(await db.schema_revision())).set(1)
             writer = RecordWriter(repository, Spool(settings.data_dir / "spool"), metrics)
             await writer.start()
             stack.push_async_callback(writer.stop)
@@ -303,6 +308,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="UpCoach AI", version="0.1.0", lifespan=lifespan)
+    tracing.configure_tracing(settings.tracing)
     api_errors.install(app)
     chat_caller = [Depends(caller(*CHAT_ROLES))]
     app.include_router(health_router)
@@ -325,6 +331,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestObservability)  # request id and status counts for everything inside it
     if settings.trusted_proxies:
         # Outermost, so every part of the app sees the client a trusted proxy forwarded for; from any other peer
         # X-Forwarded-For is ignored (an attacker would otherwise pick the address their refusals count against).

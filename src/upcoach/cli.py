@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -34,6 +33,7 @@ from upcoach.modelstore.crypto import model_key_provider
 from upcoach.modelstore.registry import ModelRegistry, ModelVersion
 from upcoach.modelstore.store import ModelStore
 from upcoach.observability.audit import AuditLog, VerifyResult, audit_key_from_settings
+from upcoach.observability.logs import LOG_FORMATS, configure_logging
 from upcoach.security.keys import ApiKey, ApiKeys, Role
 from upcoach.storage.audit import AuditFilter, AuditRepository
 from upcoach.storage.database import Database
@@ -338,6 +338,7 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key (UPCOACH_TLS_KEYFILE)")] = None,
     tls_min_version: Annotated[str, typer.Option(help="lowest TLS version accepted: 1.2 or 1.3")] = "1.2",
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    log_format: Annotated[str, typer.Option(help="text, or json: one object per line, no message text")] = "text",
 ) -> None:
     """Serve the HTTP API; fetches the configured model on first start."""
     import ssl
@@ -354,7 +355,10 @@ def serve(
         if v is not None
     }  # fmt: skip
     settings = Settings(**overrides)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format not in LOG_FORMATS:
+        err.print(f"[red]error:[/red] --log-format must be one of {', '.join(LOG_FORMATS)}")
+        raise typer.Exit(code=2)
+    configure_logging(log_level, log_format)
     if (settings.tls_certfile is None) != (settings.tls_keyfile is None):
         err.print("[red]error:[/red] TLS needs both a certificate and a key")
         raise typer.Exit(code=2)
@@ -363,7 +367,12 @@ def serve(
         raise typer.Exit(code=2)
     if settings.load_model:
         try:
-            asyncio.run(_first_start(settings))
+            # A terminal's notes and progress bars would break a JSON log stream: only the log lines go there.
+            err.quiet = log_format == "json"
+            try:
+                asyncio.run(_first_start(settings))
+            finally:
+                err.quiet = False
         except UpcoachError as exc:
             raise _fail(exc) from exc
     config = uvicorn.Config(
@@ -371,6 +380,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        log_config=None,  # keep configure_logging's handler (request ids, the JSON format)
         access_log=False,
         # The app trusts X-Forwarded-For only from UPCOACH_TRUSTED_PROXIES; uvicorn's own default would trust it
         # from 127.0.0.1 (or FORWARDED_ALLOW_IPS) behind the app's back.

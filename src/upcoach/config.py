@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         default_factory=lambda: {"user": 1024, "coach": 2048, "service": 2048, "admin": 4096, "auditor": 256}
     )
 
+    # Operations (docs/deploy.md)
+    tracing: Literal["off", "otlp"] = Field(
+        default="off", description='"otlp": OpenTelemetry traces to OTEL_EXPORTER_OTLP_ENDPOINT (the otel extra).'
+    )
+
     # Authentication and audit trail (docs/security.md)
     auth: Literal["on", "off"] = Field(
         default="on", description='"off" treats every request as the admin "dev" (local development only).'

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from upcoach.security.auth import Authenticator, presents_credentials
+from upcoach.observability.version import build_id, package_version
+from upcoach.security.auth import Authenticator, presents_credentials, require
 from upcoach.security.keys import Role
 from upcoach.services import Services
 
@@ -86,3 +87,15 @@ async def readyz(request: Request) -> JSONResponse:
     if not result.ready:
         return JSONResponse({"status": status, "reasons": result.reasons}, status_code=code)
     return JSONResponse({"status": status, **result.details}, status_code=code)
+
+
+@router.get("/version", dependencies=[Depends(require(*DETAIL_ROLES))])
+async def version(request: Request) -> dict[str, str | None]:
+    """Which build, model and schema revision serve (admins and auditors, like /metrics)."""
+    services: Services = request.app.state.services
+    return {
+        "version": package_version(),
+        "build": build_id(),
+        "model": services.local_model_id if services.local is not None else None,
+        "schemaRevision": await services.db.schema_revision(),
+    }

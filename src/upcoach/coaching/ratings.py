@@ -13,6 +13,7 @@ from datetime import datetime
 from cryptography.exceptions import InvalidTag
 
 from upcoach.errors import NotFound
+from upcoach.observability.metrics import Metrics
 from upcoach.security.vault import DataKeyMissing, UserKeyVault
 from upcoach.storage.feedback import FeedbackRepository
 from upcoach.storage.requests import RequestRepository
@@ -28,7 +29,11 @@ def _context(request_id: str) -> str:
 
 
 class Ratings:
-    def __init__(self, repository: FeedbackRepository, requests: RequestRepository, vault: UserKeyVault) -> None:
+    def __init__(
+        self, repository: FeedbackRepository, requests: RequestRepository, vault: UserKeyVault,
+        metrics: Metrics | None = None,
+    ) -> None:  # fmt: skip
+        self._metrics = metrics
         self._repository = repository
         self._requests = requests
         self._vault = vault
@@ -50,6 +55,8 @@ class Ratings:
         if stored is None:
             raise NotFound(f"request {request_id!r} does not exist", param="requestId")
         row, created = stored
+        if self._metrics is not None:
+            self._metrics.answer_rating.observe(rating)  # a replaced rating counts again: a trend, not a tally
         return _to_json(row, comment), created
 
     async def summary(self, *, since: datetime | None = None) -> dict[str, object]:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
+_PER_TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -54,6 +63,35 @@ class Metrics:
             "upcoach_records_dropped", "Request records not written: rejected, erased, spool_failed", ["reason"],
             registry=r,
         )  # fmt: skip
+
+        # Operations (#18): what an operator's dashboard and alerts read besides the routing figures above.
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds...
+        PlatformCollector(registry=r)  # python_info
+        self.http_responses = Counter(
+            "upcoach_http_responses", "HTTP responses by method, route template and status code",
+            ["method", "route", "status"], registry=r,
+        )  # fmt: skip
+        self.time_per_output_token = Histogram(
+            "upcoach_time_per_output_token_seconds", "Decode time per generated token after the first, by mode",
+            ["mode"], buckets=_PER_TOKEN_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "upcoach_local_queue_wait_seconds", "Time a local request waited in the engine's queue before it ran",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.answer_rating = Histogram(
+            "upcoach_answer_rating", "Answer ratings (1-5) users gave; sum/count is the average",
+            buckets=(1, 2, 3, 4, 5), registry=r,
+        )  # fmt: skip
+        self.build_info = Gauge(
+            "upcoach_build_info", "Always 1; the labels say which build and schema revision serve",
+            ["version", "build", "schema_revision"], registry=r,
+        )  # fmt: skip
+
+    def observe_output_tokens(self, mode: str, latency_s: float, first_token_s: float | None, tokens: int) -> None:
+        """Time per output token: the time after the first token over the tokens that followed it."""
+        if first_token_s is not None and tokens > 1 and latency_s > first_token_s:
+            self.time_per_output_token.labels(mode=mode).observe((latency_s - first_token_s) / (tokens - 1))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 
 from upcoach.errors import BackendError, LocalUnavailable, Overloaded, PromptInjection, Unavailable, UpcoachError
 from upcoach.llm.base import Backend, ChatMessage, ChatRequest, Completion, GenerationParams, Usage
+from upcoach.observability import tracing
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
 from upcoach.privacy.settings import PrivacySettings
 from upcoach.routing.costs import CloudBudget, PriceTable
@@ -268,6 +269,15 @@ class HybridEngine:
         return decision, features, state, inspection
 
     async def _route(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection, _Cloud]:
+        with tracing.span("upcoach.routing", **{"upcoach.request_id": request.request_id}) as span:
+            routed = await self._decide(request)
+            if span is not None:
+                decision = routed[0]
+                span.set_attributes({"upcoach.decision": decision.target or "none", "upcoach.redact": decision.redact,
+                                     "upcoach.privacy_level": request.hints.privacy_level})  # fmt: skip
+            return routed
+
+    async def _decide(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection, _Cloud]:
         inspection = await self.guard.check(
             request.messages, request_id=request.request_id, user_id=request.user_id, endpoint=request.endpoint
         )
@@ -345,6 +355,10 @@ class HybridEngine:
                             Refusal("pii", type(exc).__name__, request.request_id, request.user_id, request.endpoint)
                         ) from None
                 chat = ChatRequest(side_messages, request.params, request.request_id, continuation, request.user_id)
+                trace = tracing.start_span(
+                    "upcoach.backend", **{"upcoach.backend": side.name, "upcoach.cloud": side.is_cloud}
+                )
+                side_outcome = "incomplete"  # cancelled, or an error no backend raises
                 try:
                     async for chunk in side.backend.stream(chat):
                         if not admitted:
@@ -371,8 +385,10 @@ class HybridEngine:
                                 yield Event("text", piece)
                         if chunk.final is not None:
                             self._account(run, side, chunk.final)
+                    side_outcome = "ok"
                 except (BackendError, Overloaded, Unavailable) as exc:
                     last_error = exc
+                    side_outcome = exc.code
                     # Overloaded is our own in-flight limit refusing the call, not the cloud failing.
                     if side.is_cloud and cloud.breaker is not None and not isinstance(exc, Overloaded):
                         await cloud.breaker.record_failure()
@@ -391,6 +407,10 @@ class HybridEngine:
                         reason=exc.code,
                     ).inc()
                     continue
+                finally:
+                    if trace is not None:
+                        trace.set_attribute("upcoach.backend.outcome", side_outcome)
+                        trace.end()
                 if side.is_cloud and cloud.breaker is not None:
                     await cloud.breaker.record_success()
                 if run.flags and self._on_flag is not None:
@@ -444,6 +464,8 @@ class HybridEngine:
         run.finish_reason = final.finish_reason
         run.model = final.model
         target = run.cloud_usage if side.is_cloud else run.local_usage
+        if not side.is_cloud and final.queue_ms:
+            self.metrics.queue_wait.observe(final.queue_ms / 1000)
         target.prompt_tokens += final.usage.prompt_tokens
         target.completion_tokens += final.usage.completion_tokens
         target.cached_tokens += final.usage.cached_tokens
@@ -556,6 +578,8 @@ class HybridEngine:
         m.latency.labels(mode=mode).observe(outcome.latency_ms / 1000)
         if outcome.first_token_ms is not None:
             m.first_token.labels(mode=mode).observe(outcome.first_token_ms / 1000)
+        first_token_s = outcome.first_token_ms / 1000 if outcome.first_token_ms is not None else None
+        m.observe_output_tokens(mode, outcome.latency_ms / 1000, first_token_s, outcome.usage.completion_tokens)
         m.tokens.labels(mode=mode, kind="prompt").inc(outcome.usage.prompt_tokens)
         m.tokens.labels(mode=mode, kind="completion").inc(outcome.usage.completion_tokens)
         m.cost.labels(mode=mode).inc(outcome.cost_usd)

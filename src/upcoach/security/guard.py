@@ -23,6 +23,7 @@ from functools import lru_cache
 
 from upcoach.errors import SecurityCheckFailed
 from upcoach.llm.base import ChatMessage
+from upcoach.observability import tracing
 from upcoach.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,15 @@ class Guard:
         self, messages: Sequence[ChatMessage], *, request_id: str, user_id: str | None, endpoint: str
     ) -> Inspection:
         """``inspect``, raising ``SecurityCheckFailed`` (counted and audited) when a check could not run."""
-        inspection = self.inspect(messages)
+        with tracing.span("upcoach.guard") as span:
+            inspection = self.inspect(messages)
+            if span is not None:
+                span.set_attributes({
+                    "upcoach.guard.injection": inspection.injection_verdict,
+                    "upcoach.guard.keep_local": bool(inspection.keep_local),
+                    "upcoach.guard.flags": len(inspection.flags),
+                    "upcoach.guard.failed": inspection.failure or "",
+                })  # fmt: skip
         if inspection.failure is not None:
             failure = Refusal(inspection.failure, inspection.failure_error or "", request_id, user_id, endpoint)
             raise await self.refuse(failure)

@@ -7,6 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -105,6 +106,11 @@ class Database:
                 # the upgrade atomic and serializes concurrent migrators.
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
             await conn.run_sync(_upgrade, config)
+
+    async def schema_revision(self) -> str | None:
+        """The alembic revision the database is at (None before the first migration)."""
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
 
     async def dispose(self) -> None:
         await self.engine.dispose()
