@@ -349,7 +349,9 @@ def test_the_shipped_rule_tables_are_valid_and_cover_every_language() -> None:
         (lambda d: d["categories"]["health"]["en"].append("(unclosed"), "not a valid pattern"),
         (lambda d: d["categories"]["religion"]["en"].append("{NOPE}"), "unknown macro"),
         (lambda d: d["categories"]["religion"]["en"].append(""), "non-empty strings"),
-        (lambda d: d.update(languages=["en"]), "languages must be"),
+        (lambda d: d.update(languages=["de", "fr", "es", "it", "pt"]), "languages must be"),
+        (lambda d: d.update(languages=[*d["languages"], "xx"]), "languages must be"),
+        (lambda d: d.update(languages=["en"]), "must have exactly the languages"),
     ],
 )
 def test_malformed_rule_tables_are_refused(breakage: Any, message: str) -> None:

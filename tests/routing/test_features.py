@@ -144,7 +144,7 @@ def test_the_shipped_complexity_tables_are_valid() -> None:
         (lambda d: d["weights"].update({"long text": "heavy"}), "number"),
         (lambda d: d["signals"]["long text"]["en"].append("(unclosed"), "not a valid pattern"),
         (lambda d: d["signals"]["long text"].update(pt=[]), "every language"),
-        (lambda d: d["stopwords"].pop("fr"), "stopwords"),
+        (lambda d: d.update(languages=["en", "xx"]), "languages must be"),
     ],
 )
 def test_malformed_complexity_tables_are_refused(breakage: Any, message: str) -> None:

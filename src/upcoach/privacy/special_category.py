@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from upcoach.langtables import Tables
+from upcoach.langtables import Tables, bounded
 from upcoach.security.textnorm import clean, fold_accents
 
 CATEGORIES = (
@@ -124,9 +124,9 @@ def parse_rules(data: dict[str, Any]) -> _Rules:
             where = f"categories.{category}.{lang}"
             joined = tables.join(where, fragments)
             if joined is not None:
-                compiled.append((f"{category}.{lang}", category, tables.compile(where, joined)))
+                compiled.append((f"{category}.{lang}", category, tables.compile(where, bounded(lang, joined), "{}")))
     cues = {
-        kind: tables.join_languages(f"cues.{kind}", by_lang)
+        kind: tables.join_languages(f"cues.{kind}", by_lang, right=kind != "possessive")
         for kind, by_lang in tables.table("cues", CUE_KINDS).items()
     }
     idioms = tables.join("idioms", data.get("idioms"))
@@ -135,8 +135,12 @@ def parse_rules(data: dict[str, Any]) -> _Rules:
     return _Rules(
         tuple(compiled),
         tables.compile("idioms", idioms),
-        {kind: tables.compile(f"cues.{kind}", joined) for kind, joined in cues.items() if kind != "possessive"},
-        tables.compile("cues.possessive", cues["possessive"], r"\b(?:{})(?: [\w'-]+)? ?$"),
+        {
+            kind: tables.compile(f"cues.{kind}", joined, "(?:{})")
+            for kind, joined in cues.items()
+            if kind != "possessive"
+        },
+        tables.compile("cues.possessive", cues["possessive"], r"(?:{})(?: [\w'-]+)? ?$"),
     )
 
 
