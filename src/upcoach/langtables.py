@@ -90,8 +90,13 @@ class Tables:
             raise ValueError(f"{self.name}: {where} is not a valid pattern: {exc}") from exc
 
 
+# Where a word starts and ends, per script: \b, except in Devanagari, whose vowel signs are not \w (so \b would fall
+# inside "मरना"), and in Japanese, which has no spaces between words.
+_DEVANAGARI_EDGES = (r"(?<![\w\u0900-\u097f])", r"(?![\w\u0900-\u097f])")
+_EDGES = {"hi": _DEVANAGARI_EDGES, **{lang: ("", "") for lang in UNSPACED}}
+
+
 def bounded(lang: str, joined: str, right: bool = True) -> str:
-    """``joined`` anchored on word boundaries, where ``lang`` has them (Japanese writes words without spaces)."""
-    if lang in UNSPACED:
-        return f"(?:{joined})"
-    return rf"\b(?:{joined})" + (r"\b" if right else "")
+    """``joined`` anchored on the word boundaries of ``lang``'s script (none in Japanese)."""
+    left_edge, right_edge = _EDGES.get(lang, (r"\b", r"\b"))
+    return f"{left_edge}(?:{joined})" + (right_edge if right else "")

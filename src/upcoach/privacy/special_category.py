@@ -1,11 +1,13 @@
 """Special-category data (GDPR art. 9) and signs of self-harm, found with multilingual phrase rules.
 
 A request that reveals any category here about a person stays on the local model; one that shows signs of self-harm
-also gets `CRISIS_RESOURCES`. Rules and cues cover English, German, French, Spanish, Italian and Portuguese; they are
-data (privacy/data/special_category.json, one schema, loaded and validated once by ``rules()``). Text goes through the
-shared normaliser first (security/textnorm.py: invisible characters, look-alike letters, NFKC, case, whitespace)
-and is stripped of accents (so "depressão", "depressao", "DEPRESSÃO" and "dep\u00adression" are one word), and
-every rule is anchored on word boundaries with explicit inflections (`depress\\w*`, `schwanger\\w*`).
+also gets the crisis resources of the user's country (privacy/crisis.py). Rules and cues cover English, German,
+French, Spanish, Italian, Portuguese, Dutch, Polish, Turkish, Arabic, Hindi and Japanese, every message read with
+every language's rules; they are data (privacy/data/special_category.json, one schema, loaded and validated once by
+``rules()``). Text goes through the shared normaliser first (security/textnorm.py: invisible characters,
+look-alike letters, NFKC, case, whitespace) and is stripped of accents (so "depressão", "depressao", "DEPRESSÃO" and
+"dep\u00adression" are one word), and every rule is anchored on its script's word boundaries with explicit
+inflections (`depress\\w*`, `schwanger\\w*`); Japanese has no spaces, so its rules are whole phrases ("死にたい").
 
 Where the line is drawn (the product keeps ordinary wellness coaching routable):
 - special: diagnoses, symptoms of a condition, treatment, therapy, medication, disability, pregnancy and fertility,
@@ -53,19 +55,6 @@ CATEGORIES = (
     "genetic",
     "biometric",
 )
-
-CRISIS_RESOURCES = """\
-It sounds like you are carrying something very heavy, and I'm glad you said it. You don't have to face this alone:
-please reach out to someone who can be with you right now.
-- In immediate danger: call your local emergency number (112 in Europe, 911 in the US and Canada).
-- US: call or text 988 (Suicide & Crisis Lifeline).
-- UK and Ireland: Samaritans, 116 123 (free, day and night).
-- Germany: TelefonSeelsorge, 0800 111 0 111 or 0800 111 0 222 (free, day and night).
-- France: 3114 (numéro national de prévention du suicide).
-- Spain: 024 (línea de atención a la conducta suicida).
-- Anywhere else: findahelpline.com lists free, confidential helplines by country.
-If you can, tell someone you trust how you are feeling today. I'm here to keep talking with you too.
-"""
 
 
 @dataclass(frozen=True)
@@ -145,7 +134,7 @@ def parse_rules(data: dict[str, Any]) -> _Rules:
 
 
 _MEDICAL = frozenset(("health", "mental_health", "medication", "pregnancy", "sex_life", "genetic", "self_harm"))
-_SENTENCE_END = re.compile(r"[.!?;]+(?=\s|$)|\n")
+_SENTENCE_END = re.compile(r"[.!?;]+(?=\s|$)|[。！？।؟]+|\n")  # Japanese, Hindi and Arabic stops need no space
 
 
 class _Sentence:
