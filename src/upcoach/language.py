@@ -68,7 +68,7 @@ def _identifier() -> LanguageIdentifier:
     return identifier
 
 
-def _scripts(text: str) -> frozenset[str]:
+def written_in(text: str) -> frozenset[str]:
     """The languages whose script ``text``'s letters are written in (Latin letters: every Latin-script language)."""
     found: set[str] = set()
     for script, pattern in _SCRIPTS:
@@ -84,7 +84,7 @@ def probabilities(text: str, locale: str | None = None) -> dict[str, float]:
 
     Candidates are the languages written in the text's scripts (Latin letters are never Arabic, kana never Hindi);
     the prior is the locale's language (odds ``LOCALE_PRIOR``), else English (odds ``DEFAULT_PRIOR``)."""
-    candidates = _scripts(text)
+    candidates = written_in(text)
     if not candidates:
         return {}
     scores = {lang: p for lang, p in _identifier().rank(text) if lang in candidates}

@@ -332,7 +332,7 @@ def shipped_tables() -> dict[str, Any]:
 
 def test_the_shipped_rule_tables_are_valid_and_cover_every_language() -> None:
     parsed = parse_rules(shipped_tables())
-    names = {name for name, _, _ in parsed.rules}
+    names = {name for name, _, _, _ in parsed.rules}
     for category in (*CATEGORIES, "self_harm"):
         assert {f"{category}.{lang}" for lang in LANGUAGES} <= names, category
 

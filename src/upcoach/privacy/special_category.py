@@ -39,6 +39,7 @@ from functools import cache
 from typing import Any
 
 from upcoach.langtables import Tables, bounded
+from upcoach.language import written_in
 from upcoach.security.textnorm import clean, fold_accents
 
 CATEGORIES = (
@@ -92,7 +93,7 @@ SELF_HARM_DISCOUNTS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class _Rules:
-    rules: tuple[tuple[str, str, re.Pattern[str]], ...]  # (name "category.lang", category, pattern)
+    rules: tuple[tuple[str, str, str, re.Pattern[str]], ...]  # (name "category.lang", category, lang, pattern)
     idioms: re.Pattern[str]
     cues: dict[str, re.Pattern[str]]  # kind -> every language's fragments in one pattern
     possessive_before: re.Pattern[str]  # a possessive, maybe one more word, then the end (searched with endpos)
@@ -113,7 +114,9 @@ def parse_rules(data: dict[str, Any]) -> _Rules:
             where = f"categories.{category}.{lang}"
             joined = tables.join(where, fragments)
             if joined is not None:
-                compiled.append((f"{category}.{lang}", category, tables.compile(where, bounded(lang, joined), "{}")))
+                compiled.append(
+                    (f"{category}.{lang}", category, lang, tables.compile(where, bounded(lang, joined), "{}"))
+                )
     cues = {
         kind: tables.join_languages(f"cues.{kind}", by_lang, right=kind != "possessive")
         for kind, by_lang in tables.table("cues", CUE_KINDS).items()
@@ -208,7 +211,10 @@ def detect_special_categories(text: str, role: str = "user") -> SpecialCategoryR
     topics: list[str] = []
     sentences: list[_Sentence] | None = None
     starts: list[int] = []
-    for name, category, pattern in tables.rules:
+    scripts = written_in(normalised)  # a language's rules need its letters: Arabic ones never match Latin text
+    for name, category, lang, pattern in tables.rules:
+        if lang not in scripts:
+            continue
         counted = seen = False
         for match in pattern.finditer(normalised):
             seen = True
