@@ -92,7 +92,7 @@ class Tables:
 
 # Where a word starts and ends, per script: \b, except in Devanagari, whose vowel signs are not \w (so \b would fall
 # inside "मरना"), and in Japanese, which has no spaces between words.
-_DEVANAGARI_EDGES = (r"(?<![\w\u0900-\u097f])", r"(?![\w\u0900-\u097f])")
+_DEVANAGARI_EDGES = (r"(?<![\w\u0900-\u0963\u0966-\u097f])", r"(?![\w\u0900-\u0963\u0966-\u097f])")  # not the dandas
 _EDGES = {"hi": _DEVANAGARI_EDGES, **{lang: ("", "") for lang in UNSPACED}}
 
 
