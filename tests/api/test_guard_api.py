@@ -293,6 +293,24 @@ def test_library_chips_and_journal_insights_for_self_harm_carry_the_resources(si
     assert stored["insight"].startswith(crisis_resources("en"))
 
 
+def test_crisis_resources_follow_the_language_and_the_locale(site: Site, models_down: None) -> None:
+    # A Japanese message gets Japan's lines in Japanese; chips read the request's locale for the country.
+    japanese = "もう生きていたくない。死にたい。"
+    body = hybrid(site, [{"role": "user", "content": japanese}]).json()
+    assert body["routing"]["flags"] == ["self_harm"]
+    assert body["response"]["content"].startswith(crisis_resources("ja"))
+    assert "0120-279-338" in body["response"]["content"] and "119" in body["response"]["content"]
+    portuguese = "Não quero mais viver, quero me matar."
+    chips = site.client.post(
+        "/api/coach/suggestions", json={"messages": [{"role": "user", "content": portuguese}], "locale": "pt-PT"}
+    ).json()
+    assert chips["crisisResources"] == crisis_resources("pt", locale="pt-PT")
+    assert "808 24 24 24" in chips["crisisResources"] and "188" not in chips["crisisResources"]
+    entry = {"transcript": "Ich will nicht mehr leben.", "recordedAt": "2026-11-20T21:30:00+00:00"}
+    stored = site.client.post("/api/journal/entries", json=entry).json()
+    assert stored["insight"].startswith(crisis_resources("de")) and "0800 111 0 111" in stored["insight"]
+
+
 def test_a_full_queue_still_answers_self_harm_with_crisis_resources(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
