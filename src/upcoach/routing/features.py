@@ -59,7 +59,7 @@ class _Tables:
 
 @cache
 def tables() -> _Tables:
-    """The signal, stop-word and ask-separator tables (routing/data/complexity.json), validated once."""
+    """The signal and ask-separator tables (routing/data/complexity.json), validated once."""
     return parse_tables(Tables.load("upcoach.routing", "data/complexity.json").data)
 
 
