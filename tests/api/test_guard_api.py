@@ -22,6 +22,7 @@ from upcoach.app import create_app
 from upcoach.config import Settings
 from upcoach.errors import Overloaded
 from upcoach.privacy import special_category
+from upcoach.privacy.crisis import crisis_resources
 from upcoach.security import pii
 from upcoach.services import Services
 
@@ -270,11 +271,11 @@ def models_down(site: Site) -> Iterator[None]:
 def test_the_offline_answer_to_self_harm_starts_with_crisis_resources(site: Site, models_down: None) -> None:
     body = hybrid(site, [{"role": "user", "content": SELF_HARM}]).json()
     assert body["processingMode"] == "offline", body
-    assert body["response"]["content"].startswith(special_category.CRISIS_RESOURCES.strip())
+    assert body["response"]["content"].startswith(crisis_resources("en"))
     assert body["routing"]["flags"] == ["self_harm"]
     assert body["offline"]["strategyIds"][0] == "support-reach-out"
     completion = openai(site, [{"role": "user", "content": SELF_HARM}]).json()
-    assert completion["choices"][0]["message"]["content"].startswith(special_category.CRISIS_RESOURCES.strip())
+    assert completion["choices"][0]["message"]["content"].startswith(crisis_resources("en"))
     assert completion["upcoach"]["flags"] == ["self_harm"]
     plain = hybrid(site, [{"role": "user", "content": "How do I stop procrastinating?"}], privacy="sensitive").json()
     assert plain["processingMode"] == "offline" and plain["routing"]["flags"] == []
@@ -285,11 +286,29 @@ def test_library_chips_and_journal_insights_for_self_harm_carry_the_resources(si
     chips = site.client.post("/api/coach/suggestions", json={"messages": [{"role": "user", "content": SELF_HARM}]})
     body = chips.json()
     assert body["source"] == "library" and body["flags"] == ["self_harm"]
-    assert body["crisisResources"] == special_category.CRISIS_RESOURCES.strip()
+    assert body["crisisResources"] == crisis_resources("en")
     entry = {"transcript": SELF_HARM, "recordedAt": "2026-11-20T21:30:00+00:00"}
     stored = site.client.post("/api/journal/entries", json=entry).json()
     assert stored["flags"] == ["self_harm"] and stored["insightStatus"] == "pending"
-    assert stored["insight"].startswith(special_category.CRISIS_RESOURCES.strip())
+    assert stored["insight"].startswith(crisis_resources("en"))
+
+
+def test_crisis_resources_follow_the_language_and_the_locale(site: Site, models_down: None) -> None:
+    # A Japanese message gets Japan's lines in Japanese; chips read the request's locale for the country.
+    japanese = "もう生きていたくない。死にたい。"
+    body = hybrid(site, [{"role": "user", "content": japanese}]).json()
+    assert body["routing"]["flags"] == ["self_harm"]
+    assert body["response"]["content"].startswith(crisis_resources("ja"))
+    assert "0120-279-338" in body["response"]["content"] and "119" in body["response"]["content"]
+    portuguese = "Não quero mais viver, quero me matar."
+    chips = site.client.post(
+        "/api/coach/suggestions", json={"messages": [{"role": "user", "content": portuguese}], "locale": "pt-PT"}
+    ).json()
+    assert chips["crisisResources"] == crisis_resources("pt", locale="pt-PT")
+    assert "808 24 24 24" in chips["crisisResources"] and "188" not in chips["crisisResources"]
+    entry = {"transcript": "Ich will nicht mehr leben.", "recordedAt": "2026-11-20T21:30:00+00:00"}
+    stored = site.client.post("/api/journal/entries", json=entry).json()
+    assert stored["insight"].startswith(crisis_resources("de")) and "0800 111 0 111" in stored["insight"]
 
 
 def test_a_full_queue_still_answers_self_harm_with_crisis_resources(
@@ -302,6 +321,6 @@ def test_a_full_queue_still_answers_self_harm_with_crisis_resources(
     monkeypatch.setattr(site.services.hybrid, "process", full)
     body = hybrid(site, [{"role": "user", "content": SELF_HARM}]).json()
     assert body["processingMode"] == "offline" and body["routing"]["flags"] == ["self_harm"]
-    assert body["response"]["content"].startswith(special_category.CRISIS_RESOURCES.strip())
+    assert body["response"]["content"].startswith(crisis_resources("en"))
     busy = hybrid(site, [{"role": "user", "content": "How do I stop procrastinating?"}])
     assert busy.status_code == 429 and busy.json()["error"]["code"] == "queue_full"

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from tests.fakes.fault_server import FaultServer
 from upcoach.app import create_app
 from upcoach.config import Settings
-from upcoach.privacy.special_category import CRISIS_RESOURCES
+from upcoach.privacy.crisis import crisis_resources
 
 # What integrators write: rules about topics, which the guard (reading every role since issue 12) took for data.
 INSTRUCTIONS = (
@@ -75,18 +75,18 @@ def test_an_instruction_system_prompt_is_not_data_and_adds_no_crisis_resources(s
     body = hybrid(site, chat(INSTRUCTIONS, CURRICULUM))
     assert body["processingMode"] == "cloud", body["routing"]["reasons"]
     assert body["routing"]["flags"] == []
-    assert not body["response"]["content"].startswith(CRISIS_RESOURCES.strip()[:40])
+    assert not body["response"]["content"].startswith(crisis_resources("en")[:40])
     assert len(site.cloud.requests) == 1 and site.local.requests == []
     simple = hybrid(site, chat(INSTRUCTIONS, "How do I drink more water?"))
     assert simple["processingMode"] == "local" and simple["routing"]["flags"] == []
     assert not any("special-category" in reason for reason in simple["routing"]["reasons"])
-    assert not simple["response"]["content"].startswith(CRISIS_RESOURCES.strip()[:40])
+    assert not simple["response"]["content"].startswith(crisis_resources("en")[:40])
 
 
 def test_the_openai_route_reads_the_instructions_the_same_way(site: Site) -> None:
     answer = openai(site, chat(INSTRUCTIONS, CURRICULUM))
     assert len(site.cloud.requests) == 1 and site.local.requests == []
-    assert not answer.startswith(CRISIS_RESOURCES.strip()[:40])
+    assert not answer.startswith(crisis_resources("en")[:40])
 
 
 STATUS_IN_EVERY_ROLE = {
@@ -127,7 +127,7 @@ def test_a_persons_status_is_caught_in_every_role(site: Site, role: str) -> None
 def test_self_harm_from_the_user_still_gets_crisis_resources_behind_an_instruction_prompt(site: Site) -> None:
     body = hybrid(site, chat(INSTRUCTIONS, "What are the warning signs of suicide? I think about it every night."))
     assert body["processingMode"] == "local" and body["routing"]["flags"] == ["self_harm"]
-    assert body["response"]["content"].startswith(CRISIS_RESOURCES.strip())
+    assert body["response"]["content"].startswith(crisis_resources("en"))
     assert site.cloud.requests == []
 
 

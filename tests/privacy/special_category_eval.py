@@ -1,7 +1,7 @@
 """Scores the special-category detector on its two labelled sets and prints the tables of docs/security.md.
 
 - tests/privacy/data/special_category_eval.txt: one sentence per category and language, idioms and wellness talk
-  (every sentence a user message);
+  (every sentence a user message), also scored per language (the language upcoach.language identifies);
 - tests/privacy/data/special_category_coaching.txt: coaching sentences in every role and language, labelled by
   whether they are data about a person or a topic, an instruction, a general question.
 
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from upcoach.language import LANGUAGES, identify
 from upcoach.privacy.special_category import CATEGORIES, detect_special_categories
 
 DATA = Path(__file__).parent / "data"
@@ -124,6 +125,36 @@ def role_table(samples: list[Sample], detector: Detector) -> list[str]:
     return rows
 
 
+def language_table(samples: list[Sample], detector: Detector) -> list[str]:
+    """Per language (upcoach.language's guess for each sentence): label recall and precision, negatives flagged."""
+    rows = [
+        "| language | sentences | labels | precision | recall | self-harm found | negatives flagged |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    by_lang: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        by_lang[identify(sample.text)].append(sample)
+    for lang in LANGUAGES:
+        subset = by_lang.get(lang, [])
+        if not subset:
+            continue
+        tp = fp = fn = harm = harm_found = 0
+        for sample in subset:
+            predicted = predict(detector, sample)
+            tp += len(sample.gold & predicted)
+            fp += len(predicted - sample.gold)
+            fn += len(sample.gold - predicted)
+            harm += "self_harm" in sample.gold
+            harm_found += "self_harm" in sample.gold and "self_harm" in predicted
+        negatives = [s for s in subset if not s.gold]
+        flagged = sum(bool(predict(detector, s)) for s in negatives)
+        rows.append(
+            f"| {lang} | {len(subset)} | {tp + fn} | {_ratio(tp, tp + fp)} | {_ratio(tp, tp + fn)} | "
+            f"{harm_found} of {harm} | {flagged} of {len(negatives)} |"
+        )
+    return rows
+
+
 def errors(samples: list[Sample], detector: Detector) -> list[str]:
     found = []
     for sample in samples:
@@ -179,7 +210,8 @@ def main() -> None:
         print("\n".join(label_table(samples, detector)))
         negatives = [s for s in samples if not s.gold]
         flagged = sum(bool(predict(detector, s)) for s in negatives)
-        print(f"\nnegatives (wellness, idioms): {len(negatives)}, flagged {flagged}")
+        print(f"\nnegatives (wellness, idioms): {len(negatives)}, flagged {flagged}\n")
+        print("\n".join(language_table(samples, detector)))
         if args.errors:
             print("\n".join(errors(samples, detector)))
     for split in ("dev", "held"):

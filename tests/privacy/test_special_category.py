@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from tests.privacy.special_category_eval import is_data, load_coaching, load_eval, per_label
-from upcoach.privacy.special_category import CATEGORIES, CRISIS_RESOURCES, detect_special_categories, parse_rules
+from upcoach.language import LANGUAGES
+from upcoach.privacy.special_category import CATEGORIES, detect_special_categories, parse_rules
 
 CATEGORY_CASES = [
     ("health", "I was diagnosed with type 2 diabetes."),
@@ -196,11 +197,6 @@ def test_a_diagnosis_word_alone_counts_as_health_but_defers_to_precise_categorie
     assert detect_special_categories("My doctor prescribed antidepressants.").categories == ("medication",)
 
 
-def test_crisis_resources_name_real_lines() -> None:
-    for number in ("112", "911", "988", "116 123", "0800 111 0 111", "3114", "024", "findahelpline.com"):
-        assert number in CRISIS_RESOURCES
-
-
 # --- status, not topic; data, not instructions (issue 20) -------------------------------------------------------
 
 # What an integrator writes in a system prompt: rules about topics, not data about anyone.
@@ -336,9 +332,60 @@ def shipped_tables() -> dict[str, Any]:
 
 def test_the_shipped_rule_tables_are_valid_and_cover_every_language() -> None:
     parsed = parse_rules(shipped_tables())
-    names = {name for name, _, _ in parsed.rules}
+    names = {name for name, _, _, _ in parsed.rules}
     for category in (*CATEGORIES, "self_harm"):
-        assert {f"{category}.{lang}" for lang in ("en", "de", "fr", "es", "it", "pt")} <= names, category
+        assert {f"{category}.{lang}" for lang in LANGUAGES} <= names, category
+
+
+# --- the languages of issue 21: a few native sentences each, the scripts' own traps ------------------------------
+
+NEW_LANGUAGE_DATA = [
+    ("nl", "Ik slik al jaren lithium.", {"medication"}),
+    ("nl", "Mijn vrouw en ik zijn via ivf zwanger geworden.", {"pregnancy"}),
+    ("pl", "Od roku choruję na depresję.", {"mental_health"}),
+    ("pl", "Jestem członkiem związku zawodowego.", {"union_membership"}),
+    ("tr", "ŞEKER HASTASIYIM ve insülin kullanıyorum.", {"health", "medication"}),  # upper-case I folds to i
+    ("tr", "Eşcinsel olduğumu ailem bilmiyor.", {"sexual_orientation"}),
+    ("ar", "وأنا مصابة بالسكري منذ سنتين.", {"health"}),  # proclitic wa- and bi-al- before the word
+    ("ar", "أُعاني من الاكتئاب.", {"mental_health"}),  # vowel marks fold away
+    ("hi", "मेरी बहन को कैंसर है और मैं बहुत डरा हुआ हूँ।", {"health"}),
+    ("hi", "मैं थेरेपी ले रहा हूँ।", {"mental_health"}),
+    ("ja", "うつ病で心療内科に通っています。", {"mental_health"}),
+    ("ja", "私はゲイです。", {"sexual_orientation"}),
+]
+NEW_LANGUAGE_TALK = [
+    "Ik wil beter slapen en minder koffie drinken.",
+    "I have a blind spot when it comes to feedback.",
+    "Jestem zmęczony po pracy i chcę więcej się ruszać.",
+    "Bugün çok yorgunum, biraz yürüyüş yapmak istiyorum.",
+    "أريد أن أترك بصمة في عملي.",  # "leave a mark", not a fingerprint
+    "मैं रोज़ सुबह दौड़ना चाहता हूँ।",
+    "明日のプレゼン、がんばります。",  # がんばる (do one's best) is not がん (cancer)
+    "ケイさんと一緒にジムに行きます。",  # Kei, a name, is not ゲイ once voicing marks are kept
+    "Vado a Roma per lavoro.",
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "categories"), NEW_LANGUAGE_DATA)
+def test_the_new_languages_find_data(lang: str, text: str, categories: set[str]) -> None:
+    result = detect_special_categories(text)
+    assert set(result.categories) == categories, (lang, result)
+    assert any(name.endswith(f".{lang}") for name in result.matches)
+
+
+@pytest.mark.parametrize("text", NEW_LANGUAGE_TALK)
+def test_the_new_languages_leave_wellness_talk_alone(text: str) -> None:
+    assert detect_special_categories(text).categories == ()
+
+
+def test_a_system_prompt_in_a_new_language_is_an_instruction_not_data() -> None:
+    prompt = "あなたは親切なコーチです。医師ではありません。うつ病について診断しないでください。"
+    assert detect_special_categories(prompt, role="system").categories == ()
+    assert (
+        detect_special_categories("Je bent geen therapeut. Stel geen diagnose bij depressie.", "system").categories
+        == ()
+    )
+    assert detect_special_categories("うつ病と診断されました。", role="user").categories == ("mental_health",)
 
 
 @pytest.mark.parametrize(
@@ -349,7 +396,9 @@ def test_the_shipped_rule_tables_are_valid_and_cover_every_language() -> None:
         (lambda d: d["categories"]["health"]["en"].append("(unclosed"), "not a valid pattern"),
         (lambda d: d["categories"]["religion"]["en"].append("{NOPE}"), "unknown macro"),
         (lambda d: d["categories"]["religion"]["en"].append(""), "non-empty strings"),
-        (lambda d: d.update(languages=["en"]), "languages must be"),
+        (lambda d: d.update(languages=["de", "fr", "es", "it", "pt"]), "languages must be"),
+        (lambda d: d.update(languages=[*d["languages"], "xx"]), "languages must be"),
+        (lambda d: d.update(languages=["en"]), "must have exactly the languages"),
     ],
 )
 def test_malformed_rule_tables_are_refused(breakage: Any, message: str) -> None:

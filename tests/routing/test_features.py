@@ -89,6 +89,12 @@ GENERATION_HEAVY = [
     "Fammi un calendario settimana per settimana in una tabella.",
     "Escreve um programa de 8 sessões com objetivos, exercícios e trabalhos.",
     "Faz-me um calendário semana a semana numa tabela.",
+    "Maak een trainingsschema van 12 weken in een tabel.",
+    "Przygotuj 8-tygodniowy plan treningowy w tabeli.",
+    "12 haftalık bir antrenman programı hazırla, tablo halinde.",
+    "اكتب خطة تدريب لمدة 12 أسبوعا في جدول.",
+    "12 हफ़्ते की ट्रेनिंग योजना तालिका में बनाओ।",
+    "12週間のトレーニング計画を表で作ってください。",
 ]
 
 
@@ -107,6 +113,12 @@ BRIEF = [
     "Dame una frase corta para motivarme.",
     "Dammi una frase motivazionale per oggi.",
     "Dá-me uma dica rápida para dormir melhor.",
+    "Geef me een korte tip voor een rustige avond.",
+    "Daj mi krótką radę na spokojny wieczór.",
+    "Sakin bir akşam için kısa bir ipucu ver.",
+    "أعطني نصيحة قصيرة لمساء هادئ.",
+    "शांत शाम के लिए एक छोटा सा सुझाव दो।",
+    "落ち着いた夜のために一言でアドバイスをください。",
 ]
 
 
@@ -144,7 +156,7 @@ def test_the_shipped_complexity_tables_are_valid() -> None:
         (lambda d: d["weights"].update({"long text": "heavy"}), "number"),
         (lambda d: d["signals"]["long text"]["en"].append("(unclosed"), "not a valid pattern"),
         (lambda d: d["signals"]["long text"].update(pt=[]), "every language"),
-        (lambda d: d["stopwords"].pop("fr"), "stopwords"),
+        (lambda d: d.update(languages=["en", "xx"]), "languages must be"),
     ],
 )
 def test_malformed_complexity_tables_are_refused(breakage: Any, message: str) -> None:

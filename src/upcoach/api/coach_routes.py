@@ -21,8 +21,9 @@ from upcoach.coaching.chips import CHIP_STYLES, ChipsResult
 from upcoach.coaching.library import Strategy
 from upcoach.coaching.service import Coach
 from upcoach.errors import NotFound, PromptInjection, Unavailable
+from upcoach.language import identify
 from upcoach.llm.base import ChatMessage
-from upcoach.privacy.special_category import CRISIS_RESOURCES
+from upcoach.privacy.crisis import crisis_resources
 from upcoach.security.acting import ACT
 from upcoach.services import Services
 
@@ -62,10 +63,16 @@ def _coach(request: Request) -> Coach:
     return coach  # type: ignore[no-any-return]
 
 
+def _crisis(body: SuggestionsRequest) -> str:
+    """The crisis resources for the locale's country, in the language of the latest message."""
+    last = next((m.content for m in reversed(body.messages) if m.role == "user"), body.messages[-1].content)
+    return crisis_resources(identify(last, body.locale), locale=body.locale)
+
+
 def _chips_body(result: ChipsResult, body: SuggestionsRequest, request_id: str, self_harm: bool) -> dict[str, Any]:
     return {
         # First, as in every answer to signs of self-harm: where to find help now.
-        "crisisResources": CRISIS_RESOURCES.strip() if self_harm else None,
+        "crisisResources": _crisis(body) if self_harm else None,
         "suggestions": [{"text": chip.text, "source": chip.source} for chip in result.chips],
         "source": result.source,
         "model": result.model,

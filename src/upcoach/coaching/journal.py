@@ -29,8 +29,9 @@ from cryptography.exceptions import InvalidTag
 from upcoach.coaching.sentiment import Sentiment, analyse
 from upcoach.coaching.themes import themes_of
 from upcoach.errors import DataErased, NotFound, UpcoachError
+from upcoach.language import identify
 from upcoach.llm.base import Backend, ChatMessage, ChatRequest, GenerationParams
-from upcoach.privacy.special_category import CRISIS_RESOURCES
+from upcoach.privacy.crisis import crisis_resources
 from upcoach.security.guard import Guard
 from upcoach.security.vault import DataKeyMissing, UserCipher, UserKeyVault
 from upcoach.storage.journal import JournalRepository
@@ -157,7 +158,7 @@ class Journal:
             mood=mood,
             sentiment=analyse(transcript),
             themes=themes_of(transcript),
-            insight=CRISIS_RESOURCES.strip() if self_harm else None,
+            insight=crisis_resources(identify(transcript)) if self_harm else None,
             flags=["self_harm"] if self_harm else [],
         )
         cipher = await self._vault.cipher(user_id, create=True)
@@ -248,7 +249,7 @@ class Journal:
         if insight is None:
             return False
         if "self_harm" in entry.flags:
-            insight = f"{CRISIS_RESOURCES.strip()}\n\n{insight}"
+            insight = f"{crisis_resources(identify(entry.transcript))}\n\n{insight}"
         entry.insight, entry.insight_status = insight, "ready"
         await self._repository.update(entry.id, user_id, cipher.encrypt(entry.payload(), _context(entry.id)), "ready")
         return True

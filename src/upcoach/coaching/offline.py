@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from upcoach.coaching.strategies import StrategyRepository
+from upcoach.language import identify
 from upcoach.llm.base import ChatMessage
-from upcoach.privacy.special_category import CRISIS_RESOURCES
+from upcoach.privacy.crisis import crisis_resources
 
 OFFLINE_REASON = "no model available: answered from the strategies library"
 OFFLINE_BACKEND = "strategies-library"
@@ -44,7 +45,7 @@ async def offline_answer(
     found = found[:MAX_STRATEGIES]
     if not found:
         found = await strategies.get_many(list(DEFAULT_STRATEGIES))
-    parts = [CRISIS_RESOURCES.strip()] if self_harm else []
+    parts = [crisis_resources(identify(last_user))] if self_harm else []
     parts += [
         "I can't reach a coaching model right now, so here "
         + ("is a strategy" if len(found) == 1 else "are strategies")

@@ -1,11 +1,13 @@
 """Special-category data (GDPR art. 9) and signs of self-harm, found with multilingual phrase rules.
 
 A request that reveals any category here about a person stays on the local model; one that shows signs of self-harm
-also gets `CRISIS_RESOURCES`. Rules and cues cover English, German, French, Spanish, Italian and Portuguese; they are
-data (privacy/data/special_category.json, one schema, loaded and validated once by ``rules()``). Text goes through the
-shared normaliser first (security/textnorm.py: invisible characters, look-alike letters, NFKC, case, whitespace)
-and is stripped of accents (so "depressão", "depressao", "DEPRESSÃO" and "dep\u00adression" are one word), and
-every rule is anchored on word boundaries with explicit inflections (`depress\\w*`, `schwanger\\w*`).
+also gets the crisis resources of the user's country (privacy/crisis.py). Rules and cues cover English, German,
+French, Spanish, Italian, Portuguese, Dutch, Polish, Turkish, Arabic, Hindi and Japanese, every message read with
+every language's rules; they are data (privacy/data/special_category.json, one schema, loaded and validated once by
+``rules()``). Text goes through the shared normaliser first (security/textnorm.py: invisible characters,
+look-alike letters, NFKC, case, whitespace) and is stripped of accents (so "depressão", "depressao", "DEPRESSÃO" and
+"dep\u00adression" are one word), and every rule is anchored on its script's word boundaries with explicit
+inflections (`depress\\w*`, `schwanger\\w*`); Japanese has no spaces, so its rules are whole phrases ("死にたい").
 
 Where the line is drawn (the product keeps ordinary wellness coaching routable):
 - special: diagnoses, symptoms of a condition, treatment, therapy, medication, disability, pregnancy and fertility,
@@ -36,7 +38,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from upcoach.langtables import Tables
+from upcoach.langtables import Tables, bounded
+from upcoach.language import written_in
 from upcoach.security.textnorm import clean, fold_accents
 
 CATEGORIES = (
@@ -53,19 +56,6 @@ CATEGORIES = (
     "genetic",
     "biometric",
 )
-
-CRISIS_RESOURCES = """\
-It sounds like you are carrying something very heavy, and I'm glad you said it. You don't have to face this alone:
-please reach out to someone who can be with you right now.
-- In immediate danger: call your local emergency number (112 in Europe, 911 in the US and Canada).
-- US: call or text 988 (Suicide & Crisis Lifeline).
-- UK and Ireland: Samaritans, 116 123 (free, day and night).
-- Germany: TelefonSeelsorge, 0800 111 0 111 or 0800 111 0 222 (free, day and night).
-- France: 3114 (numéro national de prévention du suicide).
-- Spain: 024 (línea de atención a la conducta suicida).
-- Anywhere else: findahelpline.com lists free, confidential helplines by country.
-If you can, tell someone you trust how you are feeling today. I'm here to keep talking with you too.
-"""
 
 
 @dataclass(frozen=True)
@@ -103,7 +93,7 @@ SELF_HARM_DISCOUNTS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class _Rules:
-    rules: tuple[tuple[str, str, re.Pattern[str]], ...]  # (name "category.lang", category, pattern)
+    rules: tuple[tuple[str, str, str, re.Pattern[str]], ...]  # (name "category.lang", category, lang, pattern)
     idioms: re.Pattern[str]
     cues: dict[str, re.Pattern[str]]  # kind -> every language's fragments in one pattern
     possessive_before: re.Pattern[str]  # a possessive, maybe one more word, then the end (searched with endpos)
@@ -124,9 +114,11 @@ def parse_rules(data: dict[str, Any]) -> _Rules:
             where = f"categories.{category}.{lang}"
             joined = tables.join(where, fragments)
             if joined is not None:
-                compiled.append((f"{category}.{lang}", category, tables.compile(where, joined)))
+                compiled.append(
+                    (f"{category}.{lang}", category, lang, tables.compile(where, bounded(lang, joined), "{}"))
+                )
     cues = {
-        kind: tables.join_languages(f"cues.{kind}", by_lang)
+        kind: tables.join_languages(f"cues.{kind}", by_lang, right=kind != "possessive")
         for kind, by_lang in tables.table("cues", CUE_KINDS).items()
     }
     idioms = tables.join("idioms", data.get("idioms"))
@@ -135,13 +127,17 @@ def parse_rules(data: dict[str, Any]) -> _Rules:
     return _Rules(
         tuple(compiled),
         tables.compile("idioms", idioms),
-        {kind: tables.compile(f"cues.{kind}", joined) for kind, joined in cues.items() if kind != "possessive"},
-        tables.compile("cues.possessive", cues["possessive"], r"\b(?:{})(?: [\w'-]+)? ?$"),
+        {
+            kind: tables.compile(f"cues.{kind}", joined, "(?:{})")
+            for kind, joined in cues.items()
+            if kind != "possessive"
+        },
+        tables.compile("cues.possessive", cues["possessive"], r"(?:{})(?: [\w'-]+)? ?$"),
     )
 
 
 _MEDICAL = frozenset(("health", "mental_health", "medication", "pregnancy", "sex_life", "genetic", "self_harm"))
-_SENTENCE_END = re.compile(r"[.!?;]+(?=\s|$)|\n")
+_SENTENCE_END = re.compile(r"[.!?;]+(?=\s|$)|[。！？।؟]+|\n")  # Japanese, Hindi and Arabic stops need no space
 
 
 class _Sentence:
@@ -215,7 +211,10 @@ def detect_special_categories(text: str, role: str = "user") -> SpecialCategoryR
     topics: list[str] = []
     sentences: list[_Sentence] | None = None
     starts: list[int] = []
-    for name, category, pattern in tables.rules:
+    scripts = written_in(normalised)  # a language's rules need its letters: Arabic ones never match Latin text
+    for name, category, lang, pattern in tables.rules:
+        if lang not in scripts:
+            continue
         counted = seen = False
         for match in pattern.finditer(normalised):
             seen = True

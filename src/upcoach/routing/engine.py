@@ -157,10 +157,11 @@ FlagFn = Callable[["HybridRequest", list[str]], Awaitable[None]]
 WITHHELD = "I can't share that. Let's get back to your coaching goals."
 
 
-def _crisis_preamble() -> str:
-    from upcoach.privacy.special_category import CRISIS_RESOURCES
+def _crisis_preamble(language: str, region: str | None) -> str:
+    """The crisis resources of the user's country (their region setting), in the language they wrote in."""
+    from upcoach.privacy.crisis import crisis_resources
 
-    return CRISIS_RESOURCES.strip() + "\n\n"
+    return crisis_resources(language, region) + "\n\n"
 
 
 class HybridEngine:
@@ -365,7 +366,7 @@ class HybridEngine:
                             admitted = True
                             yield Event("admitted")
                             if inspection.self_harm:
-                                run.preamble = _crisis_preamble()
+                                run.preamble = _crisis_preamble(features.language, cloud.region)
                                 yield Event("text", run.preamble)
                         piece = rehydrator.feed(chunk.text) if rehydrator and chunk.text else chunk.text
                         if chunk.final is not None and rehydrator is not None:

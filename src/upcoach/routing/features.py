@@ -3,7 +3,8 @@
 The complexity score in [0, 1] combines: length of the latest ask, how many things it asks for, whether it asks
 to reason (compare, analyse, plan over weeks, weigh trade-offs), conversation depth, code, and language (the
 small local model is weakest outside English). Each contributing signal is named so the decision can explain
-itself: "complex (0.74): compares options, multi-week plan, 3 asks".
+itself: "complex (0.74): compares options, multi-week plan, 3 asks". The language is upcoach.language's guess, the
+user's locale as its prior; a message that may be in two languages is read with both languages' tables.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
 
-from upcoach.langtables import LANGUAGES, Tables
+from upcoach import language as lang_id
+from upcoach.langtables import Tables, bounded
 from upcoach.llm.base import ChatMessage
 from upcoach.security.textnorm import clean, fold_accents
 
@@ -37,24 +39,27 @@ class _Tables:
     # (name, weight, language -> its fragments joined); compiled per set of languages on first use
     signals: tuple[tuple[str, float, dict[str, str]], ...]
     separators: dict[str, str]  # language -> its ask separators joined
-    langs_of_word: dict[str, tuple[str, ...]]  # a function word -> the languages it belongs to
+    languages: tuple[str, ...]  # the languages the file has tables for
     compile: Callable[[str, str, str], re.Pattern[str]]
 
     @lru_cache(maxsize=64)  # noqa: B019 - one instance, alive as long as the process
     def reader(self, languages: frozenset[str]) -> _Reader:
         """The tables for a text in ``languages``: only their fragments, so each search tries a few alternatives
         per position instead of every language's (the difference between ~15 and ~40 µs per message)."""
-        pick = [lang for lang in LANGUAGES if lang in languages]
-        joined = [(name, weight, "|".join(by_lang[lang] for lang in pick)) for name, weight, by_lang in self.signals]
-        signals = tuple((name, weight, self.compile(name, j, r"\b(?:{})\b")) for name, weight, j in joined)
-        separators = "|".join(self.separators[lang] for lang in pick)
-        ask_split = self.compile("ask_separators", separators, r"(?m)[?]|\b(?:{})\b|" + _BULLET)
+        pick = [lang for lang in self.languages if lang in languages]
+        joined = [
+            (name, weight, "|".join(bounded(lang, by_lang[lang]) for lang in pick))
+            for name, weight, by_lang in self.signals
+        ]
+        signals = tuple((name, weight, self.compile(name, j, "(?:{})")) for name, weight, j in joined)
+        separators = "|".join(bounded(lang, self.separators[lang]) for lang in pick)
+        ask_split = self.compile("ask_separators", separators, r"(?m)[?]|(?:{})|" + _BULLET)
         return _Reader(signals, ask_split)
 
 
 @cache
 def tables() -> _Tables:
-    """The signal, stop-word and ask-separator tables (routing/data/complexity.json), validated once."""
+    """The signal and ask-separator tables (routing/data/complexity.json), validated once."""
     return parse_tables(Tables.load("upcoach.routing", "data/complexity.json").data)
 
 
@@ -64,27 +69,21 @@ def parse_tables(data: dict[str, Any]) -> _Tables:
     if not isinstance(weights, dict) or not all(isinstance(w, int | float) for w in weights.values()):
         raise ValueError("complexity.json: weights must map each signal to a number")
     signals = []
+    languages = tables.languages
     for name, by_lang in tables.table("signals", tuple(weights)).items():
-        joined = {lang: tables.join(f"signals.{name}.{lang}", by_lang[lang]) for lang in LANGUAGES}
+        joined = {lang: tables.join(f"signals.{name}.{lang}", by_lang[lang]) for lang in languages}
         if not all(joined.values()):
             raise ValueError(f"complexity.json: signals.{name} needs fragments in every language")
         tables.compile(f"signals.{name}", "|".join(j for j in joined.values() if j))  # every fragment compiles
         signals.append((name, float(weights[name]), {lang: j for lang, j in joined.items() if j}))
     by_lang = tables.table("ask_separators", ("ask",))["ask"]
-    separators = {lang: tables.join(f"ask_separators.ask.{lang}", by_lang[lang]) for lang in LANGUAGES}
+    separators = {lang: tables.join(f"ask_separators.ask.{lang}", by_lang[lang]) for lang in languages}
     if not all(separators.values()):
         raise ValueError("complexity.json: ask_separators.ask needs fragments in every language")
-    stopwords = data.get("stopwords")
-    if not isinstance(stopwords, dict) or set(stopwords) != set(LANGUAGES):
-        raise ValueError(f"complexity.json: stopwords must have exactly the languages {LANGUAGES}")
-    langs_of_word: dict[str, tuple[str, ...]] = {}
-    for lang in LANGUAGES:
-        for word in stopwords[lang]:
-            langs_of_word[word] = (*langs_of_word.get(word, ()), lang)
     return _Tables(
         tuple(signals),
         {lang: joined for lang, joined in separators.items() if joined},
-        langs_of_word,
+        languages,
         lambda name, joined, template: tables.compile(name, joined, template),
     )
 
@@ -117,45 +116,27 @@ class RequestFeatures:
         return ", ".join(parts) if parts else "short single ask"
 
 
-def _language_scores(words: list[str]) -> dict[str, int]:
-    scores = dict.fromkeys(LANGUAGES, 0)
-    langs_of_word = tables().langs_of_word
-    for word in words:
-        for lang in langs_of_word.get(word, ()):
-            scores[lang] += 1
-    return scores
+def _reader(languages: tuple[str, ...]) -> _Reader:
+    """English and each language the message is written in (a message mixing two languages is read in both); a
+    language without tables of its own is read with the English ones."""
+    return tables().reader(frozenset(("en", *languages)))
 
 
-def _language(scores: dict[str, int]) -> str:
-    best = max(scores, key=lambda lang: scores[lang])
-    # Ties and no evidence read as English: the default audience and the local model's best language.
-    return best if scores[best] > scores["en"] else "en"
-
-
-def _reader(scores: dict[str, int]) -> _Reader:
-    """English, and every language with at least half the function words of the likeliest one (a stray "no" or
-    "a" in an English message does not count; a message mixing two languages is read in both)."""
-    top = max(scores.values())
-    return tables().reader(
-        frozenset(lang for lang, hits in scores.items() if lang == "en" or (hits and 2 * hits >= top))
-    )
-
-
-def detect_language(text: str, words: list[str] | None = None) -> str:
-    words = words if words is not None else _WORD.findall(text.lower())
-    return _language(_language_scores(words)) if words else "en"
+def detect_language(text: str, locale: str | None = None) -> str:
+    """The router's language: upcoach.language's, the one identifier of the app."""
+    return lang_id.identify(text, locale)
 
 
 def _count_asks(folded: str, reader: _Reader) -> int:
     return max(1, sum(1 for piece in reader.ask_split.split(folded) if piece and len(piece.split()) >= 3))
 
 
-def count_asks(text: str) -> int:
-    folded = fold_accents(text.lower())
-    return _count_asks(folded, _reader(_language_scores(_WORD.findall(folded))))
+def count_asks(text: str, locale: str | None = None) -> int:
+    return _count_asks(fold_accents(text.lower()), _reader(lang_id.likely(text, locale)))
 
 
-def extract(messages: Sequence[ChatMessage]) -> RequestFeatures:
+def extract(messages: Sequence[ChatMessage], locale: str | None = None) -> RequestFeatures:
+    """The features of a conversation; ``locale`` (the user's, a BCP 47 tag) is the prior of the language guess."""
     user_messages = [m.content for m in messages if m.role == "user"]
     last = user_messages[-1] if user_messages else (messages[-1].content if messages else "")
     total_chars = sum(len(m.content) for m in messages)
@@ -163,9 +144,9 @@ def extract(messages: Sequence[ChatMessage]) -> RequestFeatures:
     folded = fold_accents(lowered)  # what the signal tables are written for
     word_list = _WORD.findall(lowered)
     words = len(word_list)
-    scores = _language_scores(word_list)
-    language = _language(scores)
-    reader = _reader(scores)
+    languages = lang_id.likely(last, locale)
+    language = languages[0]
+    reader = _reader(languages)
     asks = _count_asks(folded, reader)
     has_code = any(hint in last for hint in _CODE_HINTS) and bool(_CODE.search(lowered))
     found = [(name, weight) for name, weight, pattern in reader.signals if pattern.search(folded)]

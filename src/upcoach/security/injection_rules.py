@@ -1,4 +1,7 @@
-"""Named, multilingual prompt-injection rules (EN, DE, FR, ES, IT, PT), matched on normalised text.
+"""Named, multilingual prompt-injection rules, matched on normalised text.
+
+EN, DE, FR, ES, IT and PT are written here; NL, PL, TR, AR, HI and JA are data (security/data/injection_rules.json,
+one row per rule and language, validated when the module loads: ``parse_data_rules``), and a language is added there.
 
 Each rule is a regular expression with a weight: STRONG evidence blocks on its own, MEDIUM flags, WEAK only
 counts together with other evidence. Rules are written against the coaching context: users legitimately say
@@ -18,16 +21,19 @@ pattern is only *matched* there: the same result as ``search``, since a match ha
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import resources
 from re import _constants as _c  # type: ignore[attr-defined]
 from re import _parser  # type: ignore[attr-defined]
 from typing import Any
 
 import numpy as np
 
-from upcoach.security.textnorm import codepoints, ngram_hashes, string_hashes
+from upcoach.language import LANGUAGES
+from upcoach.security.textnorm import codepoints, ngram_hashes, rule_form, string_hashes
 
 STRONG = 0.92
 MEDIUM = 0.6
@@ -460,7 +466,7 @@ _DELIM_RULES = (
           r"prompt|message|mode)\b|\bend (?:user )?ambiguity\b|-{3,} ?(?:system|admin|developer)\b"),
 )  # fmt: skip
 
-RULES: tuple[Rule, ...] = (
+_CODE_RULES: tuple[Rule, ...] = (
     _IGNORE_RULES
     + _REVEAL_RULES
     + _PERSONA_RULES
@@ -470,6 +476,43 @@ RULES: tuple[Rule, ...] = (
     + _EXFIL_RULES
     + _DELIM_RULES
 )
+_WEIGHTS = {"strong": STRONG, "medium": MEDIUM, "weak": WEAK}
+
+
+def parse_data_rules(data: dict[str, Any]) -> tuple[Rule, ...]:
+    """The rules of injection_rules.json; ``ValueError`` naming the row if any is malformed."""
+    known = {rule.name for rule in _CODE_RULES}
+    by_lang = data.get("rules")
+    if not isinstance(by_lang, dict) or not set(by_lang) <= set(LANGUAGES):
+        raise ValueError(f"injection_rules.json: rules must map languages among {LANGUAGES} to lists of rules")
+    rules = []
+    for lang, rows in by_lang.items():
+        if not isinstance(rows, list) or not rows:
+            raise ValueError(f"injection_rules.json: rules.{lang} must be a non-empty list")
+        for i, row in enumerate(rows):
+            where = f"injection_rules.json: rules.{lang}[{i}]"
+            if not isinstance(row, dict) or set(row) != {"name", "weight", "pattern"}:
+                raise ValueError(f"{where} must have exactly name, weight and pattern")
+            if row["name"] not in known:
+                raise ValueError(f"{where}: unknown rule name {row['name']!r} (one of {sorted(known)})")
+            if row["weight"] not in _WEIGHTS:
+                raise ValueError(f"{where}: weight must be one of {sorted(_WEIGHTS)}")
+            pattern = row["pattern"]
+            if not isinstance(pattern, str) or not pattern.strip():
+                raise ValueError(f"{where}: pattern must be a non-empty string")
+            try:
+                rules.append(_rule(row["name"], _WEIGHTS[row["weight"]], rule_form(pattern)))
+            except re.error as exc:
+                raise ValueError(f"{where}: pattern does not compile: {exc}") from exc
+    return tuple(rules)
+
+
+def _load_data_rules() -> tuple[Rule, ...]:
+    text = resources.files("upcoach.security").joinpath("data/injection_rules.json").read_text("utf-8")
+    return parse_data_rules(json.loads(text))
+
+
+RULES: tuple[Rule, ...] = _CODE_RULES + _load_data_rules()
 RULE_NAMES: frozenset[str] = frozenset(rule.name for rule in RULES) | {"token_flood"}
 _ALL_OPENINGS: tuple[str, ...] = tuple(sorted({o for rule in RULES if rule.openings for o in rule.openings}))
 # Which openings occur at all is decided from hashes of the message's 2-4-grams: one numpy pass instead of 380

@@ -1,10 +1,10 @@
 """Personal values a person introduces with a label: "my passport number is X1234567", "Passwort: Sonne123",
 "account 12345678, routing 021000021", "numéro client 884213".
 
-The labels are data (``security/data/pii_labels.json``: one row per label and language, for EN, DE, FR, ES, IT, PT
-and NL); this module holds only the grammar around them: label, then an optional separator (":", "=", "#" or the
-language's copula, "is", "ist", "est", ...), then a value of the shape its type allows. Precision comes from the
-shapes, not from the labels:
+The labels are data (``security/data/pii_labels.json``: one row per label and language, for EN, DE, FR, ES, IT, PT,
+NL, PL, TR, AR, HI and JA); this module holds only the grammar around them: label, then an optional separator (":",
+"=", "#" or the language's copula, "is", "ist", "est", ...), then a value of the shape its type allows. Precision
+comes from the shapes, not from the labels:
 - identifiers (passport, licence, account, routing, employee, member, customer, policy, patient, tax, national id)
   need digits (at least ``min_digits``) and 4-34 letters or digits: "my account of what happened" or "customer
   number one" are not values;
@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+
+from upcoach.language import UNSPACED
 
 # Type -> (value shape, fewest digits the value must hold).
 SHAPES: dict[str, tuple[str, int]] = {
@@ -65,6 +67,7 @@ class _Rule:
     pattern: re.Pattern[str]  # every label of this type and kind, to find where one starts
     labels: tuple[re.Pattern[str], ...]  # each label alone, to take the longest that starts there
     needs_separator: bool
+    glued: bool  # the value may touch its label (languages written without spaces: "パスワード：Sakura2024")
 
     def label_end(self, start: int, text: str) -> int:
         """Alternation takes the first label that fits ("placa"), not the longest ("placa do carro")."""
@@ -74,18 +77,20 @@ class _Rule:
 @cache
 def _table() -> tuple[tuple[_Rule, ...], re.Pattern[str], frozenset[str]]:
     data = json.loads(resources.files("upcoach.security").joinpath("data/pii_labels.json").read_text("utf-8"))
-    grouped: dict[tuple[str, str], list[str]] = {}
-    for kind, _lang, numbered, label in data["labels"]:
-        grouped.setdefault((kind, numbered), []).append(label)
-    # (?![\w-]): "PIN-Code" must reach the "pin-?code" label instead of stopping at "PIN".
+    grouped: dict[tuple[str, str, bool], list[str]] = {}
+    for kind, lang, numbered, label in data["labels"]:
+        grouped.setdefault((kind, numbered, lang in UNSPACED), []).append(label)
+    # (?![\w-]): "PIN-Code" must reach the "pin-?code" label instead of stopping at "PIN". Without spaces between
+    # words there are no word edges to anchor on.
     rules = tuple(
         _Rule(
             kind,
-            re.compile(rf"(?i)(?<!\w)(?:{'|'.join(labels)})(?![\w-])"),
-            tuple(re.compile(rf"(?i)(?:{label})(?![\w-])") for label in labels),
+            re.compile(rf"(?i)(?:{'|'.join(labels)})" if unspaced else rf"(?i)(?<!\w)(?:{'|'.join(labels)})(?![\w-])"),
+            tuple(re.compile(rf"(?i)(?:{label})" + ("" if unspaced else r"(?![\w-])")) for label in labels),
             numbered == "plain",
+            unspaced,
         )
-        for (kind, numbered), labels in grouped.items()
+        for (kind, numbered, unspaced), labels in grouped.items()
     )
     copulas = sorted({word for words in data["copulas"].values() for word in words}, key=len, reverse=True)
     # A short phrase may stand between label and separator ("patient ID at the clinic is"); copulas are matched in
@@ -111,7 +116,7 @@ def find_labelled(text: str) -> Iterator[tuple[str, int, int]]:
             separated = marked or gap.group("copula") is not None
             if (rule.needs_separator or gap.group("phrase")) and not separated:
                 continue
-            if not separated and gap.end() == label_end:
+            if not separated and gap.end() == label_end and not rule.glued:
                 continue  # the value must not be glued to its label
             start = _QUOTE.match(text, gap.end()).end()  # type: ignore[union-attr]
             end = _value_end(rule.type, text, start, marked, not_values)

@@ -16,7 +16,10 @@ from stdnum.es import dni, nie
 from stdnum.fr import nir
 from stdnum.in_ import aadhaar
 from stdnum.it import codicefiscale
+from stdnum.jp import in_ as my_number
 from stdnum.nl import bsn
+from stdnum.pl import pesel
+from stdnum.tr import tckimlik
 
 Span = tuple[str, int, int]
 
@@ -106,7 +109,12 @@ _CF = re.compile(rf"(?i)(?<!\w)[A-Z]{{6}}{_CF_D}{{2}}[ABCDEHLMPRST]{_CF_D}{{2}}[
 _BSN = re.compile(r"(?<![\d.])\d{4}\.?\d{2}\.?\d{3}(?![\d])")
 _BSN_CTX = re.compile(r"(?i)\b(?:bsn|burgerservicenummer|sofi-?nummer|citizen service number)")
 _AADHAAR = re.compile(r"(?<!\d)(?<!\d[ -])[2-9]\d{3}([ -]?)\d{4}\1\d{4}(?![\d])")
-_AADHAAR_CTX = re.compile(r"(?i)\b(?:aadhaa?r|uidai|uid)")
+_AADHAAR_CTX = re.compile(r"(?i)\b(?:aadhaa?r|uidai|uid)|आधार")
+# Eleven digits with a birth date and a check digit (PESEL) or two check digits (T.C. kimlik): rare enough by chance
+# to hide on the checksum alone. Japan's My Number has one check digit over twelve: only next to its name.
+_ELEVEN = re.compile(r"(?<![\d+])\d{11}(?!\d)")
+_MY_NUMBER = re.compile(r"(?<!\d)\d{4}[ -]?\d{4}[ -]?\d{4}(?!\d)")
+_MY_NUMBER_CTX = re.compile(r"(?i)マイナンバー|個人番号|\bmy ?number\b")
 
 
 def _spanish_id_ok(value: str) -> bool:
@@ -138,6 +146,12 @@ def national_ids(text: str) -> Iterator[Span]:
             yield "NATIONAL_ID", m.start(), m.end()
     for m in _BSN.finditer(text):
         if bsn.is_valid(m.group().replace(".", "")) and _context(text, m.start(), _BSN_CTX):
+            yield "NATIONAL_ID", m.start(), m.end()
+    for m in _ELEVEN.finditer(text):
+        if pesel.is_valid(m.group()) or tckimlik.is_valid(m.group()):
+            yield "NATIONAL_ID", m.start(), m.end()
+    for m in _MY_NUMBER.finditer(text):
+        if my_number.is_valid(re.sub(r"\D", "", m.group())) and _context(text, m.start(), _MY_NUMBER_CTX):
             yield "NATIONAL_ID", m.start(), m.end()
     for m in _AADHAAR.finditer(text):
         # Unseparated 12-digit numbers are too common (order numbers) to trust the checksum alone.

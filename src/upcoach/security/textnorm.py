@@ -85,7 +85,23 @@ _HOMOGLYPHS = {
 _LEET = {"1": "i", "0": "o", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
 
 _LOOKALIKE_TABLE: dict[int, str | None] = {**_INVISIBLE, **{ord(k): v for k, v in _HOMOGLYPHS.items()}}
-_LEET_TABLE = str.maketrans(_LEET)
+# Arabic vowel marks and hamza seats say nothing about an instruction ("انسَ" is "انس", "أظهر" is "اظهر"): the
+# injection rules read them folded, like leetspeak (the special-category rules get this from ``fold_accents``).
+_ARABIC_FOLD: dict[str, str | None] = {
+    **{chr(cp): None for cp in range(0x064B, 0x0653)},
+    "\u0670": None,
+    "\u0623": "\u0627",
+    "\u0625": "\u0627",
+    "\u0622": "\u0627",
+}
+_LEET_TABLE = str.maketrans({**_LEET, **_ARABIC_FOLD})
+_ARABIC_TABLE = str.maketrans(_ARABIC_FOLD)
+
+
+def rule_form(pattern: str) -> str:
+    """A rule's pattern in the form of the text ``normalize`` gives: NFKC, look-alikes mapped (Turkish ı reads as
+    i), Arabic marks folded; not case-folded or leet-folded, which would change ``\\S`` or ``{0,3}``."""
+    return unicodedata.normalize("NFKC", pattern).translate(_LOOKALIKE_TABLE).translate(_ARABIC_TABLE)
 
 
 def _char_class(codepoints: Iterable[int]) -> re.Pattern[str]:
@@ -105,7 +121,7 @@ _INVISIBLE_RE = _char_class(_INVISIBLE)
 # Only BMP characters: astral ranges make a class several times slower, and NFKC never yields the astral
 # invisibles (tag characters), which the first step of every pass has already removed.
 _LOOKALIKE_RE = _char_class(cp for cp in _LOOKALIKE_TABLE if cp < 0x10000)
-_LEET_RE = _char_class(ord(k) for k in _LEET)
+_LEET_RE = _char_class(ord(k) for k in (*_LEET, *_ARABIC_FOLD))
 _ASCII_CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1b\x7f]")
 # Anything ``view`` would change: non-ASCII (NFKC, look-alikes, invisibles) or an ASCII control character.
 _NEEDS_VIEW = re.compile(r"[^\x09-\x0d\x1c-\x7e]")
@@ -116,6 +132,7 @@ _ROT13 = str.maketrans(
 # Each removal or mapping can create a new NFKC composition ("e" + ZWSP + U+0301 → "é" once the ZWSP is gone),
 # so passes repeat until nothing changes; in practice the first pass is already the fixed point.
 _MAX_PASSES = 4
+_DOTTED_I = "i\u0307"
 
 
 def _pass(text: str, fold_leet: bool) -> str:
@@ -125,6 +142,8 @@ def _pass(text: str, fold_leet: bool) -> str:
     if _LOOKALIKE_RE.search(text):
         text = text.translate(_LOOKALIKE_TABLE)
     text = text.casefold()
+    if _DOTTED_I in text:  # Turkish İ case-folds to i + a combining dot: "TALİMAT" must read as "talimat"
+        text = text.replace(_DOTTED_I, "i")
     if fold_leet and _LEET_RE.search(text):
         text = text.translate(_LEET_TABLE)
     return " ".join(text.split())
@@ -137,6 +156,7 @@ def _is_fixed(text: str, fold_leet: bool) -> bool:
         and not _LOOKALIKE_RE.search(text)
         and not (fold_leet and _LEET_RE.search(text))
         and text.casefold() == text
+        and _DOTTED_I not in text
     )
 
 
@@ -164,15 +184,27 @@ def fold_leet(cleaned: str) -> str:
 
 
 def normalize(text: str) -> str:
-    """``clean`` plus leetspeak folding (1→i, 0→o, 3→e, 4→a, 5→s, 7→t, @→a, $→s): the form rules match on."""
+    """``clean`` plus leetspeak folding (1→i, 0→o, 3→e, 4→a, 5→s, 7→t, @→a, $→s) and Arabic vowel marks and hamza
+    seats folded: the form the injection rules match on."""
     return fold_leet(clean(text))
 
 
+# Kana voicing marks are letters' identity, not accents: without them ゲイ (gay) reads as ケイ (a first name) and
+# がん (cancer) as かん. They are kept and the kana recomposed.
+_KEEP_MARKS = frozenset("\u3099\u309a")
+
+
 def fold_accents(cleaned: str) -> str:
-    """``clean`` output without diacritics ("depressão" and "depressao" read alike): for keyword rules."""
+    """``clean`` output without diacritics ("depressão" and "depressao" read alike): for keyword rules.
+
+    Arabic vowel marks and hamza seats fold too (أ, إ and آ read as ا); Devanagari loses nukta and virama, the same
+    in the text and in the rules; Japanese keeps its voicing marks."""
     if cleaned.isascii():
         return cleaned
-    return "".join(ch for ch in unicodedata.normalize("NFKD", cleaned) if not unicodedata.combining(ch))
+    folded = "".join(
+        ch for ch in unicodedata.normalize("NFKD", cleaned) if not unicodedata.combining(ch) or ch in _KEEP_MARKS
+    )
+    return unicodedata.normalize("NFC", folded) if any(mark in folded for mark in _KEEP_MARKS) else folded
 
 
 class View:
