@@ -294,3 +294,26 @@ class SourceNotAllowed(ModelStoreError):
     status = 400
     code = "source_not_allowed"
     type = "invalid_request_error"
+
+
+# --- devices, offline sync, idempotent POSTs (#19) ---
+
+
+class InvalidIdempotencyKey(InvalidRequest):
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyKeyReused(UpcoachError):
+    """The Idempotency-Key was used before for a different request (another path or body): refused, not replayed."""
+
+    status = 422
+    code = "idempotency_key_reused"
+    type = "invalid_request_error"
+
+
+class IdempotencyInProgress(UpcoachError):
+    """The first request with this Idempotency-Key is still running: retry after it finished."""
+
+    status = 409
+    code = "idempotency_in_progress"
+    type = "invalid_request_error"

@@ -10,6 +10,7 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from upcoach.errors import UpcoachError
@@ -27,6 +28,37 @@ _HTTP_CODES = {
     429: ("rate_limited", "rate_limit_error"),
     503: ("unavailable", "server_error"),
 }
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: ``code`` is the machine-readable reason (src/upcoach/errors.py)."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "invalid request",
+    401: "missing, invalid or revoked credentials",
+    403: "the caller's role may not do this",
+    404: "not found",
+    409: "conflicts with the current state",
+    413: "body too large",
+    422: "the request cannot be processed as sent",
+    429: "rate limited: retry after Retry-After seconds",
+    503: "unavailable now: retry later",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """The ``responses=`` of a route: its error answers, in the one error shape."""
+    return {status: {"model": ErrorOut, "description": _DESCRIPTIONS.get(status, "error")} for status in statuses}
 
 
 def error_body(message: str, *, type_: str, code: str, param: str | None = None) -> dict[str, object]:

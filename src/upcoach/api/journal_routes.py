@@ -14,14 +14,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.api.times import as_utc
-from upcoach.coaching.journal import Journal
+from upcoach.coaching.journal import MAX_TRANSCRIPT_CHARS, Journal
 from upcoach.errors import InvalidRequest, NotFound, Unavailable
 from upcoach.security.acting import ACT, INSIGHTS, JOURNAL, Use
 from upcoach.services import Services
 
 router = APIRouter(prefix="/api/journal", tags=["journal"], dependencies=[Depends(caller(*CHAT_ROLES))])
 
-MAX_TRANSCRIPT_CHARS = 20_000
 ENTRY_ID = re.compile(r"[0-9a-f]{32}")
 DEFAULT_INSIGHT_DAYS = 30
 
