@@ -23,7 +23,7 @@ $(WHEELHOUSE)/.built:
 		$(BIN)/python -m pip wheel --quiet --no-cache-dir --no-deps "llama-cpp-python==$(LLAMA_CPP_VERSION)" -w $(WHEELHOUSE)
 	touch $@
 
-$(STAMP): pyproject.toml $(WHEELHOUSE)/.built
+$(STAMP): pyproject.toml clients/python/pyproject.toml $(WHEELHOUSE)/.built
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet "pip>=24"
 	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) "llama-cpp-python==$(LLAMA_CPP_VERSION)" -e '.[dev]'
@@ -67,8 +67,8 @@ bench: $(VENV)/.bench-installed model bench-tools
 	$(BIN)/python benchmarks/run.py
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks clients
+	$(BIN)/ruff format --check src tests benchmarks clients
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
