@@ -85,11 +85,11 @@ async def test_async_client(env: tuple[LiveServer, dict[str, str]]) -> None:
         assert rec.model_id is not None
         events = [e async for e in api.stream([{"role": "user", "content": "How can I sleep better?"}])]
         assert events[-1].event == "done"
-        result = await api.sync([{"clientId": "a-1", "kind": "journal",
-                                  "data": {"transcript": "Async entry.", "recordedAt": "2026-12-01T09:00:00Z"}}])  # fmt: skip
+        item = {"clientId": "a-1", "kind": "journal",
+                "data": {"transcript": "Async entry.", "recordedAt": "2026-12-01T09:00:00Z"}}  # fmt: skip
+        result = await api.sync([item])
         assert result.accepted == 1 and result.results[0].status == "accepted"
-        replay = await api.sync([{"clientId": "a-1", "kind": "journal",
-                                  "data": {"transcript": "Async entry.", "recordedAt": "2026-12-01T09:00:00Z"}}])  # fmt: skip
+        replay = await api.sync([item])
         assert replay.duplicate == 1
         with pytest.raises(errors.InvalidRequest):
             await api.changes("not-a-cursor")
