@@ -76,6 +76,7 @@ class LocalStore:
         if len(key) != KEY_BYTES:
             raise ValueError(f"the store key must be {KEY_BYTES} bytes")
         self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._aead = AESGCM(key)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

@@ -8,6 +8,7 @@ differential privacy): the server learns roughly how much the phone answered, ne
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -77,9 +78,10 @@ class Syncer:
         pending = self._store.items(kinds=DELIVERED_KINDS)
         for start in range(0, len(pending), BATCH):
             batch = pending[start : start + BATCH]
-            # The same items give the same key: a batch resent after a cut is answered from the server's record.
-            key = hashlib.sha256(",".join(item.client_id for item in batch).encode()).hexdigest()
-            result = self._client.sync([i.wire() for i in batch], model_version=model_version, idempotency_key=key)
+            items = [i.wire() for i in batch]
+            # The same request gives the same key: a batch resent after a cut is answered from the server's record.
+            key = hashlib.sha256(json.dumps([items, model_version], sort_keys=True).encode()).hexdigest()
+            result = self._client.sync(items, model_version=model_version, idempotency_key=key)
             done = [r.client_id for r in result.results if r.status in ("accepted", "duplicate")]
             self._store.mark(done, "delivered")
             report.accepted += result.accepted
