@@ -84,8 +84,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterato
     tmp = tmp_path_factory.mktemp("phone")
     data_dir = data_dir_with_model(tmp, model_path)
     env = {**os.environ, "UPCOACH_DATA_DIR": str(data_dir)}
-    imported = subprocess.run([sys.executable, "-m", "upcoach.cli", "models", "import", str(model_path),
-                               "--name", DEFAULT_MODEL, "--version", "1"], env=env, capture_output=True, text=True)  # fmt: skip
+    command = [sys.executable, "-m", "upcoach.cli", "models", "import", str(model_path), "--name", DEFAULT_MODEL,
+               "--version", "1"]  # fmt: skip
+    imported = subprocess.run(command, env=env, capture_output=True, text=True)
     assert imported.returncode == 0, imported.stderr
     keys = asyncio.run(create_keys(data_dir, {"alice": Role.user}))
     # The server runs no model itself: the phone does. Its artifact endpoint serves the imported version.
