@@ -103,6 +103,10 @@ class SyncService:
             "usage": (UsageData, self._apply_usage),
         }
 
+    async def device_totals(self, since: datetime | None = None) -> tuple[float, float]:
+        """(generations on phones, library answers on phones) reported since ``since``: sums of noisy counts."""
+        return await self._usage.totals(since.date().isoformat() if since is not None else None)
+
     @property
     def kinds(self) -> list[str]:
         return sorted(self._kinds)
