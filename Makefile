@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench bench-tools lint clean services model browser
+.PHONY: install serve test bench bench-tools lint clean services model browser node-tools
 
 # llama-cpp-python is compiled once per machine into a wheelhouse of our own, with flags pip's wheel cache would not
 # tell apart: ggml's AMX kernels crash on Intel Sapphire Rapids hosts in their first matrix multiply
@@ -44,7 +44,11 @@ services:
 browser:
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-test: install services model browser
+# openapi-typescript and tsc for the typed-spec check (tests/api/test_openapi_types.py), pinned by the lock file.
+node-tools:
+	test -x clients/typescript/node_modules/.bin/tsc || (cd clients/typescript && npm ci --no-audit --no-fund)
+
+test: install services model browser node-tools
 	$(BIN)/python -m pytest
 
 $(VENV)/.bench-installed: $(STAMP)

@@ -31,7 +31,7 @@ from upcoach.services import Services
 router = APIRouter(prefix="/api", tags=["devices"])
 
 User = Annotated[Principal, Depends(caller(*CHAT_ROLES, Role.admin))]
-COMMON_ERRORS = error_responses(400, 401, 403, 429)
+NOT_FOUND = error_responses(404)
 
 
 def _services(request: Request) -> Services:
@@ -52,7 +52,7 @@ def _sync(request: Request) -> tuple[SyncService, ChangeFeed]:
     return services.sync, services.changes
 
 
-@router.post("/devices", status_code=201, response_model=RegisteredOut, responses=COMMON_ERRORS)
+@router.post("/devices", status_code=201, response_model=RegisteredOut)
 async def register(body: DeviceIn, request: Request, principal: User) -> dict[str, object]:
     """Register a phone; the answer holds its API key, shown once: the app stores it and uses it from now on."""
     user_id = await _services(request).subject(request, ACT)
@@ -64,13 +64,13 @@ async def register(body: DeviceIn, request: Request, principal: User) -> dict[st
     return {"device": device.to_json(), "apiKey": token}
 
 
-@router.get("/devices", response_model=DeviceList, responses=COMMON_ERRORS)
+@router.get("/devices", response_model=DeviceList)
 async def list_devices(request: Request, _: User) -> dict[str, object]:
     user_id = await _services(request).subject(request, ACT)
     return {"object": "list", "data": [d.to_json() for d in await _devices(request).list(user_id)]}
 
 
-@router.post("/devices/{device_id}/revoke", response_model=DeviceOut, responses=error_responses(401, 403, 404, 429))
+@router.post("/devices/{device_id}/revoke", response_model=DeviceOut, responses=NOT_FOUND)
 async def revoke(
     device_id: Annotated[str, Path(max_length=64)], request: Request, principal: User
 ) -> dict[str, object]:
@@ -82,7 +82,7 @@ async def revoke(
     return device.to_json()
 
 
-@router.post("/sync", response_model=SyncOut, responses=COMMON_ERRORS)
+@router.post("/sync", response_model=SyncOut)
 async def deliver(body: SyncBatch, request: Request, principal: User) -> dict[str, object]:
     """Deliver outbox items: one result per item (accepted, duplicate or rejected with why); replaying a batch
     changes nothing."""
@@ -95,7 +95,7 @@ async def deliver(body: SyncBatch, request: Request, principal: User) -> dict[st
     return {"results": [r.to_json() for r in results], **counts}
 
 
-@router.get("/sync", response_model=ChangesOut, responses=COMMON_ERRORS)
+@router.get("/sync", response_model=ChangesOut)
 async def changes(
     request: Request,
     principal: User,

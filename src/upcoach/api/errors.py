@@ -124,7 +124,14 @@ async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal error", code="internal_error", type_="server_error")
 
 
+# Answers any route can give (bad input, credentials, role, reused Idempotency-Key, rate limit, unavailable), declared
+# in the one error shape; FastAPI's own 422 validation schema would be wrong: validation errors answer 400.
+COMMON_ERRORS = (400, 401, 403, 422, 429, 503)
+
+
 def install(app: FastAPI) -> None:
+    """Map errors to answers, and declare them in the spec of every route included after this call."""
+    app.router.responses = {**error_responses(*COMMON_ERRORS), **app.router.responses}
     app.add_exception_handler(UpcoachError, _on_upcoach_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from upcoach.coaching.journal import MAX_TRANSCRIPT_CHARS, Journal
 from upcoach.coaching.ratings import Ratings
@@ -43,6 +43,15 @@ class JournalData(_Data):
     recorded_at: AwareDatetime = Field(alias="recordedAt")
     mood: int | None = Field(default=None, ge=1, le=5)
 
+    @field_validator("recorded_at")
+    @classmethod
+    def _has_utc(cls, value: datetime) -> datetime:
+        try:
+            value.astimezone(UTC)  # year 1 at +05:00 has no UTC time: stored as UTC, it would overflow
+        except OverflowError as exc:
+            raise ValueError("recordedAt is out of range") from exc
+        return value
+
 
 class RatingData(_Data):
     request_id: str = Field(alias="requestId", min_length=1, max_length=64, pattern=r"^[^\x00]+$")
@@ -54,9 +63,11 @@ class UsageData(_Data):
     """Counts only, already noised on the device (local differential privacy with ``epsilon``): never any text."""
 
     day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
-    local_generations: float = Field(alias="localGenerations", ge=-MAX_USAGE_COUNT, le=MAX_USAGE_COUNT)
-    library_answers: float = Field(alias="libraryAnswers", ge=-MAX_USAGE_COUNT, le=MAX_USAGE_COUNT)
-    epsilon: float = Field(gt=0, le=10)
+    local_generations: float = Field(
+        alias="localGenerations", ge=-MAX_USAGE_COUNT, le=MAX_USAGE_COUNT, allow_inf_nan=False
+    )
+    library_answers: float = Field(alias="libraryAnswers", ge=-MAX_USAGE_COUNT, le=MAX_USAGE_COUNT, allow_inf_nan=False)
+    epsilon: float = Field(gt=0, le=10, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
