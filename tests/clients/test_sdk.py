@@ -83,6 +83,8 @@ async def test_async_client(env: tuple[LiveServer, dict[str, str]]) -> None:
     async with AsyncClient(server.base_url, keys["alice"]) as api:
         rec = await api.recommend(PHONE)
         assert rec.model_id is not None
+        bundle = await api.strategies_bundle()
+        assert bundle["full"] is True and (await api.bundle_signing_key())["keyId"] == bundle["keyId"]
         events = [e async for e in api.stream([{"role": "user", "content": "How can I sleep better?"}])]
         assert events[-1].event == "done"
         item = {"clientId": "a-1", "kind": "journal",

@@ -289,6 +289,12 @@ class AsyncClient:
     async def manifest(self, model_id: str) -> Manifest:
         return await self.send(calls.manifest(model_id))
 
+    async def bundle_signing_key(self) -> dict[str, Any]:
+        return await self.send(calls.bundle_signing_key())
+
+    async def strategies_bundle(self, since: str | None = None) -> dict[str, Any]:
+        return await self.send(calls.strategies_bundle(since))
+
     async def register_device(
         self,
         *,
