@@ -17,6 +17,10 @@ type Changes = Json<"/api/sync", "get", 200>;
 type ApiError = Json<"/api/sync", "post", 400>;
 type Manifest = Json<"/api/ai/models/{model_id}/manifest", "get", 200>;
 
+// Creating POSTs declare the Idempotency-Key header the SDK sends on every retry.
+type SyncHeaders = NonNullable<paths["/api/sync"]["post"]["parameters"]["header"]>;
+export const retryHeaders: SyncHeaders = { "Idempotency-Key": "batch-1" };
+
 const capabilities: Capability[] = ["local-llm", "npu", "neural-engine"];
 // @ts-expect-error: not a declared capability
 const unknownCapability: Capability = "telepathy";

@@ -19,6 +19,7 @@ from upcoach.api.device_schemas import (
     SyncOut,
 )
 from upcoach.api.errors import error_responses
+from upcoach.api.idempotency import IDEMPOTENT
 from upcoach.devices.changes import ChangeFeed
 from upcoach.devices.registry import Devices
 from upcoach.devices.sync import Cursor, SyncService
@@ -52,7 +53,7 @@ def _sync(request: Request) -> tuple[SyncService, ChangeFeed]:
     return services.sync, services.changes
 
 
-@router.post("/devices", status_code=201, response_model=RegisteredOut)
+@router.post("/devices", status_code=201, response_model=RegisteredOut, dependencies=IDEMPOTENT)
 async def register(body: DeviceIn, request: Request, principal: User) -> dict[str, object]:
     """Register a phone; the answer holds its API key, shown once: the app stores it and uses it from now on."""
     user_id = await _services(request).subject(request, ACT)
@@ -82,7 +83,7 @@ async def revoke(
     return device.to_json()
 
 
-@router.post("/sync", response_model=SyncOut)
+@router.post("/sync", response_model=SyncOut, dependencies=IDEMPOTENT)
 async def deliver(body: SyncBatch, request: Request, principal: User) -> dict[str, object]:
     """Deliver outbox items: one result per item (accepted, duplicate or rejected with why); replaying a batch
     changes nothing."""

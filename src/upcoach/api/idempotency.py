@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import timedelta
+from typing import Annotated
 
+from fastapi import Depends, Header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from upcoach.api.errors import error_response
@@ -40,6 +42,23 @@ IDEMPOTENT_POSTS = tuple(
         r"/api/devices",
     )
 )
+
+
+def idempotency_key(
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=MAX_KEY_LENGTH,
+            description="a retry with the same key and request gets the first answer and creates nothing",
+        ),
+    ] = None,
+) -> None:
+    """Declares the header in the spec of a creating POST (``dependencies=[Depends(idempotency_key)]``); the
+    middleware below does the work, before the route runs."""
+
+
+IDEMPOTENT = [Depends(idempotency_key)]
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
