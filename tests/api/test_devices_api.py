@@ -96,6 +96,9 @@ def test_idempotency_key_replays_the_first_answer(env: tuple[LiveServer, dict[st
     second = call(server, keys["bob"], "POST", "/api/journal/entries", json=body, headers=headers)
     assert first.status_code == second.status_code == 201
     assert second.json() == first.json() and second.headers["idempotent-replayed"] == "true"
+    # The stored answer holds the transcript, so it is sealed with a key only the caller's credentials give.
+    stored = sorted((server.log_path.parent / "data").glob("upcoach.db*"))  # the database and its WAL
+    assert stored and not any(b"went climbing" in path.read_bytes() for path in stored)
     assert len(entries(server, keys["bob"])) == before + 1
     reused = call(server, keys["bob"], "POST", "/api/journal/entries", json={**body, "mood": 2}, headers=headers)
     assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"

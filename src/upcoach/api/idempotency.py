@@ -6,17 +6,24 @@ different request is refused (422 ``idempotency_key_reused``); a retry while the
 ``idempotency_in_progress``. A failed request (4xx, 5xx) stores nothing, so a retry runs again.
 
 Keys are scoped to the caller's credentials (a digest of the Authorization header and X-User-Id): one caller can
-never replay another's answer. A caller whose token changes (a refreshed JWT) starts a new scope: the mobile SDK
-uses its device key, which does not change. Answers are kept for ``RETENTION``.
+never replay another's answer. The stored answer is AES-256-GCM encrypted under a key derived (HMAC-SHA256) from
+those credentials and the Idempotency-Key, which the server holds only while the caller's request runs: a journal
+entry's answer carries its transcript, and a copy of the table reveals none of it. A caller whose token changes (a
+refreshed JWT) starts a new scope: the mobile SDK uses its device key, which does not change. Answers are kept for
+``RETENTION``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
 import re
 from datetime import timedelta
 from typing import Annotated
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import Depends, Header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -61,6 +68,22 @@ def idempotency_key(
 IDEMPOTENT = [Depends(idempotency_key)]
 
 
+def _answer_key(who: bytes, key: str) -> bytes:
+    return hmac.new(who, b"upcoach idempotent answer\0" + key.encode(), hashlib.sha256).digest()
+
+
+def _seal(who: bytes, key: str, answer: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(_answer_key(who, key)).encrypt(nonce, answer, None)
+
+
+def _unseal(who: bytes, key: str, sealed: bytes) -> bytes | None:
+    try:
+        return AESGCM(_answer_key(who, key)).decrypt(sealed[:12], sealed[12:], None)
+    except (InvalidTag, ValueError):
+        return None
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     return next((value for key, value in scope["headers"] if key == name), None)
 
@@ -102,7 +125,7 @@ class Idempotency:
         row = IdempotencyRow(scope=caller, key=key, fingerprint=fingerprint, created_at=now)
         held = await repository.claim(row, now - RETENTION, now - STALE_CLAIM)
         if held is not None:
-            await _replay(held, fingerprint, scope, send)
+            await _replay(held, fingerprint, _unseal(who, key, held.sealed or b""), scope, send)
             return
         replayed = False
 
@@ -129,12 +152,12 @@ class Idempotency:
         finally:
             answer = b"".join(chunks)
             if 200 <= status < 300 and len(answer) <= MAX_STORED_BYTES:
-                await repository.complete(caller, key, status, content_type, answer)
+                await repository.complete(caller, key, status, content_type, _seal(who, key, answer))
             else:
                 await repository.release(caller, key)
 
 
-async def _replay(held: IdempotencyRow, fingerprint: str, scope: Scope, send: Send) -> None:
+async def _replay(held: IdempotencyRow, fingerprint: str, answer: bytes | None, scope: Scope, send: Send) -> None:
     if held.fingerprint != fingerprint:
         problem: UpcoachError = IdempotencyKeyReused(
             "this Idempotency-Key was used for a different request; use a new key", param="Idempotency-Key"
@@ -147,11 +170,16 @@ async def _replay(held: IdempotencyRow, fingerprint: str, scope: Scope, send: Se
         )
         await _answer(problem, scope, None, send)
         return
-    headers = [(b"idempotent-replayed", b"true"), (b"content-length", str(len(held.body or b"")).encode())]
-    if held.content_type:
-        headers.append((b"content-type", held.content_type.encode("latin-1")))
+    if answer is None:  # cannot happen with the same credentials; never replay what does not authenticate
+        problem = IdempotencyKeyReused("the stored answer for this Idempotency-Key cannot be read; use a new key",
+                                       param="Idempotency-Key")  # fmt: skip
+        await _answer(problem, scope, None, send)
+        return
+    headers = [(b"idempotent-replayed", b"true"), (b"content-length", str(len(answer)).encode())]
+    if held.media_type:
+        headers.append((b"content-type", held.media_type.encode("latin-1")))
     await send({"type": "http.response.start", "status": held.status, "headers": headers})
-    await send({"type": "http.response.body", "body": held.body or b""})
+    await send({"type": "http.response.body", "body": answer})
 
 
 async def _answer(problem: UpcoachError, scope: Scope, receive: Receive | None, send: Send) -> None:

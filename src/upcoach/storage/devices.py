@@ -146,12 +146,12 @@ class IdempotencyRepository:
             async with self._db.sessions() as session:
                 return await session.get(IdempotencyRow, (row.scope, row.key))
 
-    async def complete(self, scope: str, key: str, status: int, content_type: str | None, body: bytes) -> None:
+    async def complete(self, scope: str, key: str, status: int, media_type: str | None, sealed: bytes) -> None:
         async with self._db.sessions.begin() as session:
             await session.execute(
                 update(IdempotencyRow)
                 .where(IdempotencyRow.scope == scope, IdempotencyRow.key == key)
-                .values(status=status, content_type=content_type, body=body)
+                .values(status=status, media_type=media_type, sealed=sealed)
             )
 
     async def release(self, scope: str, key: str) -> None:

@@ -449,7 +449,9 @@ class DeviceUsageRow(Base):
 
 class IdempotencyRow(Base):
     """The answer to a POST sent with an Idempotency-Key, replayed to a retry of the same request. ``scope`` is a
-    digest of the caller's credentials, so one caller can never see another's answer; ``status`` None: running."""
+    digest of the caller's credentials, so one caller can never see another's answer; ``status`` None: running.
+    ``sealed`` is the answer encrypted with a key derived from those credentials (api/idempotency.py): a journal
+    entry's answer holds its transcript, and this table must not be a clear copy of it."""
 
     __tablename__ = "idempotency_keys"
 
@@ -457,6 +459,6 @@ class IdempotencyRow(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     status: Mapped[int | None] = mapped_column(Integer)
-    content_type: Mapped[str | None] = mapped_column(String(128))
-    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    media_type: Mapped[str | None] = mapped_column(String(128))
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

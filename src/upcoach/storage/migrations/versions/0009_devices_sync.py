@@ -65,8 +65,8 @@ def upgrade() -> None:
         sa.Column("key", sa.String(255), nullable=False),
         sa.Column("fingerprint", sa.String(64), nullable=False),
         sa.Column("status", sa.Integer(), nullable=True),
-        sa.Column("content_type", sa.String(128), nullable=True),
-        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("media_type", sa.String(128), nullable=True),
+        sa.Column("sealed", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("scope", "key", name="pk_idempotency_keys"),
     )
