@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench bench-tools lint clean services model browser lock image-base image
+.PHONY: install serve test bench bench-tools lint clean services model browser lock image-base image node-tools
 
 # llama-cpp-python is compiled once per machine into a wheelhouse of our own, with flags pip's wheel cache would not
 # tell apart: ggml's AMX kernels crash on Intel Sapphire Rapids hosts in their first matrix multiply
@@ -23,11 +23,11 @@ $(WHEELHOUSE)/.built:
 		$(BIN)/python -m pip wheel --quiet --no-cache-dir --no-deps "llama-cpp-python==$(LLAMA_CPP_VERSION)" -w $(WHEELHOUSE)
 	touch $@
 
-$(STAMP): pyproject.toml deploy/requirements.lock $(WHEELHOUSE)/.built
+$(STAMP): pyproject.toml clients/python/pyproject.toml deploy/requirements.lock $(WHEELHOUSE)/.built
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet "pip>=24"
 	$(BIN)/python -m pip install --quiet --find-links $(WHEELHOUSE) -c deploy/requirements.lock \
-		"llama-cpp-python==$(LLAMA_CPP_VERSION)" -e '.[dev]'
+		"llama-cpp-python==$(LLAMA_CPP_VERSION)" -e '.[dev]' -e ./clients/python
 	touch $(STAMP)
 
 # The pinned runtime set (what the image installs, and what `make install` is constrained to). After changing
@@ -52,7 +52,11 @@ services:
 browser:
 	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-test: install services model browser
+# openapi-typescript and tsc for the typed-spec check (tests/api/test_openapi_types.py), pinned by the lock file.
+node-tools:
+	test -x clients/typescript/node_modules/.bin/tsc || (cd clients/typescript && npm ci --no-audit --no-fund)
+
+test: install services model browser node-tools
 	$(BIN)/python -m pytest
 
 $(VENV)/.bench-installed: $(STAMP)
@@ -84,8 +88,8 @@ image:
 	podman build --format docker -f deploy/Dockerfile -t localhost/upcoach:latest --build-arg BUILD=$$(git rev-parse --short HEAD) .
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks clients
+	$(BIN)/ruff format --check src tests benchmarks clients
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

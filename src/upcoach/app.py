@@ -16,11 +16,13 @@ from upcoach.api import errors as api_errors
 from upcoach.api.audit_routes import router as audit_router
 from upcoach.api.coach_routes import router as coach_router
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.device_routes import router as device_router
 from upcoach.api.experiment_routes import router as experiment_router
 from upcoach.api.feedback_routes import router as feedback_router
 from upcoach.api.health import router as health_router
 from upcoach.api.hybrid_routes import records_router
 from upcoach.api.hybrid_routes import router as hybrid_router
+from upcoach.api.idempotency import Idempotency
 from upcoach.api.journal_routes import router as journal_router
 from upcoach.api.limits import BodySizeLimit
 from upcoach.api.model_routes import router as model_router
@@ -31,6 +33,7 @@ from upcoach.coaching.journal import Journal
 from upcoach.coaching.ratings import Ratings
 from upcoach.coaching.service import start_coach
 from upcoach.config import Settings
+from upcoach.devices.wiring import wire_devices
 from upcoach.errors import LocalUnavailable, UpcoachError
 from upcoach.experiments.service import Experiments
 from upcoach.llm.base import Backend
@@ -293,6 +296,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.model_signer = ManifestSigner.from_settings(settings)
             _wire_journal_ratings_experiments(services, db, settings)
             services.coach = await start_coach(settings, db)  # strategies library, bundle key, chips (#8 part A)
+            wire_devices(services, ApiKeys(ApiKeyRepository(db), audit), registry)  # devices and sync (#19)
             app.state.services = services
             if engine is not None:
                 # Load in the background: /healthz answers at once, /readyz turns 200 when the model is in.
@@ -323,6 +327,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(feedback_router)
     app.include_router(experiment_router)
     app.include_router(privacy_router)
+    app.include_router(device_router)
     install_dashboard(app, settings)
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require(Role.admin, Role.auditor))])
@@ -330,6 +335,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services: Services = request.app.state.services
         return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    app.add_middleware(Idempotency)  # inside BodySizeLimit: it reads whole bodies that the limit has bounded
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestObservability)  # request id and status counts for everything inside it
     if settings.trusted_proxies:

@@ -305,3 +305,26 @@ class DataErased(UpcoachError):
     status = 409
     code = "data_erased"
     type = "invalid_request_error"
+
+
+# --- devices, offline sync, idempotent POSTs (#19) ---
+
+
+class InvalidIdempotencyKey(InvalidRequest):
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyKeyReused(UpcoachError):
+    """The Idempotency-Key was used before for a different request (another path or body): refused, not replayed."""
+
+    status = 422
+    code = "idempotency_key_reused"
+    type = "invalid_request_error"
+
+
+class IdempotencyInProgress(UpcoachError):
+    """The first request with this Idempotency-Key is still running: retry after it finished."""
+
+    status = 409
+    code = "idempotency_in_progress"
+    type = "invalid_request_error"

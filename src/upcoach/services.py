@@ -10,6 +10,9 @@ from upcoach.coaching.journal import Journal
 from upcoach.coaching.ratings import Ratings
 from upcoach.coaching.service import Coach
 from upcoach.config import Settings
+from upcoach.devices.changes import ChangeFeed
+from upcoach.devices.registry import Devices
+from upcoach.devices.sync import SyncService
 from upcoach.errors import ModelNotFound
 from upcoach.experiments.service import Experiments
 from upcoach.llm.base import Backend
@@ -63,6 +66,10 @@ class Services:
     experiments: Experiments | None = None
     # Suggestion chips, the strategies library and its signed offline bundle (#8 part A)
     coach: Coach | None = None
+    # Phones: registration with their own keys, outbox sync and what changed since a cursor (#19)
+    devices: Devices | None = None
+    sync: SyncService | None = None
+    changes: ChangeFeed | None = None
 
     def model_ids(self) -> list[str]:
         return [self.local_model_id, DEFAULT_ALIAS, AUTO_ALIAS]

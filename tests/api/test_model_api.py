@@ -321,9 +321,14 @@ def test_recommend_over_http(server: tuple[LiveServer, dict[str, str]], installe
     body = ok.json()
     assert body["tier"] == "flagship" and body["modelId"] == NAME and body["reasons"]
     assert body["sizeBytes"] == get_entry(NAME).size and body["installedId"] == V1
+    assert body["runtimeReported"] is True and body["onDevice"] is True and body["accelerators"] == ["npu"]
     low = api(server, "GET", "/recommend", "alice", params={"ramMb": 2048}).json()
     assert low["tier"] == "low-end" and low["modelId"] is None and low["artifactUrl"] is None
-    for params in ({"ramMb": "lots"}, {"ramMb": -1}, {"batteryLevel": 101}, {"batteryLevel": "full"}):
+    # 8 GB and an NPU, the app without the runtime: the hardware is a flagship; only the runtime is missing
+    npu = api(server, "GET", "/recommend", "alice", params={**device, "capabilities": "npu"}).json()
+    assert npu["tier"] == "flagship" and npu["runtimeReported"] is False and npu["onDevice"] is False
+    for params in ({"ramMb": "lots"}, {"ramMb": -1}, {"batteryLevel": 101}, {"batteryLevel": "full"},
+                   {"capabilities": "npu,camera"}):  # fmt: skip
         bad = api(server, "GET", "/recommend", "alice", params=params)
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request", params
 

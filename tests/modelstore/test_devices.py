@@ -9,11 +9,14 @@ from upcoach.modelstore.devices import (
     FLAGSHIP_MIN_RAM_MB,
     LOW_BATTERY_PERCENT,
     MID_RANGE_MIN_RAM_MB,
+    Capability,
     DeviceQuery,
+    parse_capabilities,
     recommend,
 )
 
-LLM = frozenset({"local-llm"})
+LLM = frozenset({"local-llm", "npu"})
+CPU_ONLY = frozenset({"local-llm"})
 
 CASES = [
     # (query, tier, model)
@@ -23,10 +26,13 @@ CASES = [
     (DeviceQuery(MID_RANGE_MIN_RAM_MB, "Galaxy A54", 50, LLM), "mid-range", "gemma3-270m"),
     (DeviceQuery(MID_RANGE_MIN_RAM_MB - 1, "", 50, LLM), "low-end", None),
     (DeviceQuery(1024), "low-end", None),
-    # capabilities: not reported is no penalty; reported without local-llm is low-end whatever the RAM
+    # capabilities: not reported is no penalty; the runtime (local-llm) does not change what the hardware could run
     (DeviceQuery(12288), "flagship", "qwen2.5-0.5b-instruct"),
-    (DeviceQuery(12288, capabilities=frozenset({"camera", "nfc"})), "low-end", None),
-    (DeviceQuery(12288, capabilities=frozenset()), "low-end", None),
+    (DeviceQuery(12288, capabilities=frozenset({"npu"})), "flagship", "qwen2.5-0.5b-instruct"),
+    # reported without any accelerator: the CPU runs the small model, whatever the RAM
+    (DeviceQuery(12288, capabilities=frozenset()), "mid-range", "gemma3-270m"),
+    (DeviceQuery(12288, capabilities=CPU_ONLY), "mid-range", "gemma3-270m"),
+    (DeviceQuery(4096, capabilities=CPU_ONLY), "mid-range", "gemma3-270m"),
     # battery: below the threshold spares the phone; at the threshold it does not
     (DeviceQuery(12288, battery_level=LOW_BATTERY_PERCENT - 1, capabilities=LLM), "low-end", None),
     (DeviceQuery(12288, battery_level=LOW_BATTERY_PERCENT, capabilities=LLM), "flagship", "qwen2.5-0.5b-instruct"),
@@ -55,3 +61,38 @@ def test_reasons_name_the_deciding_value() -> None:
     assert "5000 MB" in recommend(DeviceQuery(5000, capabilities=LLM)).reasons[0]
     assert "12%" in recommend(DeviceQuery(8000, battery_level=12, capabilities=LLM)).reasons[0]
     assert "iPhone 7" in recommend(DeviceQuery(8000, "iPhone 7")).reasons[0]
+
+
+def test_eight_gigabyte_npu_phone_without_the_runtime_is_not_low_end() -> None:
+    """The regression from issue 19: 8 GB and an NPU, the app not (yet) shipping the runtime, was told "low-end"."""
+    result = recommend(DeviceQuery(8192, "Pixel 8", 80, frozenset({"npu"})))
+    assert (result.tier, result.model_id) == ("flagship", "qwen2.5-0.5b-instruct")
+    assert result.runtime_reported is False and result.on_device is False
+    assert result.accelerators == ("npu",)
+    assert any("local-llm" in reason for reason in result.reasons)
+    with_runtime = recommend(DeviceQuery(8192, "Pixel 8", 80, frozenset({"npu", "local-llm"})))
+    assert with_runtime.runtime_reported is True and with_runtime.on_device is True
+
+
+def test_runtime_not_reported_is_unknown_not_false() -> None:
+    result = recommend(DeviceQuery(8192))
+    assert result.runtime_reported is None and result.on_device is True
+    assert recommend(DeviceQuery(1024, capabilities=LLM)).on_device is False
+
+
+@pytest.mark.parametrize(
+    ("wire", "parsed"),
+    [
+        (["local-llm", " NPU "], {Capability.local_llm, Capability.npu}),
+        (["local_llm", "llm", ""], {Capability.local_llm}),
+        (["neural-engine", "coreml", "metal"], {Capability.neural_engine, Capability.coreml, Capability.metal}),
+        ([], set()),
+    ],
+)
+def test_capabilities_parse(wire: list[str], parsed: set[Capability]) -> None:
+    assert parse_capabilities(wire) == parsed
+
+
+def test_unknown_capability_is_named() -> None:
+    with pytest.raises(ValueError, match="'camera'"):
+        parse_capabilities(["npu", "camera"])

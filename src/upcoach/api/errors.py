@@ -10,6 +10,7 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from upcoach.errors import UpcoachError
@@ -27,6 +28,37 @@ _HTTP_CODES = {
     429: ("rate_limited", "rate_limit_error"),
     503: ("unavailable", "server_error"),
 }
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: ``code`` is the machine-readable reason (src/upcoach/errors.py)."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "invalid request",
+    401: "missing, invalid or revoked credentials",
+    403: "the caller's role may not do this",
+    404: "not found",
+    409: "conflicts with the current state",
+    413: "body too large",
+    422: "the request cannot be processed as sent",
+    429: "rate limited: retry after Retry-After seconds",
+    503: "unavailable now: retry later",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """The ``responses=`` of a route: its error answers, in the one error shape."""
+    return {status: {"model": ErrorOut, "description": _DESCRIPTIONS.get(status, "error")} for status in statuses}
 
 
 def error_body(message: str, *, type_: str, code: str, param: str | None = None) -> dict[str, object]:
@@ -92,7 +124,14 @@ async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal error", code="internal_error", type_="server_error")
 
 
+# Answers any route can give (bad input, credentials, role, reused Idempotency-Key, rate limit, unavailable), declared
+# in the one error shape; FastAPI's own 422 validation schema would be wrong: validation errors answer 400.
+COMMON_ERRORS = (400, 401, 403, 422, 429, 503)
+
+
 def install(app: FastAPI) -> None:
+    """Map errors to answers, and declare them in the spec of every route included after this call."""
+    app.router.responses = {**error_responses(*COMMON_ERRORS), **app.router.responses}
     app.add_exception_handler(UpcoachError, _on_upcoach_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

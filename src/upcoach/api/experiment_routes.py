@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.idempotency import IDEMPOTENT
 from upcoach.errors import InvalidRequest, Unavailable
 from upcoach.experiments.assignment import Variant
 from upcoach.experiments.service import KEY_FORMAT, Experiments, Metric
@@ -136,7 +137,7 @@ async def assignment(key: Key, request: Request, _: AppUser) -> dict[str, object
     return {"variant": result.variant.name, "config": result.variant.config}
 
 
-@router.post("/{key}/events", status_code=202)
+@router.post("/{key}/events", status_code=202, dependencies=IDEMPOTENT)
 async def post_event(key: Key, body: EventIn, request: Request, _: AppUser) -> dict[str, object]:
     """202 either way: the app need not know whether this user opted in to analytics; ``stored`` says."""
     stored = await _experiments(request).record_event(key, await _user(request), body.metric, body.value)

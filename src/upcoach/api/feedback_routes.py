@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.idempotency import IDEMPOTENT
 from upcoach.coaching.ratings import Ratings
 from upcoach.errors import Unavailable
 from upcoach.security.acting import ACT
@@ -38,7 +39,7 @@ def _ratings(request: Request) -> Ratings:
     return ratings  # type: ignore[no-any-return]
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, dependencies=IDEMPOTENT)
 async def rate(
     body: FeedbackIn, request: Request, _: Annotated[Principal, Depends(caller(*CHAT_ROLES))]
 ) -> JSONResponse:

@@ -13,15 +13,15 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.idempotency import IDEMPOTENT
 from upcoach.api.times import as_utc
-from upcoach.coaching.journal import Journal
+from upcoach.coaching.journal import MAX_TRANSCRIPT_CHARS, Journal
 from upcoach.errors import InvalidRequest, NotFound, Unavailable
 from upcoach.security.acting import ACT, INSIGHTS, JOURNAL, Use
 from upcoach.services import Services
 
 router = APIRouter(prefix="/api/journal", tags=["journal"], dependencies=[Depends(caller(*CHAT_ROLES))])
 
-MAX_TRANSCRIPT_CHARS = 20_000
 ENTRY_ID = re.compile(r"[0-9a-f]{32}")
 DEFAULT_INSIGHT_DAYS = 30
 
@@ -63,7 +63,7 @@ def _bound(value: str | None, name: str, *, end: bool) -> datetime | None:
     return as_utc(moment, name)
 
 
-@router.post("/entries", status_code=201)
+@router.post("/entries", status_code=201, dependencies=IDEMPOTENT)
 async def add_entry(body: EntryIn, request: Request) -> dict[str, object]:
     as_utc(body.recorded_at, "recordedAt")  # the entry keeps the offset it was recorded with; UTC must exist too
     entry = await _journal(request).add(await _user(request, ACT), body.transcript, body.recorded_at, body.mood)

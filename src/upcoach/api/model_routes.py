@@ -21,16 +21,19 @@ from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.api.model_schemas import (
     DownloadBody,
     ExperimentBody,
+    ManifestOut,
     RatingBody,
+    RecommendationOut,
+    SigningKeyOut,
     UpdateBody,
     catalog_json,
     manifest_json,
     recommendation_json,
     version_json,
 )
-from upcoach.errors import ModelNotReady, ModelStateConflict, NotFound, RangeNotSatisfiable, Unavailable
+from upcoach.errors import InvalidRequest, ModelNotReady, ModelStateConflict, NotFound, RangeNotSatisfiable, Unavailable
 from upcoach.modelstore.catalog import CATALOG
-from upcoach.modelstore.devices import MAX_RAM_MB, DeviceQuery, recommend
+from upcoach.modelstore.devices import MAX_RAM_MB, DeviceQuery, parse_capabilities, recommend
 from upcoach.modelstore.manager import ModelManager, PullSpec
 from upcoach.modelstore.signing import ALGORITHM, ManifestSigner
 from upcoach.security.acting import ACT
@@ -161,19 +164,39 @@ async def stop_ab(request: Request, principal: Admin) -> dict[str, Any]:
 
 
 # ---- devices -------------------------------------------------------------------------------------------------------
-@router.get("/recommend")
+# The capabilities parameter is comma-separated (OpenAPI form style, explode false): an array of the enum.
+_CAPABILITIES_PARAM = {
+    "name": "capabilities",
+    "in": "query",
+    "required": False,
+    "style": "form",
+    "explode": False,
+    "description": "what the device reports, comma-separated (omit it when unknown; empty means none)",
+    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Capability"}},
+}
+
+
+@router.get(
+    "/recommend",
+    response_model=RecommendationOut,
+    openapi_extra={"parameters": [_CAPABILITIES_PARAM]},
+)
 async def recommend_model(
     request: Request,
     _: Anyone,
     ram_mb: Annotated[int | None, Query(alias="ramMb", ge=1, le=MAX_RAM_MB)] = None,
     device_model: Annotated[str, Query(alias="deviceModel", max_length=128)] = "",
     battery_level: Annotated[float | None, Query(alias="batteryLevel", ge=0, le=100)] = None,
-    capabilities: Annotated[str | None, Query(max_length=1024, description="comma-separated")] = None,
+    capabilities: Annotated[str | None, Query(max_length=1024, include_in_schema=False)] = None,
 ) -> dict[str, Any]:
-    """Which model this phone should run on-device (a tier with reasons), and where to fetch it."""
-    caps = None
+    """Which model this phone's hardware could run (a tier with reasons), whether the app reports the runtime to
+    run it, and where to fetch it."""
+    caps: frozenset[str] | None = None
     if capabilities is not None:
-        caps = frozenset(c.strip().lower() for c in capabilities.split(",") if c.strip())
+        try:
+            caps = frozenset(parse_capabilities(capabilities.split(",")))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="capabilities") from exc
     result = recommend(DeviceQuery(ram_mb, device_model.strip(), battery_level, caps))
     installed_id = None
     manager = getattr(request.app.state.services, "models", None)
@@ -184,7 +207,7 @@ async def recommend_model(
     return recommendation_json(result, installed_id)
 
 
-@router.get("/signing-key")
+@router.get("/signing-key", response_model=SigningKeyOut)
 async def signing_key(request: Request, _: Anyone) -> dict[str, Any]:
     """The Ed25519 public key manifests are signed with (apps pin it)."""
     signer = _signer(request)
@@ -203,7 +226,7 @@ async def _ready_version(request: Request, model_id: str) -> Any:
     return version
 
 
-@router.get("/{model_id}/manifest")
+@router.get("/{model_id}/manifest", response_model=ManifestOut)
 async def manifest(model_id: str, request: Request, _: Anyone) -> dict[str, Any]:
     version = await _ready_version(request, model_id)
     return manifest_json(_signer(request).sign(version.name, version.version, version.sha256, version.size))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from upcoach.modelstore.catalog import CatalogEntry
-from upcoach.modelstore.devices import Recommendation
+from upcoach.modelstore.devices import Capability, Recommendation
 from upcoach.modelstore.signing import SignedManifest
 
 SHA256 = r"^[0-9a-fA-F]{64}$"
@@ -48,6 +48,41 @@ class RatingBody(_Camel):
 
     request_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00]+$")
     rating: int = Field(ge=1, le=5)
+
+
+class RecommendationOut(_Camel):
+    """Which model the hardware could run (``tier``, ``modelId``), and apart from it whether the app reports the
+    runtime to run it (``runtimeReported``; null: no capabilities reported) and so whether to run it now
+    (``onDevice``)."""
+
+    tier: Literal["flagship", "mid-range", "low-end"]
+    model_id: str | None
+    reasons: list[str]
+    size_bytes: int | None
+    sha256: str | None
+    quantization: str | None
+    runtime_reported: bool | None
+    on_device: bool
+    accelerators: list[Capability]
+    installed_id: str | None
+    artifact_url: str | None
+    manifest_url: str | None
+
+
+class ManifestOut(_Camel):
+    name: str
+    version: str
+    sha256: str
+    size: int
+    signature: str
+    key_id: str
+
+
+class SigningKeyOut(_Camel):
+    key_id: str
+    algorithm: str
+    public_key: str
+    public_key_pem: str
 
 
 def version_json(version: Any, *, serving: set[str]) -> dict[str, Any]:
@@ -105,6 +140,9 @@ def recommendation_json(recommendation: Recommendation, installed_id: str | None
         "sizeBytes": recommendation.size_bytes,
         "sha256": recommendation.sha256,
         "quantization": recommendation.quantization,
+        "runtimeReported": recommendation.runtime_reported,
+        "onDevice": recommendation.on_device,
+        "accelerators": list(recommendation.accelerators),
         "installedId": installed_id,
         "artifactUrl": f"{base}{installed_id}/artifact" if installed_id else None,
         "manifestUrl": f"{base}{installed_id}/manifest" if installed_id else None,

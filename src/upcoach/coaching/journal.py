@@ -54,6 +54,9 @@ SENTIMENT_MODEL = "VADER lexicon (English only; other languages: unsupported)"
 THEME_MODEL = "keyword lexicon (English)"
 
 
+MAX_TRANSCRIPT_CHARS = 20_000
+
+
 @dataclass
 class JournalEntry:
     id: str

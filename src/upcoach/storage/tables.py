@@ -405,3 +405,73 @@ class ErasureFenceRow(Base):
 
     user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     erased_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- devices, offline sync, idempotent POSTs (#19): tables below, migration 0009 ---
+
+
+class DeviceRow(Base):
+    """A phone the user registered. ``key_id`` is the API key issued to it: revoking the device revokes the key."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    model: Mapped[str] = mapped_column(String(128))
+    os: Mapped[str] = mapped_column(String(64))
+    capabilities: Mapped[list[str]] = mapped_column(JSON)
+    ram_mb: Mapped[int | None] = mapped_column(Integer)
+    model_version: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SyncItemRow(Base):
+    """One outbox item a device delivered, keyed by the user and the client's own id: a second delivery of the same
+    id is a duplicate, never a second row. ``status`` is pending while it is applied, then accepted or rejected."""
+
+    __tablename__ = "sync_items"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    result_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class DeviceUsageRow(Base):
+    """On-device usage as counts only (never text), already noised on the phone (local differential privacy)."""
+
+    __tablename__ = "device_usage"
+    __table_args__ = (Index("ix_device_usage_user_id_day", "user_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    device_id: Mapped[str | None] = mapped_column(String(32))
+    day: Mapped[str] = mapped_column(String(10))
+    local_generations: Mapped[float] = mapped_column(Float)
+    library_answers: Mapped[float] = mapped_column(Float)
+    epsilon: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class IdempotencyRow(Base):
+    """The answer to a POST sent with an Idempotency-Key, replayed to a retry of the same request. ``scope`` is a
+    digest of the caller's credentials, so one caller can never see another's answer; ``status`` None: running.
+    ``sealed`` is the answer encrypted with a key derived from those credentials (api/idempotency.py): a journal
+    entry's answer holds its transcript, and this table must not be a clear copy of it."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)
+    media_type: Mapped[str | None] = mapped_column(String(128))
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

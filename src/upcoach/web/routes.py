@@ -31,7 +31,7 @@ from upcoach.security.throttle import FailureThrottle
 from upcoach.services import Services
 from upcoach.storage.dashboard import DashboardRepository, Granularity
 from upcoach.web.sessions import Session, SessionStore, new_token, tokens_match
-from upcoach.web.views import access_row, admin_charts, quality, request_row, usd, when
+from upcoach.web.views import access_row, admin_charts, device_shares, quality, request_row, usd, when
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +341,7 @@ async def _user_page(
     access = await audit.latest_about(user_id, (VIEWED, ACTED_FOR), ACCESS_ROWS) if audit is not None else []
     if values.get("region") and values["region"] not in regions:
         regions = sorted([*regions, values["region"]])
+    devices = await services.devices.list(user_id) if services.devices is not None else []
     return _render(
         request,
         "user.html",
@@ -348,6 +349,7 @@ async def _user_page(
         status=status,
         rows=[request_row(record) for record in records[:PAGE_SIZE]],
         access=[access_row(event) for event in access],
+        devices=devices,
         page=page,
         has_next=len(records) > PAGE_SIZE,
         privacy=current,
@@ -420,6 +422,26 @@ async def save_settings(request: Request) -> Response:
     return RedirectResponse(PREFIX + "?saved=1#settings", status_code=303)
 
 
+@router.post("/devices/{device_id}/revoke")
+async def revoke_device(request: Request, device_id: str) -> Response:
+    """The user revokes one of their phones: its key stops working at once."""
+    session = await _session(request)
+    if session is None:
+        return _to_signin()
+    form = await request.form()
+    if not tokens_match(session.csrf_token, _text(form, "csrf_token")):
+        return _csrf_refused(request, session)
+    devices = _services(request).devices
+    if devices is None:
+        return _message(request, session, 503, "Devices unavailable", "This server has no device registry.")
+    principal = session.principal
+    try:
+        await devices.revoke(device_id, principal.user_id, actor=principal.user_id, actor_role=principal.role.value)
+    except UpcoachError as exc:
+        return _message(request, session, exc.status, "Device not revoked", exc.message)
+    return RedirectResponse(PREFIX + "?revoked=1#devices", status_code=303)
+
+
 # ---- the admin view --------------------------------------------------------------------------------------------
 
 
@@ -459,6 +481,7 @@ async def admin_view(request: Request) -> Response:
     timeline = await repository.timeline(since=since, granularity=granularity)
     latency = await repository.latency_percentiles(since=since)
     ratings = await services.ratings.summary(since=since) if services.ratings is not None else None
+    on_devices = await services.sync.device_totals(since) if services.sync is not None else (0.0, 0.0)
     quality_chart, quality_rows = quality(ratings) if ratings is not None else (None, [])
     model_state, model_reason = await _model_status(services)
     return _render(
@@ -472,6 +495,7 @@ async def admin_view(request: Request) -> Response:
         avoided=usd(summary.cost_avoided_usd),
         equivalent=usd(summary.cloud_equivalent_usd),
         charts=admin_charts(timeline, latency),
+        shares=device_shares(summary, *on_devices),
         latency=latency,
         timeline=timeline,
         ratings=ratings,

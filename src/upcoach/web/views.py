@@ -15,7 +15,7 @@ from upcoach.coaching.ratings import TARGET_AVERAGE
 from upcoach.security.acting import VIEWED
 from upcoach.storage.audit import AuditEvent
 from upcoach.storage.dashboard import LatencyPercentiles, TimelinePoint
-from upcoach.storage.requests import RequestRecord
+from upcoach.storage.requests import RequestRecord, UsageSummary
 from upcoach.web.charts import Chart, Series, bar_chart
 
 WHERE = {"local": "On our server", "cloud": "Cloud", "hybrid": "Local and cloud", "none": "Not answered"}
@@ -234,3 +234,31 @@ def quality(summary: Mapping[str, Any]) -> tuple[Chart, list[QualityRow]]:
         empty_text="No rated answers in this period.",
     )
     return chart, rows
+
+
+@dataclass(frozen=True)
+class Shares:
+    """Where answers were made: on phones (noisy counts the phones report), on the server's local model, in the
+    cloud. ``local_share`` counts the phone and the server's local model together: the plan's local target."""
+
+    device: float
+    library: float
+    server_local: int
+    cloud: int
+
+    @property
+    def total(self) -> float:
+        return self.device + self.library + self.server_local + self.cloud
+
+    def share(self, part: float) -> float:
+        return part / self.total if self.total > 0 else 0.0
+
+    @property
+    def local_share(self) -> float:
+        return self.share(self.device + self.server_local)
+
+
+def device_shares(summary: UsageSummary, device: float, library: float) -> Shares:
+    # Noise can push a sum below zero over few phones: a negative count is shown as none.
+    return Shares(max(0.0, round(device)), max(0.0, round(library)), summary.by_mode.get("local", 0),
+                  summary.by_mode.get("cloud", 0))  # fmt: skip
