@@ -130,6 +130,24 @@ def _pool(settings: Settings) -> BackendPool | None:
     return BackendPool("pool", members, health_interval=settings.pool_health_interval)
 
 
+# A local answer may wait behind others in the engine's queue and then decode for a while: the engine bounds its own
+# queue (429 when full), so these deadlines only catch an engine that hangs.
+ENGINE_DEADLINE_SECONDS = 600.0
+
+
+def _engine_pool(settings: Settings, model_id: str) -> BackendPool | None:
+    """The local model as a worker of ``upcoach serve --workers N`` reaches it: the engine process (engine_app.py)
+    on its Unix socket, a one-member pool so a dead or restarting engine is probed back into rotation."""
+    if settings.engine_socket is None:
+        return None
+    member = OpenAICompatBackend(
+        name="engine", base_url="http://engine/v1", model=model_id, kind="pool",
+        first_token_timeout=ENGINE_DEADLINE_SECONDS, total_timeout=ENGINE_DEADLINE_SECONDS,
+        max_inflight=settings.pool_max_inflight, socket_path=str(settings.engine_socket),
+    )  # fmt: skip
+    return BackendPool("local", [member], health_interval=settings.pool_health_interval)
+
+
 def _wire_journal_ratings_experiments(services: Services, db: Database, settings: Settings) -> None:
     """Voice journal, answer ratings and A/B experiments (#8 part B), their data registered for export/erasure."""
     vault = UserKeyVault(db, master_key_from_settings(settings))
@@ -215,14 +233,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry = ModelRegistry(db)
             model_store = ModelStore(settings, registry, model_key_provider(settings), audit)
             job_rows = JobRepository(db)
-            await job_rows.fail_unfinished()
+            if settings.workers == 1:  # with several workers `upcoach serve` did it once, before starting them
+                await job_rows.fail_unfinished()
             swappable = SwappableBackend()
             stack.push_async_callback(swappable.aclose)
             active_version = await registry.active()
             engine: SwappableBackend | None = None
             local_problem = "local model disabled (UPCOACH_LOAD_MODEL=false)"
+            local_model_id = active_version.name if active_version is not None else model_id_for(settings.local_model)
+            # With several workers the model is in the engine process; this worker reaches it over its socket.
+            engine_pool = _engine_pool(settings, local_model_id)
             # A pool in the "local" role replaces the in-process model; "beside" it takes the overflow.
-            if settings.load_model and not (settings.pool_urls and settings.pool_role == "local"):
+            if (
+                engine_pool is None
+                and settings.load_model
+                and not (settings.pool_urls and settings.pool_role == "local")
+            ):
                 if active_version is not None:
                     engine = swappable
                 else:
@@ -236,7 +262,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if pool is not None:
                 await pool.start()
                 stack.push_async_callback(pool.stop)
-            locals_: list[Backend] = [b for b in (engine, pool) if b is not None]
+            if engine_pool is not None:
+                await engine_pool.start()
+                stack.push_async_callback(engine_pool.aclose)
+            locals_: list[Backend] = [b for b in (engine, engine_pool, pool) if b is not None]
             store = RedisBreakerStore(redis) if redis is not None else MemoryBreakerStore()  # type: ignore[arg-type]
             privacy = PrivacyService(db, audit, settings)
             rights = DataRights(audit, audit_key)
@@ -259,9 +288,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 requests=repository,
                 metrics=metrics,
                 hybrid=hybrid,
-                local_model_id=model_id_for(settings.local_model),
-                local=pool if engine is None else None,
-                local_problem=None if engine is None and pool is not None else local_problem,
+                local_model_id=local_model_id,
+                local=engine_pool or (pool if engine is None else None),
+                local_problem=None if engine is None and (engine_pool or pool) is not None else local_problem,
                 audit=audit,
                 limiter=TokenBucketLimiter(settings.rate_limit_per_minute / 60, settings.rate_limit_burst, redis),
                 privacy=privacy,

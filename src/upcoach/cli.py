@@ -334,22 +334,25 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address (UPCOACH_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="port (UPCOACH_PORT)")] = None,
     model: Annotated[str | None, typer.Option(help="catalog name or GGUF path (UPCOACH_LOCAL_MODEL)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="API processes on the port (UPCOACH_WORKERS; >1 needs Redis)")
+    ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS (UPCOACH_TLS_CERTFILE)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key (UPCOACH_TLS_KEYFILE)")] = None,
     tls_min_version: Annotated[str, typer.Option(help="lowest TLS version accepted: 1.2 or 1.3")] = "1.2",
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Serve the HTTP API; fetches the configured model on first start."""
-    import ssl
-
     import uvicorn
 
     from upcoach.app import create_app
+    from upcoach.workers import ServeConfig, serve_workers, uvicorn_options
 
     overrides = {
         k: v
         for k, v in {
             "host": host, "port": port, "local_model": model, "tls_certfile": tls_cert, "tls_keyfile": tls_key,
+            "workers": workers,
         }.items()
         if v is not None
     }  # fmt: skip
@@ -361,30 +364,34 @@ def serve(
     if tls_min_version not in ("1.2", "1.3"):
         err.print("[red]error:[/red] --tls-min-version must be 1.2 or 1.3")
         raise typer.Exit(code=2)
+    if settings.workers > 1 and not settings.redis_url:
+        # Breakers, rate limits, budgets, sessions and the refusal brake would each count per process: refuse.
+        err.print("[red]error:[/red] --workers above 1 needs UPCOACH_REDIS_URL, where the workers share their state")
+        raise typer.Exit(code=2)
     if settings.load_model:
         try:
             asyncio.run(_first_start(settings))
         except UpcoachError as exc:
             raise _fail(exc) from exc
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        access_log=False,
-        # The app trusts X-Forwarded-For only from UPCOACH_TRUSTED_PROXIES; uvicorn's own default would trust it
-        # from 127.0.0.1 (or FORWARDED_ALLOW_IPS) behind the app's back.
-        proxy_headers=False,
-        loop="uvloop",
-        http="httptools",
-        ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
-        ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
-    )
-    config.load()
-    if config.ssl is not None:
-        # uvicorn builds the context; the floor is ours to set.
-        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_3 if tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    if settings.workers > 1:
+        asyncio.run(_prepare_shared(settings))
+        serve_workers(settings, log_level=log_level, tls_min_version=tls_min_version)
+        return
+    config = ServeConfig(create_app(settings), tls_min_version=tls_min_version, **uvicorn_options(settings, log_level))
     uvicorn.Server(config).run()
+
+
+async def _prepare_shared(settings: Settings) -> None:
+    """What one process does before several workers start: the schema, and model jobs a previous run left behind
+    (a worker restarting later must not fail the jobs its siblings are running)."""
+    from upcoach.modelstore.registry import JobRepository
+
+    db = Database(settings.effective_database_url)
+    try:
+        await db.migrate()
+        await JobRepository(db).fail_unfinished()
+    finally:
+        await db.dispose()
 
 
 @app.command()

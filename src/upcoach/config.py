@@ -42,6 +42,13 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    # API processes on the one port (docs/scaling.md). With more than one, the local model runs in one engine
+    # process the workers reach over a Unix socket, and shared state (breakers, limits, sessions) needs Redis.
+    workers: int = Field(default=1, ge=1, le=64)
+    engine_socket: Path | None = Field(
+        default=None,
+        description="Set by `upcoach serve` for its workers: the engine process's Unix socket (the local model).",
+    )
 
     local_model: str = Field(default="qwen2.5-0.5b-instruct", description="Catalog name or path to a GGUF file.")
     threads: int = Field(default_factory=physical_cores, ge=1)
