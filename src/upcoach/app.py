@@ -70,6 +70,7 @@ from upcoach.storage.journal import JournalRepository
 from upcoach.storage.keys import ApiKeyRepository
 from upcoach.storage.requests import RequestRepository
 from upcoach.web.routes import install as install_dashboard
+from upcoach.web.routes import share_through_redis
 
 log = logging.getLogger(__name__)
 
@@ -216,16 +217,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await refusals.start()
             stack.push_async_callback(refusals.stop)
             app.state.refusals = refusals
+            redis = _redis(settings)
+            if redis is not None:
+                stack.push_async_callback(redis.aclose)  # type: ignore[attr-defined]
+                share_through_redis(app, redis)
             app.state.authenticator = Authenticator(
-                settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=refusals.record
+                settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=refusals.record, redis=redis
             )
             repository = RequestRepository(db)
             writer = RecordWriter(repository)
             await writer.start()
             stack.push_async_callback(writer.stop)
-            redis = _redis(settings)
-            if redis is not None:
-                stack.push_async_callback(redis.aclose)  # type: ignore[attr-defined]
             metrics = Metrics()
 
             # Model versions (#6): the registry's active version serves if there is one, else the configured file;
