@@ -222,7 +222,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stack.push_async_callback(redis.aclose)  # type: ignore[attr-defined]
                 share_through_redis(app, redis)
             app.state.authenticator = Authenticator(
-                settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=refusals.record, redis=redis
+                settings, ApiKeys(ApiKeyRepository(db), audit, redis=redis), on_failure=refusals.record, redis=redis
             )
             repository = RequestRepository(db)
             writer = RecordWriter(repository)
@@ -269,7 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stack.push_async_callback(engine_pool.aclose)
             locals_: list[Backend] = [b for b in (engine, engine_pool, pool) if b is not None]
             store = RedisBreakerStore(redis) if redis is not None else MemoryBreakerStore()  # type: ignore[arg-type]
-            privacy = PrivacyService(db, audit, settings)
+            privacy = PrivacyService(db, audit, settings, redis)
             rights = DataRights(audit, audit_key)
             _register_core_rights(rights, privacy, repository)
             grants = Grants(GrantRepository(db), audit)

@@ -435,7 +435,17 @@ async def _api_keys(settings: Settings) -> AsyncIterator[ApiKeys]:
     async with _database(settings) as db:
         key = audit_key_from_settings(settings)
         assert key is not None  # created when missing
-        yield ApiKeys(ApiKeyRepository(db), AuditLog(AuditRepository(db), key))
+        # With Redis the servers cache verified keys: a revocation here must tell them (security/keys.py).
+        redis = None
+        if settings.redis_url:
+            import redis.asyncio as aioredis
+
+            redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            yield ApiKeys(ApiKeyRepository(db), AuditLog(AuditRepository(db), key), redis=redis)
+        finally:
+            if redis is not None:
+                await redis.aclose()
 
 
 def _when(value: datetime | None) -> str:
