@@ -124,16 +124,13 @@ def _pool(settings: Settings) -> BackendPool | None:
             model=settings.pool_model,
             api_key=settings.pool_api_key,
             kind="pool",
+            first_token_timeout=settings.pool_first_token_timeout,
+            total_timeout=settings.pool_total_timeout,
             max_inflight=settings.pool_max_inflight,
         )
         for i, url in enumerate(settings.pool_urls)
     ]
     return BackendPool("pool", members, health_interval=settings.pool_health_interval)
-
-
-# A local answer may wait behind others in the engine's queue and then decode for a while: the engine bounds its own
-# queue (429 when full), so these deadlines only catch an engine that hangs.
-ENGINE_DEADLINE_SECONDS = 600.0
 
 
 def _engine_pool(settings: Settings, model_id: str) -> BackendPool | None:
@@ -143,7 +140,7 @@ def _engine_pool(settings: Settings, model_id: str) -> BackendPool | None:
         return None
     member = OpenAICompatBackend(
         name="engine", base_url="http://engine/v1", model=model_id, kind="pool",
-        first_token_timeout=ENGINE_DEADLINE_SECONDS, total_timeout=ENGINE_DEADLINE_SECONDS,
+        first_token_timeout=settings.pool_first_token_timeout, total_timeout=settings.pool_total_timeout,
         max_inflight=settings.pool_max_inflight, socket_path=str(settings.engine_socket),
     )  # fmt: skip
     return BackendPool("local", [member], health_interval=settings.pool_health_interval)

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     pool_api_key: str | None = None
     pool_role: str = Field(default="beside", pattern="^(local|beside)$")
     pool_health_interval: float = Field(default=5.0, gt=0)
+    # A self-hosted CPU server may wait behind other sequences and prefill for a while before its first token; a
+    # pool in the "local" role stands where the in-process model (which has no such deadline) would.
+    pool_first_token_timeout: float = Field(default=60.0, gt=0)
+    pool_total_timeout: float = Field(default=300.0, gt=0)
     # Calls in flight at once per pool member (a self-hosted server batches far fewer sequences than a cloud).
     pool_max_inflight: int = Field(default=128, ge=1)
 
