@@ -262,6 +262,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await pool.start()
                 stack.push_async_callback(pool.stop)
             if engine_pool is not None:
+                # Probed once now: the engine may still be loading the model, and until it answers this worker
+                # must not report ready nor send it requests.
+                await engine_pool.check()
                 await engine_pool.start()
                 stack.push_async_callback(engine_pool.aclose)
             locals_: list[Backend] = [b for b in (engine, engine_pool, pool) if b is not None]
