@@ -239,9 +239,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             active_version = await registry.active()
             engine: SwappableBackend | None = None
             local_problem = "local model disabled (UPCOACH_LOAD_MODEL=false)"
-            local_model_id = active_version.name if active_version is not None else model_id_for(settings.local_model)
+            local_model_id = model_id_for(settings.local_model)
             # With several workers the model is in the engine process; this worker reaches it over its socket.
-            engine_pool = _engine_pool(settings, local_model_id)
+            engine_pool = _engine_pool(settings, active_version.name if active_version else local_model_id)
+            if engine_pool is not None and active_version is not None:
+                local_model_id = active_version.name  # what the engine loaded
             # A pool in the "local" role replaces the in-process model; "beside" it takes the overflow.
             if (
                 engine_pool is None
