@@ -9,11 +9,16 @@ pub/sub message would be missed: a worker that cannot read the counter (Redis do
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "upcoach:generation:"
+# After a failed read the counter is not asked again for this long (callers bypass their caches meanwhile): under a
+# burst that exhausts the Redis connection pool, every request waiting for a connection only to fail would add
+# seconds, and a log line each.
+REDIS_RETRY_SECONDS = 1.0
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -24,12 +29,17 @@ class Generation:
     def __init__(self, redis: Any, name: str) -> None:
         self._redis = redis
         self._key = KEY_PREFIX + name
+        self._down_until = 0.0
 
     async def current(self) -> int | None:
+        if time.monotonic() < self._down_until:
+            return None
         try:
             value = await self._redis.get(self._key)
         except Exception as exc:
-            log.warning("%s: redis unavailable (%s); caches keyed on it are bypassed", self._key, exc)
+            log.warning("%s: redis unavailable (%s); caches keyed on it are bypassed for %.0f s", self._key, exc,
+                        REDIS_RETRY_SECONDS)  # fmt: skip
+            self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
             return None
         return int(value) if value is not None else 0
 
