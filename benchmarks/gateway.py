@@ -37,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import redis
 
 from benchmarks.common import ROOT, Server, free_port, machine, pct, python, start_server
 from benchmarks.seqclient import SequentialClient
@@ -54,8 +55,10 @@ SEQUENTIAL_REQUESTS = 2000
 SEQUENTIAL_WARMUP = 200
 IDLE_CPU_PERCENT = 5.0  # all servers together, over half a second
 QUIET_CPU_PERCENT = 10.0  # the whole machine, before the run starts
-# Part 2 of issue 14 adds `upcoach serve --workers N`: then (1, 2), like LiteLLM's.
-OUR_WORKERS = (1,)
+OUR_WORKERS = (1, 2)
+# Several workers share their state through Redis (`serve --workers N` refuses to start without it); a database
+# of the benchmark's own, flushed before each run.
+BENCH_REDIS_URL = "redis://127.0.0.1:6379/13"
 LITELLM_WORKERS = (1, 2)
 
 COACHING_REQUEST = (
@@ -358,6 +361,10 @@ def create_key(env: dict[str, str]) -> str:
 
 def bench_upcoach(stub: Server, data_dir: Path, workers: int, plan: Plan) -> list[Result]:
     env = upcoach_env(stub, data_dir)
+    if workers > 1:
+        with redis.Redis.from_url(BENCH_REDIS_URL) as shared:
+            shared.flushdb()
+        env["UPCOACH_REDIS_URL"] = BENCH_REDIS_URL
     auth = create_key(env)
     port = free_port()
     args = [python(), "-m", "upcoach.cli", "serve", "--port", str(port), "--log-level", "warning"]

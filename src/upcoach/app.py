@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
@@ -53,7 +54,7 @@ from upcoach.observability.audit import AuditLog, audit_key_from_settings
 from upcoach.observability.http import RequestObservability
 from upcoach.observability.metrics import Metrics
 from upcoach.observability.records import RecordWriter
-from upcoach.observability.spool import Spool
+from upcoach.observability.spool import Spool, claim_folder
 from upcoach.observability.version import build_labels
 from upcoach.privacy.grants import Grants
 from upcoach.privacy.retention import RetentionJob
@@ -78,6 +79,7 @@ from upcoach.storage.journal import JournalRepository
 from upcoach.storage.keys import ApiKeyRepository
 from upcoach.storage.requests import RequestRepository
 from upcoach.web.routes import install as install_dashboard
+from upcoach.web.routes import share_through_redis
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +141,26 @@ def _pool(settings: Settings) -> BackendPool | None:
             model=settings.pool_model,
             api_key=settings.pool_api_key,
             kind="pool",
+            first_token_timeout=settings.pool_first_token_timeout,
+            total_timeout=settings.pool_total_timeout,
             max_inflight=settings.pool_max_inflight,
         )
         for i, url in enumerate(settings.pool_urls)
     ]
     return BackendPool("pool", members, health_interval=settings.pool_health_interval)
+
+
+def _engine_pool(settings: Settings, model_id: str) -> BackendPool | None:
+    """The local model as a worker of ``upcoach serve --workers N`` reaches it: the engine process (engine_app.py)
+    on its Unix socket, a one-member pool so a dead or restarting engine is probed back into rotation."""
+    if settings.engine_socket is None:
+        return None
+    member = OpenAICompatBackend(
+        name="engine", base_url="http://engine/v1", model=model_id, kind="pool",
+        first_token_timeout=settings.pool_first_token_timeout, total_timeout=settings.pool_total_timeout,
+        max_inflight=settings.pool_max_inflight, socket_path=str(settings.engine_socket),
+    )  # fmt: skip
+    return BackendPool("local", [member], health_interval=settings.pool_health_interval)
 
 
 def _wire_journal_ratings_experiments(services: Services, db: Database, settings: Settings) -> None:
@@ -211,36 +228,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             assert audit_key is not None  # created when missing
             audit = AuditLog(AuditRepository(db), audit_key)
             app.state.audit_log = audit
-            refusals = RefusalLog(audit, spool=settings.data_dir / "spool" / "refusals.jsonl")
+            spool_folder, claim = claim_folder(settings.data_dir / "spool", settings.workers)
+            if claim is not None:
+                stack.callback(os.close, claim)
+            refusals = RefusalLog(audit, spool=spool_folder / "refusals.jsonl")
             await refusals.start()
             stack.push_async_callback(refusals.stop)
             app.state.refusals = refusals
+            redis = _redis(settings)
+            if redis is not None:
+                stack.push_async_callback(redis.aclose)  # type: ignore[attr-defined]
+                share_through_redis(app, redis)
             app.state.authenticator = Authenticator(
-                settings, ApiKeys(ApiKeyRepository(db), audit), on_failure=refusals.record
+                settings, ApiKeys(ApiKeyRepository(db), audit, redis=redis), on_failure=refusals.record, redis=redis
             )
             repository = RequestRepository(db)
             metrics = Metrics()
             metrics.build_info.labels(**build_labels(await db.schema_revision())).set(1)
-            writer = RecordWriter(repository, Spool(settings.data_dir / "spool"), metrics)
+            writer = RecordWriter(repository, Spool(spool_folder), metrics)
             await writer.start()
             stack.push_async_callback(writer.stop)
-            redis = _redis(settings)
-            if redis is not None:
-                stack.push_async_callback(redis.aclose)  # type: ignore[attr-defined]
 
             # Model versions (#6): the registry's active version serves if there is one, else the configured file;
             # either way behind a SwappableBackend, so updates and rollbacks swap it without failing a request.
             registry = ModelRegistry(db)
             model_store = ModelStore(settings, registry, model_key_provider(settings), audit)
             job_rows = JobRepository(db)
-            await job_rows.fail_unfinished()
+            if settings.workers == 1:  # with several workers `upcoach serve` did it once, before starting them
+                await job_rows.fail_unfinished()
             swappable = SwappableBackend()
             stack.push_async_callback(swappable.aclose)
             active_version = await registry.active()
             engine: SwappableBackend | None = None
             local_problem = "local model disabled (UPCOACH_LOAD_MODEL=false)"
+            local_model_id = model_id_for(settings.local_model)
+            # With several workers the model is in the engine process; this worker reaches it over its socket.
+            engine_pool = _engine_pool(settings, active_version.name if active_version else local_model_id)
+            if engine_pool is not None and active_version is not None:
+                local_model_id = active_version.name  # what the engine loaded
             # A pool in the "local" role replaces the in-process model; "beside" it takes the overflow.
-            if settings.load_model and not (settings.pool_urls and settings.pool_role == "local"):
+            if (
+                engine_pool is None
+                and settings.load_model
+                and not (settings.pool_urls and settings.pool_role == "local")
+            ):
                 if active_version is not None:
                     engine = swappable
                 else:
@@ -254,9 +285,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if pool is not None:
                 await pool.start()
                 stack.push_async_callback(pool.stop)
-            locals_: list[Backend] = [b for b in (engine, pool) if b is not None]
+            if engine_pool is not None:
+                # Probed once now: the engine may still be loading the model, and until it answers this worker
+                # must not report ready nor send it requests.
+                await engine_pool.check()
+                await engine_pool.start()
+                stack.push_async_callback(engine_pool.aclose)
+            locals_: list[Backend] = [b for b in (engine, engine_pool, pool) if b is not None]
             store = RedisBreakerStore(redis) if redis is not None else MemoryBreakerStore()  # type: ignore[arg-type]
-            privacy = PrivacyService(db, audit, settings)
+            privacy = PrivacyService(db, audit, settings, redis)
             rights = DataRights(audit, audit_key, fences=Fences(db))
             _register_core_rights(rights, privacy, repository, writer)
             grants = Grants(GrantRepository(db), audit)
@@ -277,9 +314,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 requests=repository,
                 metrics=metrics,
                 hybrid=hybrid,
-                local_model_id=model_id_for(settings.local_model),
-                local=pool if engine is None else None,
-                local_problem=None if engine is None and pool is not None else local_problem,
+                local_model_id=local_model_id,
+                local=engine_pool or (pool if engine is None else None),
+                local_problem=None if engine is None and (engine_pool or pool) is not None else local_problem,
                 audit=audit,
                 limiter=TokenBucketLimiter(settings.rate_limit_per_minute / 60, settings.rate_limit_burst, redis),
                 records=writer,

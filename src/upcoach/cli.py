@@ -334,6 +334,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address (UPCOACH_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="port (UPCOACH_PORT)")] = None,
     model: Annotated[str | None, typer.Option(help="catalog name or GGUF path (UPCOACH_LOCAL_MODEL)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="API processes on the port (UPCOACH_WORKERS; >1 needs Redis)")
+    ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS (UPCOACH_TLS_CERTFILE)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key (UPCOACH_TLS_KEYFILE)")] = None,
     tls_min_version: Annotated[str, typer.Option(help="lowest TLS version accepted: 1.2 or 1.3")] = "1.2",
@@ -341,16 +344,16 @@ def serve(
     log_format: Annotated[str, typer.Option(help="text, or json: one object per line, no message text")] = "text",
 ) -> None:
     """Serve the HTTP API; fetches the configured model on first start."""
-    import ssl
-
     import uvicorn
 
     from upcoach.app import create_app
+    from upcoach.workers import ServeConfig, serve_workers, uvicorn_options
 
     overrides = {
         k: v
         for k, v in {
             "host": host, "port": port, "local_model": model, "tls_certfile": tls_cert, "tls_keyfile": tls_key,
+            "workers": workers,
         }.items()
         if v is not None
     }  # fmt: skip
@@ -365,6 +368,10 @@ def serve(
     if tls_min_version not in ("1.2", "1.3"):
         err.print("[red]error:[/red] --tls-min-version must be 1.2 or 1.3")
         raise typer.Exit(code=2)
+    if settings.workers > 1 and not settings.redis_url:
+        # Breakers, rate limits, budgets, sessions and the refusal brake would each count per process: refuse.
+        err.print("[red]error:[/red] --workers above 1 needs UPCOACH_REDIS_URL, where the workers share their state")
+        raise typer.Exit(code=2)
     if settings.load_model:
         try:
             # A terminal's notes and progress bars would break a JSON log stream: only the log lines go there.
@@ -375,26 +382,25 @@ def serve(
                 err.quiet = False
         except UpcoachError as exc:
             raise _fail(exc) from exc
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        log_config=None,  # keep configure_logging's handler (request ids, the JSON format)
-        access_log=False,
-        # The app trusts X-Forwarded-For only from UPCOACH_TRUSTED_PROXIES; uvicorn's own default would trust it
-        # from 127.0.0.1 (or FORWARDED_ALLOW_IPS) behind the app's back.
-        proxy_headers=False,
-        loop="uvloop",
-        http="httptools",
-        ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
-        ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
-    )
-    config.load()
-    if config.ssl is not None:
-        # uvicorn builds the context; the floor is ours to set.
-        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_3 if tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    if settings.workers > 1:
+        asyncio.run(_prepare_shared(settings))
+        serve_workers(settings, log_level=log_level, log_format=log_format, tls_min_version=tls_min_version)
+        return
+    config = ServeConfig(create_app(settings), tls_min_version=tls_min_version, **uvicorn_options(settings, log_level))
     uvicorn.Server(config).run()
+
+
+async def _prepare_shared(settings: Settings) -> None:
+    """What one process does before several workers start: the schema, and model jobs a previous run left behind
+    (a worker restarting later must not fail the jobs its siblings are running)."""
+    from upcoach.modelstore.registry import JobRepository
+
+    db = Database(settings.effective_database_url)
+    try:
+        await db.migrate()
+        await JobRepository(db).fail_unfinished()
+    finally:
+        await db.dispose()
 
 
 @app.command()
@@ -438,7 +444,17 @@ async def _api_keys(settings: Settings) -> AsyncIterator[ApiKeys]:
     async with _database(settings) as db:
         key = audit_key_from_settings(settings)
         assert key is not None  # created when missing
-        yield ApiKeys(ApiKeyRepository(db), AuditLog(AuditRepository(db), key))
+        # With Redis the servers cache verified keys: a revocation here must tell them (security/keys.py).
+        redis = None
+        if settings.redis_url:
+            import redis.asyncio as aioredis
+
+            redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            yield ApiKeys(ApiKeyRepository(db), AuditLog(AuditRepository(db), key), redis=redis)
+        finally:
+            if redis is not None:
+                await redis.aclose()
 
 
 def _when(value: datetime | None) -> str:

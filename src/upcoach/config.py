@@ -42,6 +42,13 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    # API processes on the one port (docs/scaling.md). With more than one, the local model runs in one engine
+    # process the workers reach over a Unix socket, and shared state (breakers, limits, sessions) needs Redis.
+    workers: int = Field(default=1, ge=1, le=64)
+    engine_socket: Path | None = Field(
+        default=None,
+        description="Set by `upcoach serve` for its workers: the engine process's Unix socket (the local model).",
+    )
 
     local_model: str = Field(default="qwen2.5-0.5b-instruct", description="Catalog name or path to a GGUF file.")
     threads: int = Field(default_factory=physical_cores, ge=1)
@@ -71,6 +78,10 @@ class Settings(BaseSettings):
     pool_api_key: str | None = None
     pool_role: str = Field(default="beside", pattern="^(local|beside)$")
     pool_health_interval: float = Field(default=5.0, gt=0)
+    # A self-hosted CPU server may wait behind other sequences and prefill for a while before its first token; a
+    # pool in the "local" role stands where the in-process model (which has no such deadline) would.
+    pool_first_token_timeout: float = Field(default=60.0, gt=0)
+    pool_total_timeout: float = Field(default=300.0, gt=0)
     # Calls in flight at once per pool member (a self-hosted server batches far fewer sequences than a cloud).
     pool_max_inflight: int = Field(default=128, ge=1)
 

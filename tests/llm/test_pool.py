@@ -239,3 +239,35 @@ async def test_a_full_member_is_passed_over_and_a_full_pool_refuses_at_once(a: F
         await one.aclose()
         assert (await pool.chat(REQUEST)).text == ANSWER
         await two.aclose()
+
+
+async def test_a_busy_member_whose_calls_progress_survives_a_failed_probe(a: FaultServer) -> None:
+    """A single-slot server (llama_cpp.server) does not answer /models while it generates: not dead, busy."""
+    busy = member(a, "slow-stream", "a", delay=0.02)
+    async with pool_of(busy) as pool:
+        async with contextlib.aclosing(pool.stream(REQUEST)) as chunks:
+            async for chunk in chunks:
+                if chunk.text:
+                    break
+            await fault_switch(a, "down")
+            await pool.check()
+            assert pool.is_healthy(busy)
+            async for chunk in chunks:
+                if chunk.final is not None:
+                    break
+        assert busy.outstanding == 0
+        await pool.check()  # nothing in flight any more: the failed probe counts
+        assert not pool.is_healthy(busy)
+
+
+async def test_a_member_whose_calls_hear_nothing_is_taken_out_by_a_failed_probe(a: FaultServer) -> None:
+    stuck = member(a, "hang", "a")
+    async with pool_of(stuck) as pool:
+        call = asyncio.create_task(pool.chat(REQUEST))
+        await wait_until(lambda: stuck.outstanding == 1)
+        await fault_switch(a, "down")
+        await pool.check()
+        assert not pool.is_healthy(stuck)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,21 @@ async def test_a_version_still_downloading_cannot_be_deleted(
     await manager.delete("slow@1", actor="ops")
     assert "slow@1" not in {version.id for version in await store.registry.list()}
     await manager.aclose()
+
+
+async def test_a_worker_of_several_refuses_to_swap_the_model_it_does_not_hold(
+    settings: Settings, store: ModelStore, audit: AuditLog, tmp_path: Path
+) -> None:
+    """With `serve --workers N` the model lives in the engine process: a swap in a worker would load a second copy
+    that serves nobody, so every swap is refused with a 409 saying what to do instead."""
+    worker = settings.model_copy(update={"engine_socket": tmp_path / "engine.sock", "workers": 2})
+    manager = ModelManager(worker, store.registry, store, SwappableBackend(), audit)
+    attempts = (
+        manager.activate("any", actor="ops"),
+        manager.rollback(actor="ops"),
+        manager.update(model_id="any", spec=None, actor="ops"),
+        manager.start_experiment("any", 0.5, actor="ops"),
+    )
+    for attempt in attempts:
+        with pytest.raises(ModelStateConflict, match="engine process"):
+            await attempt

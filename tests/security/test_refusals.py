@@ -97,18 +97,18 @@ async def test_a_row_that_cannot_be_written_is_kept_for_the_next_flush() -> None
     assert audit.calls == 2  # tried again, not dropped
 
 
-def test_the_throttle_counts_per_address_within_its_window() -> None:
+async def test_the_throttle_counts_per_address_within_its_window() -> None:
     clock = Clock(1000.0)
     throttle = FailureThrottle(attempts=3, window_seconds=60, clock=clock)
     for _ in range(3):
-        assert throttle.retry_after("a") is None
-        throttle.failed("a")
-    assert throttle.retry_after("a") == pytest.approx(60)
-    assert throttle.retry_after("b") is None  # per address
+        assert await throttle.retry_after("a") is None
+        await throttle.failed("a")
+    assert await throttle.retry_after("a") == pytest.approx(60)
+    assert await throttle.retry_after("b") is None  # per address
     clock.now += 30
-    assert throttle.retry_after("a") == pytest.approx(30)
+    assert await throttle.retry_after("a") == pytest.approx(30)
     clock.now += 30
-    assert throttle.retry_after("a") is None
+    assert await throttle.retry_after("a") is None
 
 
 @on_session_loop

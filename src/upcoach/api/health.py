@@ -57,7 +57,9 @@ async def readiness(services: Services) -> Readiness:
     if not os.access(services.settings.data_dir, os.W_OK):
         result.reasons.append(f"data folder {services.settings.data_dir} is not writable")
     if result.ready and services.local is not None:
-        result.details = {"model": services.local_model_id, "local": services.local.info().details}
+        # The worker's process id: which of `serve --workers N` answered (for operators and the workers' tests).
+        result.details = {"model": services.local_model_id, "local": services.local.info().details,
+                          "worker": os.getpid()}  # fmt: skip
     return result
 
 

@@ -97,6 +97,7 @@ class OpenAICompatBackend:
         self._ttft_ms: float | None = None
         self._decode_tps: float | None = None
         self._down_at: float | None = None  # monotonic time of the last connection failure or failed probe
+        self._progress_at: float | None = None  # monotonic time a call last heard from the peer (200, a piece)
         self._down_reason = ""
         self._last_error_at: float | None = None  # wall clock, for the dashboard
         self._last_error = ""
@@ -133,14 +134,29 @@ class OpenAICompatBackend:
         return Health(not down, self._down_reason if down else "", self._outstanding, 0)
 
     async def probe(self) -> bool:
-        """GET {base_url}/models within the connect timeout; the pool's health checker calls this."""
+        """GET {base_url}/models within the connect timeout; the pool's health checker calls this.
+
+        A failed probe while calls to this peer are in flight and still hearing from it (a token or an admission
+        within the first-token timeout) means busy, not dead: a single-slot server such as llama_cpp.server does
+        not answer /models while it generates, and taking it out would refuse the work it is visibly doing."""
         try:
             await self._client.get_json("/models", within=self.connect_timeout)
         except Exception as exc:  # never raises: any failure is simply "not healthy"
+            if self._busy_and_alive():
+                log.info("%s: health probe failed (%s) while its calls progress: busy, kept", self.name,
+                         _describe(exc))  # fmt: skip
+                return True
             self._mark_down(f"health probe failed: {_describe(exc)}")
             return False
         self._down_at = None
         return True
+
+    def _busy_and_alive(self) -> bool:
+        return (
+            self._outstanding > 0
+            and self._progress_at is not None
+            and time.monotonic() - self._progress_at < self.first_token_timeout
+        )
 
     async def chat(self, request: ChatRequest) -> Completion:
         completion = await collect(self.stream(request))
@@ -179,6 +195,7 @@ class OpenAICompatBackend:
             except Exception as exc:
                 raise self._translate(exc, before_first_token=True) from exc
             self._down_at = None
+            self._progress_at = time.monotonic()
             yield Chunk()  # admitted: the peer answered 200 and is streaming
 
             while True:
@@ -193,6 +210,7 @@ class OpenAICompatBackend:
                     raise self._timeout(before_first_token=first_at is None) from exc
                 except Exception as exc:  # a dropped connection, an error event, a body we could not parse
                     raise self._translate(exc, before_first_token=first_at is None) from exc
+                self._progress_at = time.monotonic()
                 if event.get("usage"):
                     usage = event["usage"]
                 choices = event.get("choices")

@@ -334,6 +334,7 @@ class ModelManager:
 
     async def update(self, *, model_id: str | None, spec: PullSpec | None, actor: str) -> Job:
         """Start an update job: fetch (unless ``model_id`` is installed), smoke-test, activate, swap."""
+        self._serving_here()
         if self._lock.locked():
             raise ModelStateConflict("another model change is running; wait for it to finish")
         if self.experiment is not None:
@@ -412,11 +413,13 @@ class ModelManager:
 
     async def activate(self, id_or_name: str, actor: str) -> dict[str, Any]:
         """Make an installed version the serving one now (the CLI's ``use``)."""
+        self._serving_here()
         async with self._exclusive():
             version = await self.registry.resolve(id_or_name)
             return await self._activate(version, actor, action="model.activate")
 
     async def rollback(self, actor: str) -> dict[str, Any]:
+        self._serving_here()
         async with self._exclusive():
             previous = await self.registry.previous_active()
             if previous is None:
@@ -438,6 +441,15 @@ class ModelManager:
                 actor, "admin", "model.delete", target=version.id, details={"sha256": version.sha256}
             )
 
+    def _serving_here(self) -> None:
+        """Swaps and A/B tests act on the model this process serves; a worker of ``serve --workers N`` has none
+        (it is in the engine process), so a swap here would load a second copy that serves nobody."""
+        if self.settings.engine_socket is not None:
+            raise ModelStateConflict(
+                "this server runs several workers and its model lives in the engine process: activate a version "
+                "with `upcoach models activate` (or roll back) and restart the server (docs/scaling.md)"
+            )
+
     def _exclusive(self) -> asyncio.Lock:
         if self._lock.locked():
             raise ModelStateConflict("another model change is running; wait for it to finish")
@@ -445,6 +457,7 @@ class ModelManager:
 
     # ---- version A/B -------------------------------------------------------------------------------------------
     async def start_experiment(self, candidate_id: str, share: float, actor: str) -> VersionExperiment:
+        self._serving_here()
         async with self._exclusive():
             if self.experiment is not None:
                 raise ModelStateConflict("an A/B test is already running; stop or promote it first")

@@ -3,11 +3,13 @@
 Written when the database is down at shutdown or the writer's queue is full, read back by the next start (or as
 soon as the database answers again). Replaying renames the file first, so records spooled meanwhile go to a new
 file and are never truncated away; a replay that is interrupted leaves the renamed file for the next attempt.
-The spool belongs to one server process: servers that share a database each need a data folder of their own.
+The spool belongs to one server process: with ``--workers N`` each worker claims a folder of its own
+(``claim_folder``), and a worker started after one died takes over the dead one's folder and replays it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -60,6 +62,28 @@ def append_lines(path: Path, lines: Sequence[str]) -> None:
         os.fsync(file.fileno())
     if created:
         _fsync_dir(path.parent)
+
+
+def claim_folder(root: Path, workers: int) -> tuple[Path, int | None]:
+    """The spool folder of this process, and the descriptor that holds its claim (keep it open while serving).
+
+    One process: ``root`` itself. Several workers sharing a data folder: ``root/worker-<i>``, claimed by an
+    exclusive ``flock`` on ``root/worker-<i>.lock`` that the kernel releases when the process dies, so the worker
+    that replaces a dead one finds the dead one's folder free and replays what it left.
+    """
+    if workers <= 1:
+        return root, None
+    root.mkdir(parents=True, exist_ok=True)
+    slot = 0
+    while True:  # at most workers + restarting ones hold a slot at once: this ends
+        fd = os.open(root / f"worker-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            slot += 1
+            continue
+        return root / f"worker-{slot}", fd
 
 
 class Spool:

@@ -1,12 +1,15 @@
 """Per-user privacy settings: what the user chose, every version of it, and who changed it.
 
-The routing engine reads them on every request, so reads are cached in process; the cache is short-lived (a few
-seconds, ``UPCOACH_PRIVACY_CACHE_SECONDS``) because other workers may have stored a newer version, and this
-process's own updates invalidate it at once. Defaults apply to users who never saved anything (version 0).
+The routing engine reads them on every request, so reads are cached in process for a few seconds
+(``UPCOACH_PRIVACY_CACHE_SECONDS``); this process's own updates invalidate it at once. With Redis (several
+workers) every save bumps a counter there that each read checks first (storage/generation.py), so a user who
+switches to local-only is never sent to the cloud by a worker that cached the old choice.
+Defaults apply to users who never saved anything (version 0).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -18,8 +21,11 @@ from upcoach.config import Settings
 from upcoach.errors import InvalidRequest, VersionConflict
 from upcoach.observability.audit import AuditLog
 from upcoach.storage.database import Database
+from upcoach.storage.generation import Generation, GenerationCache
 from upcoach.storage.privacy import PrivacyRepository, SettingsVersion, StaleVersion
 from upcoach.storage.tables import utc_now
+
+log = logging.getLogger(__name__)
 
 ProcessingMode = Literal["local_only", "hybrid", "cloud_allowed"]
 PROCESSING_MODES: tuple[ProcessingMode, ...] = ("local_only", "hybrid", "cloud_allowed")
@@ -84,12 +90,18 @@ def _validate(name: str, value: object) -> object:
 
 
 class PrivacyService:
-    def __init__(self, db: Database, audit: AuditLog | None, settings: Settings) -> None:
+    def __init__(self, db: Database, audit: AuditLog | None, settings: Settings, redis: object | None = None) -> None:
         self._repository = PrivacyRepository(db)
         self._audit = audit
         self._settings = settings
         self._cache: dict[str, tuple[float, PrivacySettings]] = {}
         self._ttl = settings.privacy_cache_seconds
+        self._shared: GenerationCache[str, PrivacySettings] | None = (
+            GenerationCache(Generation(redis, "privacy"), ttl=self._ttl, max_entries=MAX_CACHED_USERS,
+                            clock=time.monotonic)
+            if redis is not None and self._ttl > 0
+            else None
+        )  # fmt: skip
 
     @property
     def repository(self) -> PrivacyRepository:
@@ -110,6 +122,14 @@ class PrivacyService:
         return f"region {region!r} has no cloud endpoint configured: your requests are processed locally only"
 
     async def get(self, user_id: str) -> PrivacySettings:
+        if self._shared is not None:
+            cached, generation = await self._shared.get(user_id)
+            if cached is not None:
+                return cached
+            stored = await self._repository.current(user_id)
+            result = self.defaults if stored is None else _from_stored(stored)
+            self._shared.put(user_id, result, generation)
+            return result
         now = time.monotonic()
         cached = self._cache.get(user_id)
         if cached is not None and cached[0] > now:
@@ -124,6 +144,18 @@ class PrivacyService:
 
     def invalidate(self, user_id: str) -> None:
         self._cache.pop(user_id, None)
+        if self._shared is not None:
+            self._shared.drop(user_id)
+
+    async def _changed(self, user_id: str) -> None:
+        """Drop the cached settings here and tell the other workers to drop theirs."""
+        self.invalidate(user_id)
+        if self._shared is not None:
+            try:
+                await self._shared.generation.bump()
+            except Exception:
+                log.exception("privacy settings of %s changed, but other workers may use the old ones for %.0f s",
+                              user_id, self._ttl)  # fmt: skip
 
     async def update(
         self,
@@ -161,7 +193,7 @@ class PrivacyService:
                 f"privacy settings of {user_id!r} were changed concurrently: reload and retry", param="version"
             ) from exc
         finally:
-            self.invalidate(user_id)
+            await self._changed(user_id)
         if self._audit is not None:
             await self._audit.append(
                 actor,
@@ -187,7 +219,7 @@ class PrivacyService:
         try:
             return await self._repository.delete_user(user_id)
         finally:
-            self.invalidate(user_id)
+            await self._changed(user_id)
 
 
 _SETTINGS_FIELDS = tuple(f.name for f in fields(PrivacySettings))

@@ -178,9 +178,12 @@ class Authenticator:
         *,
         on_failure: AuthFailureHook | None = None,
         clock: Callable[[], float] = time.time,
+        redis: object | None = None,
     ) -> None:
         self.clock = clock  # epoch seconds; injectable so token expiry can be tested without waiting
-        self.throttle = FailureThrottle(attempts=settings.auth_refusals_per_minute, window_seconds=60.0)
+        self.throttle = FailureThrottle(
+            attempts=settings.auth_refusals_per_minute, window_seconds=60.0, redis=redis, name="auth"
+        )
         self._enabled = settings.auth == "on"
         self._keys = keys
         self._jwt = JwtVerifier(settings)
@@ -195,7 +198,7 @@ class Authenticator:
         """The caller; raises Unauthorized (401) when credentials are missing, invalid, expired or revoked."""
         if not self._enabled:
             return DEV_PRINCIPAL
-        wait = self.throttle.retry_after(client_address(request))
+        wait = await self.throttle.retry_after(client_address(request))
         if wait is not None:
             await self._report(_failure(request, "throttled", 429, None, None, None), count=False)
             raise AuthThrottled("too many refused credentials from your address; wait and try again", retry_after=wait)
@@ -232,7 +235,7 @@ class Authenticator:
 
     async def _report(self, failure: AuthFailure, *, count: bool = True) -> None:
         if count:
-            self.throttle.failed(failure.client)
+            await self.throttle.failed(failure.client)
         if self._on_failure is None:
             return
         try:

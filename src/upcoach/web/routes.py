@@ -98,6 +98,26 @@ class DashboardHeaders:
         await self.app(scope, receive, with_headers)
 
 
+def share_through_redis(app: FastAPI, redis: object) -> None:
+    """Keep sessions and the sign-in brake in Redis (create_app's lifespan calls this when Redis is configured), so
+    every worker of ``upcoach serve --workers N`` sees the same ones."""
+    dashboard = _dashboard_of(app)
+    settings = dashboard.settings
+    dashboard.sessions = SessionStore(
+        ttl_seconds=dashboard.sessions.ttl_seconds, idle_seconds=dashboard.sessions.idle_seconds, redis=redis
+    )
+    dashboard.throttle = FailureThrottle(
+        attempts=settings.dashboard_signin_attempts, window_seconds=SIGNIN_WINDOW_SECONDS, redis=redis,
+        name="dashboard",
+    )  # fmt: skip
+
+
+def _dashboard_of(app: FastAPI) -> Dashboard:
+    dashboard = app.state.dashboard
+    assert isinstance(dashboard, Dashboard)
+    return dashboard
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     """Serve the dashboard from ``app``: routes, static files, headers, and the session store."""
     app.state.dashboard = Dashboard(
@@ -116,9 +136,7 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 
 def _dashboard(request: Request) -> Dashboard:
-    dashboard = request.app.state.dashboard
-    assert isinstance(dashboard, Dashboard)
-    return dashboard
+    return _dashboard_of(request.app)
 
 
 def _services(request: Request) -> Services:
@@ -131,12 +149,12 @@ async def _session(request: Request) -> Session | None:
     """The live session of this browser. A session whose API key was revoked or whose token expired since
     sign-in ends here, on its next request."""
     sessions = _dashboard(request).sessions
-    session = sessions.get(request.cookies.get(SESSION_COOKIE))
+    session = await sessions.get(request.cookies.get(SESSION_COOKIE))
     if session is None:
         return None
     authenticator = request.app.state.authenticator
     if not isinstance(authenticator, Authenticator) or not await authenticator.still_valid(session.principal):
-        sessions.revoke(session.id)
+        await sessions.revoke(session.id)
         await _audit(request, session.principal, "dashboard.session_ended")
         return None
     request.state.principal = session.principal
@@ -247,7 +265,7 @@ async def signin(request: Request) -> Response:
         return _csrf_refused(request, None)
     assert expected is not None
     client = client_address(request)
-    wait = dashboard.throttle.retry_after(client)
+    wait = await dashboard.throttle.retry_after(client)
     if wait is not None:
         return _signin_page(
             request, expected, status=429, headers={"Retry-After": str(int(wait) + 1)},
@@ -262,7 +280,7 @@ async def signin(request: Request) -> Response:
         try:
             principal = await _authenticate(request, credential)
         except Unauthorized:
-            dashboard.throttle.failed(client)
+            await dashboard.throttle.failed(client)
             return _signin_page(request, expected, status=401, error="That API key or token was not accepted.")
         except AuthThrottled as exc:
             seconds = int(exc.retry_after or 1) + 1
@@ -270,7 +288,7 @@ async def signin(request: Request) -> Response:
                 request, expected, status=429, headers={"Retry-After": str(seconds)},
                 error=f"Too many refused credentials from your address. Try again in {seconds} seconds.",
             )  # fmt: skip
-    session = dashboard.sessions.create(principal)
+    session = await dashboard.sessions.create(principal)
     await _audit(request, principal, "dashboard.signed_in")
     response = RedirectResponse(PREFIX, status_code=303)
     _set_cookie(request, response, SESSION_COOKIE, session.id, max_age=int(dashboard.sessions.ttl_seconds))
@@ -286,7 +304,7 @@ async def signout(request: Request) -> Response:
     form = await request.form()
     if not tokens_match(session.csrf_token, _text(form, "csrf_token")):
         return _csrf_refused(request, session)
-    _dashboard(request).sessions.revoke(session.id)
+    await _dashboard(request).sessions.revoke(session.id)
     await _audit(request, session.principal, "dashboard.signed_out")
     response = _to_signin()
     _delete_cookie(request, response, SESSION_COOKIE)
