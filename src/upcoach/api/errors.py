@@ -72,10 +72,16 @@ async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
             code="invalid_json", type_="invalid_request_error",
         )  # fmt: skip
     param = _field(tuple(first.get("loc", ())))
-    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    code = _VALIDATION_CODES.get(str(first.get("type")), "invalid_request")
+    text = "this field is not supported" if first.get("type") == "extra_forbidden" else first["msg"]
+    message = f"{param}: {text}" if param else str(text)
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return error_response(400, message, code="invalid_request", type_="invalid_request_error", param=param)
+    return error_response(400, message, code=code, type_="invalid_request_error", param=param)
+
+
+# A field nobody declared, and a field or value we refuse (api/openai_schemas.py), are named as unsupported.
+_VALIDATION_CODES = {"extra_forbidden": "unsupported_parameter", "unsupported_parameter": "unsupported_parameter"}
 
 
 async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:

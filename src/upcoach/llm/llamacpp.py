@@ -17,7 +17,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,6 +294,9 @@ class LlamaCppEngine:
             )
         max_tokens = min(params.max_tokens or self.config.default_max_tokens, n_ctx - len(tokens))
         grammar = self._checked_grammar(job.request.grammar) if job.request.grammar else None
+        n_vocab = int(llama.n_vocab())  # type: ignore[attr-defined]
+        if any(not 0 <= token < n_vocab for token, _ in params.logit_bias):
+            raise InvalidRequest(f"logit_bias names a token id outside 0..{n_vocab - 1}", param="logit_bias")
         job.channel.put(Chunk())  # admitted: the API may now commit to a 200 and start streaming
         cached = self._reuse_prefix(llama, tokens, prompt.boundary)
 
@@ -361,12 +364,18 @@ class LlamaCppEngine:
         finish = "length"
         sampler: GrammarSampler | None = None
         if grammar is not None:
-            sampler = GrammarSampler(llama, grammar, temperature=params.temperature, top_p=params.top_p, seed=seed)
+            sampler = GrammarSampler(
+                llama, grammar, temperature=params.temperature, top_p=params.top_p, seed=seed,
+                presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
+                logit_bias=params.logit_bias,
+            )  # fmt: skip
             generator = _constrained(llama, tokens, sampler)
         else:
             generator = llama.generate(  # type: ignore[attr-defined]
-                tokens.tolist(), temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05, reset=True
-            )
+                tokens.tolist(), temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05, reset=True,
+                presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
+                logits_processor=_biased(params.logit_bias),
+            )  # fmt: skip
         for token in generator:
             now = time.perf_counter()
             if first_token_at is None:
@@ -613,6 +622,20 @@ def _constrained(llama: object, prompt: np.ndarray, sampler: GrammarSampler) -> 
         token = sampler.sample()
         yield token
         llama.eval([token])  # type: ignore[attr-defined]
+
+
+def _biased(logit_bias: tuple[tuple[int, float], ...]) -> list[Callable[[object, np.ndarray], np.ndarray]] | None:
+    """OpenAI's ``logit_bias`` as a llama-cpp-python logits processor: the bias is added to those tokens' logits."""
+    if not logit_bias:
+        return None
+    ids = np.array([token for token, _ in logit_bias], dtype=np.intc)
+    bias = np.array([value for _, value in logit_bias], dtype=np.single)
+
+    def add(_: object, scores: np.ndarray) -> np.ndarray:
+        scores[ids] += bias
+        return scores
+
+    return [add]
 
 
 def _allow_branches(llama: object, n_seq_max: int) -> None:
