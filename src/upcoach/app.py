@@ -27,6 +27,7 @@ from upcoach.api.model_routes import router as model_router
 from upcoach.api.openai_routes import router as openai_router
 from upcoach.api.privacy_routes import router as privacy_router
 from upcoach.api.security_routes import router as security_router
+from upcoach.api.token_routes import router as token_router
 from upcoach.coaching.journal import Journal
 from upcoach.coaching.ratings import Ratings
 from upcoach.coaching.service import start_coach
@@ -296,6 +297,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat_caller = [Depends(caller(*CHAT_ROLES))]
     app.include_router(health_router)
     app.include_router(openai_router, dependencies=chat_caller)
+    app.include_router(token_router, dependencies=chat_caller)
     app.include_router(hybrid_router, dependencies=chat_caller)
     app.include_router(records_router)
     app.include_router(security_router, dependencies=chat_caller)

@@ -242,3 +242,13 @@ def test_bad_schemas_and_tool_references_are_400(live_server: LiveServer) -> Non
     for case in cases:
         response = httpx.post(live_server.v1 + "/chat/completions", json={**base, **case}, timeout=30)
         assert response.status_code == 400, (case, response.text)
+
+
+def test_tokenize_and_detokenize_round_trip(live_server: LiveServer) -> None:
+    text = "Drink a glass of water 💧 every morning."
+    tokens = httpx.post(live_server.base_url + "/tokenize", json={"content": text}, timeout=30).json()["tokens"]
+    assert len(tokens) > 5 and all(isinstance(t, int) for t in tokens)
+    back = httpx.post(live_server.base_url + "/detokenize", json={"tokens": tokens}, timeout=30).json()
+    assert back == {"content": text}
+    bad = httpx.post(live_server.base_url + "/detokenize", json={"tokens": [-1]}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"

@@ -224,6 +224,24 @@ class LlamaCppEngine:
             return Health(False, "queue full", self._pending, self.capacity)
         return Health(True, "", self._pending, self.capacity)
 
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        """``text`` as this model's token ids (``special``: with BOS, and control tokens parsed as such). Reads only
+        the vocabulary, never the context, so it may run beside the worker thread."""
+        llama = self._loaded()
+        return list(llama.tokenize(text.encode("utf-8"), add_bos=special, special=special))  # type: ignore[attr-defined]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        llama = self._loaded()
+        n_vocab = int(llama.n_vocab())  # type: ignore[attr-defined]
+        if any(not 0 <= token < n_vocab for token in tokens):
+            raise InvalidRequest(f"token ids are 0..{n_vocab - 1} for this model", param="tokens")
+        return b"".join(self._piece(token) for token in tokens).decode("utf-8", errors="replace")
+
+    def _loaded(self) -> object:
+        if not self.ready or self._llama is None:
+            raise Unavailable(self._load_error or "local model is not loaded yet")
+        return self._llama
+
     async def chat(self, request: ChatRequest) -> Completion:
         completion = await collect(self.stream(request))
         if completion is None:
