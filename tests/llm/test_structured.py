@@ -112,3 +112,16 @@ def test_good_answers_pass() -> None:
     calls = check_answer(call_text("set_reminder", {"time": "9"}), None, Tools((REMIND,), "required"))
     assert calls == [ToolCall("set_reminder", '{"time": "9"}')]
     assert check_answer("Prose is fine with auto.", None, Tools((REMIND,))) == []
+
+
+@pytest.mark.parametrize(
+    "ref", ["https://127.0.0.1:9/schema.json", "http://169.254.169.254/latest", "file:///etc/passwd"]
+)
+def test_schemas_may_not_reference_outside_themselves(ref: str) -> None:
+    """llama.cpp's converter fetches https references: a caller must not make us fetch a URL."""
+    from upcoach.errors import InvalidRequest
+    from upcoach.llm.structured import check_schema
+
+    with pytest.raises(InvalidRequest, match=r"\$ref"):
+        check_schema({"type": "object", "properties": {"a": {"$ref": ref}}}, "response_format.json_schema.schema")
+    check_schema({"$defs": {"t": {"type": "string"}}, "properties": {"a": {"$ref": "#/$defs/t"}}}, "x")

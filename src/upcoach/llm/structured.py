@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import jsonschema
+import referencing.exceptions
 
 from upcoach.errors import BackendError, InvalidRequest
 from upcoach.llm.base import ChatMessage, ChatRequest, Function, ResponseFormat, Tools
@@ -154,18 +155,40 @@ def check_answer(text: str, response_format: ResponseFormat | None, tools: Tools
 
 
 def _validate(value: object, schema: dict[str, Any], what: str) -> None:
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    try:
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    except referencing.exceptions.Unresolvable as exc:  # a "#/..." pointing nowhere: the schema, not the answer
+        raise InvalidRequest(f"the schema has a reference that resolves to nothing: {exc}") from None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "the top level"
         raise InvalidOutput(f"{what} does not follow the schema at {where}: {error.message}")
 
 
 def check_schema(schema: dict[str, Any], param: str) -> None:
-    """A caller's JSON schema must be one (400 naming ``param`` otherwise)."""
+    """A caller's JSON schema must be one, self-contained (400 naming ``param`` otherwise).
+
+    Only references inside the schema (``#...``) are allowed: llama.cpp's converter fetches ``https://`` ones with
+    ``requests``, which would let any caller make this server fetch a URL of their choosing.
+    """
+    for ref in _refs(schema):
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise InvalidRequest(f"$ref {ref!r}: only references inside the schema (#...) are allowed", param=param)
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.exceptions.SchemaError as exc:
         raise InvalidRequest(f"not a valid JSON schema: {exc.message}", param=param) from None
+
+
+def _refs(node: object) -> Iterator[object]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
 
 
 # ---- the local engine ----------------------------------------------------------------------------------------
