@@ -16,6 +16,7 @@ from upcoach.api import errors as api_errors
 from upcoach.api.audit_routes import router as audit_router
 from upcoach.api.coach_routes import router as coach_router
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.embedding_routes import router as embedding_router
 from upcoach.api.experiment_routes import router as experiment_router
 from upcoach.api.feedback_routes import router as feedback_router
 from upcoach.api.health import router as health_router
@@ -298,6 +299,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(openai_router, dependencies=chat_caller)
     app.include_router(token_router, dependencies=chat_caller)
+    app.include_router(embedding_router, dependencies=chat_caller)
     app.include_router(hybrid_router, dependencies=chat_caller)
     app.include_router(records_router)
     app.include_router(security_router, dependencies=chat_caller)
