@@ -15,6 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from upcoach.api import errors as api_errors
 from upcoach.api.audit_routes import router as audit_router
 from upcoach.api.coach_routes import router as coach_router
+from upcoach.api.completion_routes import router as completion_router
 from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.api.embedding_routes import router as embedding_router
 from upcoach.api.experiment_routes import router as experiment_router
@@ -300,6 +301,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_router, dependencies=chat_caller)
     app.include_router(token_router, dependencies=chat_caller)
     app.include_router(embedding_router, dependencies=chat_caller)
+    app.include_router(completion_router, dependencies=chat_caller)
     app.include_router(hybrid_router, dependencies=chat_caller)
     app.include_router(records_router)
     app.include_router(security_router, dependencies=chat_caller)

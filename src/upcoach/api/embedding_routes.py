@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import Field, field_validator
 
-from upcoach.api.openai_schemas import _Wire, unsupported
+from upcoach.api.openai_schemas import OpenAIWire, unsupported
 from upcoach.errors import Unavailable
 from upcoach.llm.base import serving_engine
 from upcoach.llm.embeddings import LocalEmbedder
@@ -23,7 +23,7 @@ Text = Annotated[str, Field(min_length=1, max_length=100_000)]
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=8192)]
 
 
-class EmbeddingRequest(_Wire):
+class EmbeddingRequest(OpenAIWire):
     model: str = Field(min_length=1, max_length=256)
     input: Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
     encoding_format: Literal["float", "base64"] = "float"

@@ -18,28 +18,28 @@ def unsupported(what: str) -> PydanticCustomError:
     return PydanticCustomError("unsupported_parameter", "{what} is not supported", {"what": what})
 
 
-class _Wire(BaseModel):
+class OpenAIWire(BaseModel):
     # A field nobody listed is refused (400 unsupported_parameter), never dropped: see REQUEST_FIELDS.
     model_config = ConfigDict(extra="forbid")
 
 
-class TextPart(_Wire):
+class TextPart(OpenAIWire):
     type: Literal["text"]  # other kinds are refused by WireMessage._text_parts
     text: str
 
 
-class WireFunctionCall(_Wire):
+class WireFunctionCall(OpenAIWire):
     name: str = Field(min_length=1, max_length=64)
     arguments: str = Field(default="{}", max_length=65536)
 
 
-class WireToolCall(_Wire):
+class WireToolCall(OpenAIWire):
     id: str = Field(min_length=1, max_length=256)
     type: Literal["function"] = "function"
     function: WireFunctionCall
 
 
-class WireMessage(_Wire):
+class WireMessage(OpenAIWire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None  # accepted and ignored (participant names)
@@ -91,19 +91,19 @@ class WireMessage(_Wire):
         return ChatMessage(self.role, self.text())
 
 
-class StreamOptions(_Wire):
+class StreamOptions(OpenAIWire):
     include_usage: bool = False
     include_obfuscation: bool | None = None  # accepted and ignored: we add no obfuscation padding
 
 
-class WireFunction(_Wire):
+class WireFunction(OpenAIWire):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str = Field(default="", max_length=8192)
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class WireTool(_Wire):
+class WireTool(OpenAIWire):
     type: str
     function: WireFunction
 
@@ -115,23 +115,23 @@ class WireTool(_Wire):
         return value
 
 
-class NamedFunction(_Wire):
+class NamedFunction(OpenAIWire):
     name: str
 
 
-class NamedToolChoice(_Wire):
+class NamedToolChoice(OpenAIWire):
     type: Literal["function"]
     function: NamedFunction
 
 
-class JsonSchemaFormat(_Wire):
+class JsonSchemaFormat(OpenAIWire):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class WireResponseFormat(_Wire):
+class WireResponseFormat(OpenAIWire):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -150,7 +150,7 @@ REFUSED_UNLESS: dict[str, tuple[object, ...]] = {
 }
 
 
-class ChatCompletionRequest(_Wire):
+class ChatCompletionRequest(OpenAIWire):
     model: str = Field(min_length=1, max_length=256)
     messages: list[WireMessage] = Field(min_length=1, max_length=512)
     max_tokens: Annotated[int, Field(ge=1, le=32768)] | None = None

@@ -90,6 +90,9 @@ class ChatRequest:
     # backends pass them on; for the local engine llm/structured.py turns them into ``grammar`` and prompt text.
     response_format: ResponseFormat | None = None
     tools: Tools | None = None
+    # Legacy text completion (/v1/completions): continue this raw text instead of the messages rendered with the
+    # chat template. Only the local engine honours it; remote backends refuse it.
+    prompt: str | None = None
 
 
 @dataclass

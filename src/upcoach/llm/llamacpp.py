@@ -36,7 +36,7 @@ from upcoach.llm.base import (
 from upcoach.llm.channel import Channel
 from upcoach.llm.constrained import GrammarSampler
 from upcoach.llm.prefix_cache import PrefixCache, Tokens, common_prefix
-from upcoach.llm.prompt import PromptFormatter
+from upcoach.llm.prompt import PromptFormatter, RenderedPrompt
 from upcoach.llm.stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,11 @@ class LlamaCppEngine:
         formatter = self._formatter
         assert llama is not None and formatter is not None
         params = job.request.params
-        prompt = formatter.render(job.request.messages, job.request.continuation)
+        if job.request.prompt is not None:  # raw text to continue: no chat template, no prefix boundary
+            raw = llama.tokenize(job.request.prompt.encode("utf-8"), add_bos=True, special=False)  # type: ignore[attr-defined]
+            prompt = RenderedPrompt(list(raw), 0)
+        else:
+            prompt = formatter.render(job.request.messages, job.request.continuation)
         tokens = np.asarray(prompt.tokens, dtype=np.intc)
         n_ctx = self.config.context_size
         if len(tokens) >= n_ctx:

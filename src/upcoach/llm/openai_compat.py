@@ -160,6 +160,8 @@ class OpenAICompatBackend:
         return completion
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        if request.prompt is not None:
+            raise InvalidRequest(f"{self.name} takes chat messages, not raw text to continue", param="prompt")
         if request.grammar is not None:
             # Remote servers differ in how (and whether) they constrain output: refuse rather than return free text.
             raise InvalidRequest(f"{self.name} cannot follow a grammar; only the local engine can", param="grammar")

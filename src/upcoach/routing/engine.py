@@ -98,6 +98,8 @@ class HybridRequest:
     force: Target | None = None  # a caller that named a concrete model
     response_format: ResponseFormat | None = None
     tools: Tools | None = None
+    # Legacy text completion: the last message's content is raw text to continue (llm/base.py ChatRequest.prompt).
+    raw_prompt: bool = False
 
 
 @dataclass
@@ -358,6 +360,7 @@ class HybridEngine:
                 chat = ChatRequest(
                     side_messages, request.params, request.request_id, continuation, request.user_id,
                     response_format=request.response_format, tools=request.tools,
+                    prompt=side_messages[-1].content if request.raw_prompt else None,
                 )  # fmt: skip
                 if follows_grammar(side.backend):
                     chat = for_local(chat)
