@@ -125,3 +125,15 @@ def test_schemas_may_not_reference_outside_themselves(ref: str) -> None:
     with pytest.raises(InvalidRequest, match=r"\$ref"):
         check_schema({"type": "object", "properties": {"a": {"$ref": ref}}}, "response_format.json_schema.schema")
     check_schema({"$defs": {"t": {"type": "string"}}, "properties": {"a": {"$ref": "#/$defs/t"}}}, "x")
+
+
+def test_tool_choice_none_hides_the_tools_from_the_local_model_and_keeps_them_for_the_cloud() -> None:
+    from upcoach.llm.openai_compat import OpenAICompatBackend
+
+    tools = Tools((REMIND,), "none")
+    chat = ChatRequest(USER, tools=tools)
+    local = for_local(chat)
+    assert local.grammar is None and local.messages == USER and local.tools is None
+    assert check_answer(call_text("set_reminder", {"time": "9"}), None, tools) == []  # not read as a call
+    body = OpenAICompatBackend("cloud", "http://127.0.0.1:9/v1", "m")._body(chat)
+    assert body["tool_choice"] == "none" and body["tools"][0]["function"]["name"] == "set_reminder"

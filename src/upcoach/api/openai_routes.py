@@ -133,7 +133,7 @@ async def _sse(
     # Content events differ only in the text: encode the frame once and splice each JSON-escaped delta in.
     frame = _event(chunk_dict(completion_id, model, created, delta={"content": _SPLICE}))
     head, tail = frame.split(json.dumps(_SPLICE).encode(), 1)
-    splitter = CallSplitter(tools is not None)
+    splitter = CallSplitter(tools is not None and tools.active)
     n_calls = 0
 
     def deltas(pieces: Iterable[str | ToolCall]) -> Iterator[bytes]:

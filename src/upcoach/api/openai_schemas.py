@@ -259,7 +259,7 @@ class ChatCompletionRequest(OpenAIWire):
         return ResponseFormat("json_schema", schema, fmt.json_schema.name, bool(fmt.json_schema.strict))
 
     def tool_set(self) -> Tools | None:
-        if not self.tools or self.tool_choice == "none":
+        if not self.tools:
             return None
         functions = []
         for index, tool in enumerate(self.tools):

@@ -62,12 +62,17 @@ class Function:
 
 @dataclass(frozen=True)
 class Tools:
-    """OpenAI ``tools`` + ``tool_choice`` (``auto``, ``required`` or one function's name) + ``parallel_tool_calls``.
-    ``tool_choice: none`` never gets here: such a request carries no tools."""
+    """OpenAI ``tools`` + ``tool_choice`` (``auto``, ``none``, ``required`` or one function's name) +
+    ``parallel_tool_calls``. ``none`` keeps the tools known (a cloud peer reads the earlier calls against them) but
+    allows no call: the local model then sees no tools at all (``active``)."""
 
     functions: tuple[Function, ...]
     choice: str = "auto"
     parallel: bool = True
+
+    @property
+    def active(self) -> bool:
+        return self.choice != "none"
 
 
 @dataclass(frozen=True)

@@ -430,7 +430,7 @@ def _structure(request: ChatRequest) -> dict[str, Any]:
                                               "parameters": f.parameters, "strict": f.strict}}
             for f in tools.functions
         ]  # fmt: skip
-        named = tools.choice not in ("auto", "required")
+        named = tools.choice not in ("auto", "none", "required")
         body["tool_choice"] = {"type": "function", "function": {"name": tools.choice}} if named else tools.choice
         body["parallel_tool_calls"] = tools.parallel
     return body

@@ -128,6 +128,7 @@ class CallSplitter:
 
 def check_answer(text: str, response_format: ResponseFormat | None, tools: Tools | None) -> list[ToolCall]:
     """The answer's tool calls, after checking it follows what was asked; ``InvalidOutput`` when it does not."""
+    tools = tools if tools is not None and tools.active else None
     content, calls = parse_calls(text) if tools is not None else (text, [])
     if calls and response_format is not None:
         content = None  # the JSON answer and the calls are alternatives; prose next to calls is not checked
@@ -195,6 +196,8 @@ def _refs(node: object) -> Iterator[object]:
 def for_local(chat: ChatRequest) -> ChatRequest:
     """``chat`` as the local engine runs it: tool signatures and the JSON instruction in the system prompt, and a
     grammar the answer must follow. Requests without structure are returned as they are."""
+    if chat.tools is not None and not chat.tools.active:  # tool_choice "none": the model sees no tools
+        chat = replace(chat, tools=None)
     if chat.response_format is None and chat.tools is None:
         return chat
     notes: list[str] = []
