@@ -137,3 +137,31 @@ def test_tool_choice_none_hides_the_tools_from_the_local_model_and_keeps_them_fo
     assert check_answer(call_text("set_reminder", {"time": "9"}), None, tools) == []  # not read as a call
     body = OpenAICompatBackend("cloud", "http://127.0.0.1:9/v1", "m")._body(chat)
     assert body["tool_choice"] == "none" and body["tools"][0]["function"]["name"] == "set_reminder"
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "maxLength": 10**9},
+        {"type": "array", "items": {"type": "string"}, "minItems": 100_000},
+        {"type": "object", "properties": {"a": {"type": "string", "minLength": 600}}},
+    ],
+)
+def test_schemas_too_big_to_enforce_are_refused(schema: dict[str, object]) -> None:
+    """A bounded repetition becomes that many grammar rules in llama.cpp: one huge bound would exhaust memory."""
+    from upcoach.errors import InvalidRequest
+    from upcoach.llm.structured import check_schema
+
+    with pytest.raises(InvalidRequest, match="enforce"):
+        check_schema(schema, "response_format.json_schema.schema")  # type: ignore[arg-type]
+
+
+def test_deeply_nested_schemas_are_refused_not_a_crash() -> None:
+    from upcoach.errors import InvalidRequest
+    from upcoach.llm.structured import check_schema
+
+    schema: dict[str, object] = {"type": "string"}
+    for _ in range(500):
+        schema = {"type": "array", "items": schema}
+    with pytest.raises(InvalidRequest, match="nests"):
+        check_schema(schema, "x")

@@ -165,31 +165,41 @@ def _validate(value: object, schema: dict[str, Any], what: str) -> None:
         raise InvalidOutput(f"{what} does not follow the schema at {where}: {error.message}")
 
 
+# What a schema may ask for before the grammar built from it grows too big to build: llama.cpp expands a bounded
+# repetition (x{0,N}) into N rules, so one {"maxLength": 10**9} would exhaust the server's memory.
+MAX_REPEAT = 512
+MAX_DEPTH = 48
+_BOUNDS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
+
+
 def check_schema(schema: dict[str, Any], param: str) -> None:
-    """A caller's JSON schema must be one, self-contained (400 naming ``param`` otherwise).
+    """A caller's JSON schema must be one, self-contained and small enough to enforce (400 naming ``param``).
 
     Only references inside the schema (``#...``) are allowed: llama.cpp's converter fetches ``https://`` ones with
     ``requests``, which would let any caller make this server fetch a URL of their choosing.
     """
-    for ref in _refs(schema):
-        if not isinstance(ref, str) or not ref.startswith("#"):
-            raise InvalidRequest(f"$ref {ref!r}: only references inside the schema (#...) are allowed", param=param)
+    for key, value in _walk(schema, param):
+        if key == "$ref" and not (isinstance(value, str) and value.startswith("#")):
+            raise InvalidRequest(f"$ref {value!r}: only references inside the schema (#...) are allowed", param=param)
+        if key in _BOUNDS and isinstance(value, int) and value > MAX_REPEAT:
+            raise InvalidRequest(f"{key} {value} is more than the {MAX_REPEAT} we can enforce", param=param)
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.exceptions.SchemaError as exc:
         raise InvalidRequest(f"not a valid JSON schema: {exc.message}", param=param) from None
 
 
-def _refs(node: object) -> Iterator[object]:
+def _walk(node: object, param: str, depth: int = 0) -> Iterator[tuple[str, object]]:
+    """Every (key, value) in a JSON document, depth-first; deeper than MAX_DEPTH is a 400."""
+    if depth > MAX_DEPTH:
+        raise InvalidRequest(f"the schema nests deeper than {MAX_DEPTH} levels", param=param)
     if isinstance(node, dict):
         for key, value in node.items():
-            if key == "$ref":
-                yield value
-            else:
-                yield from _refs(value)
+            yield key, value
+            yield from _walk(value, param, depth + 1)
     elif isinstance(node, list):
         for item in node:
-            yield from _refs(item)
+            yield from _walk(item, param, depth + 1)
 
 
 # ---- the local engine ----------------------------------------------------------------------------------------
