@@ -16,8 +16,10 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from upcoach.api import errors as api_errors
 from upcoach.api.audit_routes import router as audit_router
 from upcoach.api.coach_routes import router as coach_router
+from upcoach.api.completion_routes import router as completion_router
 from upcoach.api.deps import CHAT_ROLES, caller
 from upcoach.api.device_routes import router as device_router
+from upcoach.api.embedding_routes import router as embedding_router
 from upcoach.api.experiment_routes import router as experiment_router
 from upcoach.api.feedback_routes import router as feedback_router
 from upcoach.api.health import router as health_router
@@ -30,6 +32,7 @@ from upcoach.api.model_routes import router as model_router
 from upcoach.api.openai_routes import router as openai_router
 from upcoach.api.privacy_routes import router as privacy_router
 from upcoach.api.security_routes import router as security_router
+from upcoach.api.token_routes import router as token_router
 from upcoach.coaching.journal import Journal
 from upcoach.coaching.ratings import Ratings
 from upcoach.coaching.service import start_coach
@@ -354,6 +357,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chat_caller = [Depends(caller(*CHAT_ROLES))]
     app.include_router(health_router)
     app.include_router(openai_router, dependencies=chat_caller)
+    app.include_router(token_router, dependencies=chat_caller)
+    app.include_router(embedding_router, dependencies=chat_caller)
+    app.include_router(completion_router, dependencies=chat_caller)
     app.include_router(hybrid_router, dependencies=chat_caller)
     app.include_router(records_router)
     app.include_router(security_router, dependencies=chat_caller)

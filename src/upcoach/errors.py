@@ -328,3 +328,12 @@ class IdempotencyInProgress(UpcoachError):
     status = 409
     code = "idempotency_in_progress"
     type = "invalid_request_error"
+
+
+# --- structured outputs and tool calls (#16) ---
+
+
+class InvalidOutput(BackendError):
+    """The model's answer does not follow the requested schema or tool signature (a cloud that ignored it)."""
+
+    code = "invalid_output"

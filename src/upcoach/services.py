@@ -16,6 +16,7 @@ from upcoach.devices.sync import SyncService
 from upcoach.errors import ModelNotFound
 from upcoach.experiments.service import Experiments
 from upcoach.llm.base import Backend
+from upcoach.llm.embeddings import LocalEmbedder
 from upcoach.modelstore.catalog import CATALOG
 from upcoach.modelstore.manager import ModelManager
 from upcoach.modelstore.signing import ManifestSigner
@@ -70,6 +71,8 @@ class Services:
     devices: Devices | None = None
     sync: SyncService | None = None
     changes: ChangeFeed | None = None
+    # /v1/embeddings: the local model in an embedding context of its own, built on first use (llm/embeddings.py)
+    embedder: LocalEmbedder | None = None
 
     def model_ids(self) -> list[str]:
         return [self.local_model_id, DEFAULT_ALIAS, AUTO_ALIAS]

@@ -94,7 +94,7 @@ async def _on_upcoach_error(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
@@ -104,10 +104,19 @@ async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
             code="invalid_json", type_="invalid_request_error",
         )  # fmt: skip
     param = _field(tuple(first.get("loc", ())))
-    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    kind = str(first.get("type"))
+    unknown_openai_field = kind == "extra_forbidden" and request.url.path.startswith(OPENAI_PREFIX)
+    code = "unsupported_parameter" if kind == "unsupported_parameter" or unknown_openai_field else "invalid_request"
+    text = "this field is not supported" if unknown_openai_field else first["msg"]
+    message = f"{param}: {text}" if param else str(text)
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return error_response(400, message, code="invalid_request", type_="invalid_request_error", param=param)
+    return error_response(400, message, code=code, type_="invalid_request_error", param=param)
+
+
+# On the OpenAI API a field nobody declared is "unsupported_parameter", as OpenAI's own clients expect (a field or
+# value we refuse on purpose is that everywhere, api/openai_schemas.py); elsewhere it stays "invalid_request".
+OPENAI_PREFIX = "/v1/"
 
 
 async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import replace
 from typing import get_args
 
@@ -18,10 +18,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from upcoach.api.errors import error_body
 from upcoach.api.offline import OFFLINE_ERRORS, answer_offline, openai_extension
-from upcoach.api.openai_schemas import ChatCompletionRequest, chunk_dict, completion_dict, new_completion_id
+from upcoach.api.openai_schemas import (
+    ChatCompletionRequest,
+    chunk_dict,
+    completion_dict,
+    new_completion_id,
+    tool_calls_wire,
+)
 from upcoach.coaching.offline import OFFLINE_BACKEND
 from upcoach.errors import InvalidRequest, UpcoachError
-from upcoach.llm.base import Usage
+from upcoach.llm.base import ResponseFormat, Tools, Usage
+from upcoach.llm.structured import CallSplitter, ToolCall, check_answer, parse_calls
 from upcoach.routing.engine import Event, HybridRequest
 from upcoach.routing.policy import Hints, PrivacyLevel
 from upcoach.security.acting import ACT
@@ -56,6 +63,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     services = _services(request)
     force = services.pin_for(body.model)
     completion_id = new_completion_id()
+    response_format, tools = body.output_format(), body.tool_set()
     hybrid = HybridRequest(
         messages=body.messages_internal(),
         params=replace(
@@ -66,19 +74,28 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
         endpoint="openai",
         user_id=await services.subject(request, ACT, body.user),
         force=force,
+        response_format=response_format,
+        tools=tools,
     )
     engine = services.hybrid
     try:
         if not body.stream:
             outcome = await engine.process(hybrid)
             model = outcome.model or services.local_model_id
+            text: str | None = outcome.text
+            calls = []
+            if outcome.finish_reason != "length":  # a cut-off answer is returned as it is, like OpenAI's
+                calls = check_answer(outcome.text, response_format, tools)
+                text = parse_calls(outcome.text)[0] if calls else text
             return JSONResponse(
-                completion_dict(completion_id, model, outcome.text, outcome.finish_reason, outcome.usage)
+                completion_dict(completion_id, model, text, outcome.finish_reason, outcome.usage, calls)
             )
         events = engine.stream(hybrid)
         await anext(events)  # admitted: errors up to here still get a proper status code
     except OFFLINE_ERRORS as exc:
-        if force is not None:  # a caller that named a model gets that model's error, not a library answer
+        if force is not None or response_format or tools:
+            # A caller that named a model gets that model's error, and one that asked for JSON or tool calls
+            # cannot use a library answer in prose.
             raise
         answer = await answer_offline(services, hybrid.messages, exc, request_id=completion_id, user_id=hybrid.user_id)
         completion = completion_dict(completion_id, OFFLINE_BACKEND, answer.text, "stop", Usage())
@@ -93,7 +110,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     model = body.model if body.model != "default" else services.local_model_id
     return StreamingResponse(
-        _sse(events, completion_id, model, include_usage),
+        _sse(events, completion_id, model, include_usage, response_format, tools),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -104,23 +121,48 @@ def _event(payload: dict[str, object]) -> bytes:
 
 
 async def _sse(
-    events: AsyncIterator[Event], completion_id: str, model: str, include_usage: bool
+    events: AsyncIterator[Event],
+    completion_id: str,
+    model: str,
+    include_usage: bool,
+    response_format: ResponseFormat | None = None,
+    tools: Tools | None = None,
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
     yield _event(chunk_dict(completion_id, model, created, delta={"role": "assistant", "content": ""}))
     # Content events differ only in the text: encode the frame once and splice each JSON-escaped delta in.
     frame = _event(chunk_dict(completion_id, model, created, delta={"content": _SPLICE}))
     head, tail = frame.split(json.dumps(_SPLICE).encode(), 1)
+    splitter = CallSplitter(tools is not None and tools.active)
+    n_calls = 0
+
+    def deltas(pieces: Iterable[str | ToolCall]) -> Iterator[bytes]:
+        nonlocal n_calls
+        for piece in pieces:
+            if isinstance(piece, str):
+                yield head + json.dumps(piece, ensure_ascii=False).encode() + tail
+                continue
+            wire = {"index": n_calls, **tool_calls_wire([piece])[0]}
+            n_calls += 1
+            yield _event(chunk_dict(completion_id, model, created, delta={"tool_calls": [wire]}))
+
     try:
         async for event in events:
             if event.outcome is not None:
                 final = event.outcome
-                yield _event(chunk_dict(completion_id, model, created, finish_reason=final.finish_reason))
+                for frame_ in deltas(splitter.flush()):
+                    yield frame_
+                if final.finish_reason != "length":
+                    check_answer(final.text, response_format, tools)  # JSON and calls as asked, or an error event
+                yield _event(
+                    chunk_dict(completion_id, model, created, finish_reason=final.finish_reason, tool_calls=n_calls > 0)
+                )
                 if include_usage:
                     yield _event(chunk_dict(completion_id, model, created, usage=final.usage, with_choice=False))
                 break
             if event.text:
-                yield head + json.dumps(event.text, ensure_ascii=False).encode() + tail
+                for frame_ in deltas(splitter.feed(event.text)):
+                    yield frame_
     except UpcoachError as exc:
         # The 200 is already on the wire: report the failure the way OpenAI streams do, as an error event.
         yield _event(error_body(exc.message, type_=exc.type, code=exc.code, param=exc.param))

@@ -31,7 +31,15 @@ from dataclasses import dataclass, field, replace
 from upcoach.coaching.library import MAX_CHIP_WORDS
 from upcoach.coaching.strategies import StrategyRepository
 from upcoach.errors import InvalidRequest, Overloaded, Unavailable
-from upcoach.llm.base import Backend, ChatMessage, ChatRequest, GenerationParams, collect
+from upcoach.llm.base import (
+    Backend,
+    ChatMessage,
+    ChatRequest,
+    GenerationParams,
+    collect,
+    follows_grammar,
+    serving_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -313,13 +321,13 @@ class ChipService:
     def _unfit(backend: Backend | None) -> str | None:
         if backend is None:
             return "local model not loaded"
-        if not getattr(_engine(backend), "supports_grammar", False):
+        if not follows_grammar(backend):
             return "the local backend cannot constrain output"
         return None
 
     @staticmethod
     def _branches(backend: Backend) -> bool:
-        return bool(getattr(_engine(backend), "supports_branches", False))
+        return bool(getattr(serving_engine(backend), "supports_branches", False))
 
     async def _library(
         self,
@@ -376,11 +384,6 @@ class ChipService:
         if pattern is not None:
             chips.sort(key=lambda chip: pattern.search(chip.text) is None)
         return chips[:count]
-
-
-def _engine(backend: Backend) -> object:
-    """The engine that will serve: it may sit behind a wrapper that swaps model versions (modelstore/swap.py)."""
-    return getattr(getattr(backend, "current", None), "engine", None) or backend
 
 
 def _expected_wait_ms(backend: Backend) -> float:

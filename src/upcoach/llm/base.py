@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -24,6 +24,9 @@ FinishReason = Literal["stop", "length", "cancelled"]
 class ChatMessage:
     role: str
     content: str
+    # OpenAI tool-call ids: of an assistant message's calls (its content carries the calls themselves as text,
+    # llm/structured.py), or the one call a ``tool`` message answers. Cloud peers need them back; the text does not.
+    call_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,43 @@ class GenerationParams:
     top_p: float = 0.95
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # Token id -> bias added to its logit (OpenAI's -100..100; -100 bans the token, 100 all but forces it).
+    logit_bias: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """OpenAI ``response_format``: ``json_object`` (any JSON object) or ``json_schema`` (that schema)."""
+
+    type: Literal["json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+    name: str = "response"
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    parameters: dict[str, Any]
+    description: str = ""
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Tools:
+    """OpenAI ``tools`` + ``tool_choice`` (``auto``, ``none``, ``required`` or one function's name) +
+    ``parallel_tool_calls``. ``none`` keeps the tools known (a cloud peer reads the earlier calls against them) but
+    allows no call: the local model then sees no tools at all (``active``)."""
+
+    functions: tuple[Function, ...]
+    choice: str = "auto"
+    parallel: bool = True
+
+    @property
+    def active(self) -> bool:
+        return self.choice != "none"
 
 
 @dataclass(frozen=True)
@@ -51,6 +91,13 @@ class ChatRequest:
     # the text is one line per answer. Needs a grammar that ends after one line. Only backends with
     # ``supports_branches = True`` honour it.
     branches: int = 1
+    # Structured output and tool calls as the caller asked for them (OpenAI semantics). Remote OpenAI-compatible
+    # backends pass them on; for the local engine llm/structured.py turns them into ``grammar`` and prompt text.
+    response_format: ResponseFormat | None = None
+    tools: Tools | None = None
+    # Legacy text completion (/v1/completions): continue this raw text instead of the messages rendered with the
+    # chat template. Only the local engine honours it; remote backends refuse it.
+    prompt: str | None = None
 
 
 @dataclass
@@ -121,3 +168,13 @@ async def collect(chunks: AsyncIterator[Chunk]) -> Completion | None:
                 return chunk.final
             text.append(chunk.text)
     return None
+
+
+def serving_engine(backend: Backend) -> object:
+    """The engine that will serve: it may sit behind a wrapper that swaps model versions (modelstore/swap.py)."""
+    return getattr(getattr(backend, "current", None), "engine", None) or backend
+
+
+def follows_grammar(backend: Backend) -> bool:
+    """Whether ``backend`` honours ``ChatRequest.grammar`` (the local engine); remote peers pass requests on."""
+    return bool(getattr(serving_engine(backend), "supports_grammar", False))

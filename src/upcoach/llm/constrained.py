@@ -23,7 +23,18 @@ _TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)]
 
 
 class GrammarSampler:
-    def __init__(self, llama: object, grammar: str, *, temperature: float, top_p: float, seed: int) -> None:
+    def __init__(
+        self,
+        llama: object,
+        grammar: str,
+        *,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: tuple[tuple[int, float], ...] = (),
+    ) -> None:
         import llama_cpp
         from llama_cpp._internals import LlamaSampler
 
@@ -38,6 +49,10 @@ class GrammarSampler:
         self._temperature = temperature
         self._rng = np.random.default_rng(seed)
         self._free = LlamaSampler()
+        if logit_bias:
+            self._free.add_logit_bias(self._n_vocab, dict(logit_bias))
+        if presence_penalty or frequency_penalty:
+            self._free.add_penalties(self._n_vocab, 64, 1.0, frequency_penalty, presence_penalty)
         self._free.add_top_k(40)
         if temperature <= 0:
             self._free.add_greedy()

@@ -17,7 +17,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from upcoach.llm.base import (
 from upcoach.llm.channel import Channel
 from upcoach.llm.constrained import GrammarSampler
 from upcoach.llm.prefix_cache import PrefixCache, Tokens, common_prefix
-from upcoach.llm.prompt import PromptFormatter
+from upcoach.llm.prompt import PromptFormatter, RenderedPrompt
 from upcoach.llm.stops import StopMatcher
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,24 @@ class LlamaCppEngine:
             return Health(False, "queue full", self._pending, self.capacity)
         return Health(True, "", self._pending, self.capacity)
 
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        """``text`` as this model's token ids (``special``: with BOS, and control tokens parsed as such). Reads only
+        the vocabulary, never the context, so it may run beside the worker thread."""
+        llama = self._loaded()
+        return list(llama.tokenize(text.encode("utf-8"), add_bos=special, special=special))  # type: ignore[attr-defined]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        llama = self._loaded()
+        n_vocab = int(llama.n_vocab())  # type: ignore[attr-defined]
+        if any(not 0 <= token < n_vocab for token in tokens):
+            raise InvalidRequest(f"token ids are 0..{n_vocab - 1} for this model", param="tokens")
+        return b"".join(self._piece(token) for token in tokens).decode("utf-8", errors="replace")
+
+    def _loaded(self) -> object:
+        if not self.ready or self._llama is None:
+            raise Unavailable(self._load_error or "local model is not loaded yet")
+        return self._llama
+
     async def chat(self, request: ChatRequest) -> Completion:
         completion = await collect(self.stream(request))
         if completion is None:
@@ -284,7 +302,11 @@ class LlamaCppEngine:
         formatter = self._formatter
         assert llama is not None and formatter is not None
         params = job.request.params
-        prompt = formatter.render(job.request.messages, job.request.continuation)
+        if job.request.prompt is not None:  # raw text to continue: no chat template, no prefix boundary
+            raw = llama.tokenize(job.request.prompt.encode("utf-8"), add_bos=True, special=False)  # type: ignore[attr-defined]
+            prompt = RenderedPrompt(list(raw), 0)
+        else:
+            prompt = formatter.render(job.request.messages, job.request.continuation)
         tokens = np.asarray(prompt.tokens, dtype=np.intc)
         n_ctx = self.config.context_size
         if len(tokens) >= n_ctx:
@@ -294,6 +316,9 @@ class LlamaCppEngine:
             )
         max_tokens = min(params.max_tokens or self.config.default_max_tokens, n_ctx - len(tokens))
         grammar = self._checked_grammar(job.request.grammar) if job.request.grammar else None
+        n_vocab = int(llama.n_vocab())  # type: ignore[attr-defined]
+        if any(not 0 <= token < n_vocab for token, _ in params.logit_bias):
+            raise InvalidRequest(f"logit_bias names a token id outside 0..{n_vocab - 1}", param="logit_bias")
         job.channel.put(Chunk())  # admitted: the API may now commit to a 200 and start streaming
         cached = self._reuse_prefix(llama, tokens, prompt.boundary)
 
@@ -361,12 +386,18 @@ class LlamaCppEngine:
         finish = "length"
         sampler: GrammarSampler | None = None
         if grammar is not None:
-            sampler = GrammarSampler(llama, grammar, temperature=params.temperature, top_p=params.top_p, seed=seed)
+            sampler = GrammarSampler(
+                llama, grammar, temperature=params.temperature, top_p=params.top_p, seed=seed,
+                presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
+                logit_bias=params.logit_bias,
+            )  # fmt: skip
             generator = _constrained(llama, tokens, sampler)
         else:
             generator = llama.generate(  # type: ignore[attr-defined]
-                tokens.tolist(), temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05, reset=True
-            )
+                tokens.tolist(), temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05, reset=True,
+                presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
+                logits_processor=_biased(params.logit_bias),
+            )  # fmt: skip
         for token in generator:
             now = time.perf_counter()
             if first_token_at is None:
@@ -613,6 +644,20 @@ def _constrained(llama: object, prompt: np.ndarray, sampler: GrammarSampler) -> 
         token = sampler.sample()
         yield token
         llama.eval([token])  # type: ignore[attr-defined]
+
+
+def _biased(logit_bias: tuple[tuple[int, float], ...]) -> list[Callable[[object, np.ndarray], np.ndarray]] | None:
+    """OpenAI's ``logit_bias`` as a llama-cpp-python logits processor: the bias is added to those tokens' logits."""
+    if not logit_bias:
+        return None
+    ids = np.array([token for token, _ in logit_bias], dtype=np.intc)
+    bias = np.array([value for _, value in logit_bias], dtype=np.single)
+
+    def add(_: object, scores: np.ndarray) -> np.ndarray:
+        scores[ids] += bias
+        return scores
+
+    return [add]
 
 
 def _allow_branches(llama: object, n_seq_max: int) -> None:

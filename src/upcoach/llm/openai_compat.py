@@ -24,7 +24,18 @@ from typing import Any, Literal
 import aiohttp
 
 from upcoach.errors import BackendError, BackendRateLimited, BackendTimeout, InvalidRequest, Overloaded
-from upcoach.llm.base import BackendInfo, ChatRequest, Chunk, Completion, FinishReason, Health, Usage, collect
+from upcoach.llm.base import (
+    BackendInfo,
+    ChatMessage,
+    ChatRequest,
+    Chunk,
+    Completion,
+    FinishReason,
+    Health,
+    Usage,
+    collect,
+)
+from upcoach.llm.structured import call_text, parse_calls
 from upcoach.llm.upstream import ChatStream, PeerStatusError, UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -165,6 +176,8 @@ class OpenAICompatBackend:
         return completion
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        if request.prompt is not None:
+            raise InvalidRequest(f"{self.name} takes chat messages, not raw text to continue", param="prompt")
         if request.grammar is not None:
             # Remote servers differ in how (and whether) they constrain output: refuse rather than return free text.
             raise InvalidRequest(f"{self.name} cannot follow a grammar; only the local engine can", param="grammar")
@@ -184,6 +197,7 @@ class OpenAICompatBackend:
         pieces = 0
         finish: str | None = None
         usage: dict[str, Any] | None = None
+        calls: dict[int, dict[str, str]] = {}
         try:
             try:
                 async with asyncio.timeout_at(first_deadline):
@@ -217,7 +231,9 @@ class OpenAICompatBackend:
                 if not choices:
                     continue
                 choice = choices[0]
-                content = (choice.get("delta") or {}).get("content")
+                delta = choice.get("delta") or {}
+                _gather_calls(calls, delta.get("tool_calls"))
+                content = delta.get("content")
                 if content:
                     if first_at is None:
                         first_at = loop.time()
@@ -225,6 +241,13 @@ class OpenAICompatBackend:
                     yield Chunk(content)
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
+            if calls:
+                # Tool calls travel inside the service as text in the template's format (llm/structured.py).
+                if first_at is None:
+                    first_at = loop.time()
+                text = "\n".join(call_text(c["name"], c["arguments"]) for _, c in sorted(calls.items()))
+                yield Chunk(("\n" if pieces else "") + text)
+                pieces += 1
 
             if finish is None:
                 # The body ended cleanly but the answer did not: a proxy or a crashed worker cut it short.
@@ -252,7 +275,7 @@ class OpenAICompatBackend:
     # ---- internals --------------------------------------------------------------------------------------------
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         params = request.params
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        messages = [_wire_message(m) for m in request.messages]
         if request.continuation:
             # An answer another backend began: a trailing assistant message is how OpenAI-style servers take a
             # prefill (llama.cpp's llama-server continues it; vLLM does with continue_final_message).
@@ -272,6 +295,13 @@ class OpenAICompatBackend:
             body["stop"] = list(params.stop)
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.presence_penalty:
+            body["presence_penalty"] = params.presence_penalty
+        if params.frequency_penalty:
+            body["frequency_penalty"] = params.frequency_penalty
+        if params.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
+        body.update(_structure(request))
         return body
 
     def _completion(
@@ -386,6 +416,51 @@ class OpenAICompatBackend:
     def _note_error(self, message: str) -> None:
         self._last_error_at = time.time()
         self._last_error = message
+
+
+def _wire_message(message: ChatMessage) -> dict[str, Any]:
+    """A message in OpenAI's shape: tool calls (text inside the service) back into ``tool_calls``."""
+    if message.role == "tool":
+        return {"role": "tool", "content": message.content, "tool_call_id": message.call_ids[0]}
+    if message.role == "assistant" and message.call_ids:
+        content, calls = parse_calls(message.content)
+        wire_calls = [
+            {"id": call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for call_id, c in zip(message.call_ids, calls, strict=False)
+        ]
+        return {"role": "assistant", "content": content, "tool_calls": wire_calls}
+    return {"role": message.role, "content": message.content}
+
+
+def _structure(request: ChatRequest) -> dict[str, Any]:
+    """``response_format`` and the tool fields, passed on as the caller gave them."""
+    body: dict[str, Any] = {}
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif fmt is not None:
+        schema = {"name": fmt.name, "schema": fmt.schema, "strict": fmt.strict}
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    tools = request.tools
+    if tools is not None:
+        body["tools"] = [
+            {"type": "function", "function": {"name": f.name, "description": f.description,
+                                              "parameters": f.parameters, "strict": f.strict}}
+            for f in tools.functions
+        ]  # fmt: skip
+        named = tools.choice not in ("auto", "none", "required")
+        body["tool_choice"] = {"type": "function", "function": {"name": tools.choice}} if named else tools.choice
+        body["parallel_tool_calls"] = tools.parallel
+    return body
+
+
+def _gather_calls(calls: dict[int, dict[str, str]], deltas: object) -> None:
+    """Streamed ``tool_calls`` deltas, joined per index (the name comes once, the arguments in pieces)."""
+    for delta in deltas if isinstance(deltas, list) else ():
+        call = calls.setdefault(int(delta.get("index") or 0), {"name": "", "arguments": ""})
+        function = delta.get("function") or {}
+        call["name"] += function.get("name") or ""
+        call["arguments"] += function.get("arguments") or ""
 
 
 def _describe(exc: BaseException) -> str:

@@ -20,7 +20,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 from upcoach.errors import BackendError, LocalUnavailable, Overloaded, PromptInjection, Unavailable, UpcoachError
-from upcoach.llm.base import Backend, ChatMessage, ChatRequest, Completion, GenerationParams, Usage
+from upcoach.llm.base import (
+    Backend,
+    ChatMessage,
+    ChatRequest,
+    Completion,
+    GenerationParams,
+    ResponseFormat,
+    Tools,
+    Usage,
+    follows_grammar,
+)
+from upcoach.llm.structured import for_local
 from upcoach.observability import tracing
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
 from upcoach.privacy.settings import PrivacySettings
@@ -87,6 +98,10 @@ class HybridRequest:
     user_id: str | None = None
     device: Device | None = None
     force: Target | None = None  # a caller that named a concrete model
+    response_format: ResponseFormat | None = None
+    tools: Tools | None = None
+    # Legacy text completion: the last message's content is raw text to continue (llm/base.py ChatRequest.prompt).
+    raw_prompt: bool = False
 
 
 @dataclass
@@ -355,7 +370,13 @@ class HybridEngine:
                         raise await self.guard.refuse(
                             Refusal("pii", type(exc).__name__, request.request_id, request.user_id, request.endpoint)
                         ) from None
-                chat = ChatRequest(side_messages, request.params, request.request_id, continuation, request.user_id)
+                chat = ChatRequest(
+                    side_messages, request.params, request.request_id, continuation, request.user_id,
+                    response_format=request.response_format, tools=request.tools,
+                    prompt=side_messages[-1].content if request.raw_prompt else None,
+                )  # fmt: skip
+                if follows_grammar(side.backend):
+                    chat = for_local(chat)
                 trace = tracing.start_span(
                     "upcoach.backend", **{"upcoach.backend": side.name, "upcoach.cloud": side.is_cloud}
                 )
@@ -442,7 +463,7 @@ class HybridEngine:
         redacted = redactor.redact_messages([m.content for m in messages])  # type: ignore[attr-defined]
         run.redactions = dict(redactor.counts)  # type: ignore[attr-defined]
         run.redacted = True
-        return tuple(ChatMessage(m.role, text) for m, text in zip(messages, redacted, strict=True)), StreamRehydrator(
+        return tuple(replace(m, content=text) for m, text in zip(messages, redacted, strict=True)), StreamRehydrator(
             redactor
         )
 

@@ -100,6 +100,10 @@ class SourceNotAllowed(InvalidRequest):
     code = "source_not_allowed"
 
 
+class UnsupportedParameter(InvalidRequest):
+    code = "unsupported_parameter"
+
+
 class InvalidIdempotencyKey(InvalidRequest):
     code = "invalid_idempotency_key"
 
@@ -210,6 +214,10 @@ class BackendError(ServerError):
     code = "backend_error"
 
 
+class InvalidOutput(ServerError):
+    code = "invalid_output"
+
+
 class BackendTimeout(ServerError):
     code = "backend_timeout"
 
@@ -251,6 +259,7 @@ ERRORS: dict[str, type[UpcoachError]] = {
         ChecksumMismatch,
         SourceNotAllowed,
         InvalidIdempotencyKey,
+        UnsupportedParameter,
         ModelNotFound,
         JobNotFound,
         GrantRequired,
@@ -277,6 +286,7 @@ ERRORS: dict[str, type[UpcoachError]] = {
         ModelTampered,
         ModelKeyUnavailable,
         BackendError,
+        InvalidOutput,
         BackendTimeout,
         FetchFailed,
         ModelStoreError,
