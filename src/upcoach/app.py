@@ -248,9 +248,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await retention.start()
             stack.push_async_callback(retention.stop)
 
+            coach = await start_coach(settings, db)  # strategies library, bundle key, chips (#8 part A)
             hybrid = build_hybrid_engine(
                 settings, local=locals_, metrics=metrics, record=writer.submit, audit=audit, privacy=privacy.get,
-                breaker_store=store, redis=redis,
+                breaker_store=store, redis=redis, strategies=coach.strategies,
             )  # fmt: skip
             stack.push_async_callback(hybrid.aclose)
             services = Services(
@@ -276,7 +277,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(services.models.aclose)
             services.model_signer = ManifestSigner.from_settings(settings)
             _wire_journal_ratings_experiments(services, db, settings)
-            services.coach = await start_coach(settings, db)  # strategies library, bundle key, chips (#8 part A)
+            services.coach = coach
             app.state.services = services
             if engine is not None:
                 # Load in the background: /healthz answers at once, /readyz turns 200 when the model is in.

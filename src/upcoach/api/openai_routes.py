@@ -22,7 +22,7 @@ from upcoach.api.openai_schemas import ChatCompletionRequest, chunk_dict, comple
 from upcoach.coaching.offline import OFFLINE_BACKEND
 from upcoach.errors import InvalidRequest, UpcoachError
 from upcoach.llm.base import Usage
-from upcoach.routing.engine import Event, HybridRequest
+from upcoach.routing.engine import Event, HybridRequest, Outcome
 from upcoach.routing.policy import Hints, PrivacyLevel
 from upcoach.security.acting import ACT
 from upcoach.services import Services
@@ -72,9 +72,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
         if not body.stream:
             outcome = await engine.process(hybrid)
             model = outcome.model or services.local_model_id
-            return JSONResponse(
-                completion_dict(completion_id, model, outcome.text, outcome.finish_reason, outcome.usage)
-            )
+            body_out = completion_dict(completion_id, model, outcome.text, outcome.finish_reason, outcome.usage)
+            return JSONResponse({**body_out, "upcoach": quality_extension(outcome)}, headers=quality_headers(outcome))
         events = engine.stream(hybrid)
         await anext(events)  # admitted: errors up to here still get a proper status code
     except OFFLINE_ERRORS as exc:
@@ -115,7 +114,8 @@ async def _sse(
         async for event in events:
             if event.outcome is not None:
                 final = event.outcome
-                yield _event(chunk_dict(completion_id, model, created, finish_reason=final.finish_reason))
+                finish = chunk_dict(completion_id, model, created, finish_reason=final.finish_reason)
+                yield _event({**finish, "upcoach": quality_extension(final)})
                 if include_usage:
                     yield _event(chunk_dict(completion_id, model, created, usage=final.usage, with_choice=False))
                 break
@@ -130,6 +130,20 @@ async def _sse(
 
 
 _SPLICE = "\x00splice\x00"
+
+
+def quality_extension(outcome: Outcome) -> dict[str, object]:
+    """Added as ``upcoach`` to a completion (and to the last chunk of a stream): OpenAI clients ignore it."""
+    return {
+        "processingMode": outcome.processing_mode,
+        "strategyIds": outcome.strategy_ids,
+        "promptVersion": outcome.prompt_version,
+        "reasons": outcome.reasons,
+    }
+
+
+def quality_headers(outcome: Outcome) -> dict[str, str]:
+    return {"X-Upcoach-Strategy-Ids": ",".join(outcome.strategy_ids)} if outcome.strategy_ids else {}
 
 
 async def _offline_sse(completion_id: str, text: str, extension: dict[str, object]) -> AsyncIterator[bytes]:

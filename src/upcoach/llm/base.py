@@ -33,6 +33,10 @@ class GenerationParams:
     top_p: float = 0.95
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Penalty on tokens already in the context (1.0: none). Honoured by the llama.cpp engine.
+    repeat_penalty: float = 1.0
+    # The caller chose no temperature: the serving model's own default applies (modelstore/catalog.py Decoding).
+    model_temperature: bool = False
 
 
 @dataclass(frozen=True)

@@ -365,7 +365,13 @@ class LlamaCppEngine:
             generator = _constrained(llama, tokens, sampler)
         else:
             generator = llama.generate(  # type: ignore[attr-defined]
-                tokens.tolist(), temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05, reset=True
+                tokens.tolist(),
+                temp=params.temperature,
+                top_p=params.top_p,
+                top_k=40,
+                min_p=0.05,
+                reset=True,
+                repeat_penalty=params.repeat_penalty,
             )
         for token in generator:
             now = time.perf_counter()
