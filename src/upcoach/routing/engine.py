@@ -118,7 +118,7 @@ class Outcome:
     flags: list[str] = field(default_factory=list)
     region: str | None = None  # residency region of the cloud endpoint that served (part of) the answer
     strategy_ids: list[str] = field(default_factory=list)  # library strategies given to the model as material
-    prompt_version: str | None = None  # the built-in coaching prompt's version, when our persona was used
+    prompt_version: str | None = None  # our built-in prompts' version, when persona or material was added
 
 
 @dataclass
@@ -470,15 +470,16 @@ class HybridEngine:
         """The strategies library's answer after the checks failed everywhere (None: no library here)."""
         if self.prompts is None or self.prompts.strategies is None:
             return None
-        # The crisis resources, when due, were already sent as the preamble.
-        answer = await offline_answer(self.prompts.strategies, request.messages, self_harm=False)
+        answer = await offline_answer(self.prompts.strategies, request.messages, self_harm=self_harm)
+        # The crisis resources, when due, were already sent as the preamble (the reach-out strategy stays first).
+        text = answer.text.removeprefix(_crisis_preamble()) if self_harm else answer.text
         run.library = True
         run.strategy_ids = list(answer.strategy_ids)
         run.reasons.append("answer checks failed: answered from the strategies library")
-        run.text.append(answer.text)
+        run.text.append(text)
         if run.first_token_at is None:
             run.first_token_at = time.perf_counter()
-        return answer.text
+        return text
 
     def _guarded_messages(self, messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
         if not messages or messages[0].role not in ("system", "developer"):
