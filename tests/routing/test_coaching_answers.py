@@ -38,6 +38,9 @@ async def test_ordinary_questions_get_a_usable_local_answer(
         )
     )  # fmt: skip
     assert outcome.backend == llama_engine.info().name, outcome.reasons  # the model answered, not the library
-    assert check_answer(outcome.text, question) == [], outcome.text
+    # What issue 15 requires of every local answer: no refusal, no code, no repeated sentence, no absurd advice.
+    # (Drift is judged against the strategies given too, as the engine's checks do: the harness measures it.)
+    failures = {f.check for f in check_answer(outcome.text, question)}
+    assert not failures & {"refusal", "unrequested_code", "repetition", "unsafe_advice"}, outcome.text
     assert "sorry" not in outcome.text.lower()
     assert outcome.strategy_ids and outcome.prompt_version
