@@ -87,8 +87,12 @@ class CoachingPrompts:
         self.use_persona = persona
         self.grounding = grounding and strategies is not None
 
-    async def retrieve(self, messages: Sequence[ChatMessage]) -> list[Strategy]:
-        """The library's best strategies for the conversation: the last user turn first, the one before as context."""
+    async def retrieve(self, messages: Sequence[ChatMessage], language: str = "en") -> list[Strategy]:
+        """The library's best strategies for the conversation: the last user turn first, the one before as context.
+
+        Only strategies written in the conversation's language: the full-text search is English-stemmed, and an
+        English query word that happens to appear in a French question picks unrelated material (measured: a French
+        sleep question grounded in "arrive five minutes early")."""
         if self.strategies is None:
             return []
         users = [m.content for m in messages if m.role == "user"]
@@ -99,7 +103,7 @@ class CoachingPrompts:
             hits += await self.strategies.search(users[-2], limit=MAX_MATERIAL)
         chosen: dict[str, Strategy] = {}
         for hit in hits:
-            if hit.score > MIN_SCORE or hit.score < 0:  # bm25-derived scores are positive; ts_rank too
+            if (hit.score > MIN_SCORE or hit.score < 0) and hit.strategy.locale.split("-")[0] == language:
                 chosen.setdefault(hit.strategy.id, hit.strategy)
         return list(chosen.values())[:MAX_MATERIAL]
 
@@ -110,7 +114,7 @@ class CoachingPrompts:
         if self.use_persona and not has_system:
             out.insert(0, ChatMessage("system", persona(language)))
             added_persona = True
-        found = await self.retrieve(messages) if self.grounding else []
+        found = await self.retrieve(messages, _lang(language)) if self.grounding else []
         if found and out and out[-1].role == "user":
             out.insert(len(out) - 1, ChatMessage("system", material_text(found, language)))
         return Prepared(
