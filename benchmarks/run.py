@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks and write docs/benchmarks.md (and a JSON copy of each in benchmarks/results/).
 
-`--only local|gateway|decision|routing|chips|modelload` runs one benchmark and replaces only its section; the others
-are kept.
+`--only local|gateway|decision|routing|chips|modelload|quality` runs one benchmark and replaces only its section;
+the others are kept.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import chips, decision, gateway, local_engine, model_load, routing  # noqa: E402
+from benchmarks import chips, decision, gateway, local_engine, model_load, quality, routing  # noqa: E402
 from benchmarks.common import machine, median  # noqa: E402
 from upcoach.config import Settings  # noqa: E402
 from upcoach.modelstore.catalog import DEFAULT_MODEL, get_entry  # noqa: E402
@@ -35,6 +35,7 @@ SECTIONS = {
     "routing": routing.HEADING,
     "chips": chips.HEADING,
     "modelload": model_load.HEADING,
+    "quality": quality.HEADING,
 }
 
 
@@ -130,6 +131,8 @@ def main() -> None:
         new["chips"] = chips.section(command)
     if args.only in (None, "modelload"):
         new["modelload"] = model_load.section(command)
+    if args.only in (None, "quality"):
+        new["quality"] = quality.section(command)
     existing = args.out.read_text() if args.out.exists() else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(merge(existing, new))

@@ -168,7 +168,7 @@ async def llama_engine(model_path: Path) -> AsyncIterator[object]:
     chips): loaded once per test session instead of once per module."""
     from upcoach.llm.llamacpp import EngineConfig, LlamaCppEngine
 
-    engine = LlamaCppEngine(EngineConfig(model_path=model_path, model_id="test", threads=2, context_size=1024))
+    engine = LlamaCppEngine(EngineConfig(model_path=model_path, model_id=DEFAULT_MODEL, threads=2, context_size=1024))
     await engine.start()
     try:
         yield engine

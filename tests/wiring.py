@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from upcoach.coaching.library import load_builtin
+from upcoach.coaching.strategies import StrategyRepository
 from upcoach.config import Settings
 from upcoach.llm.base import Backend
 from upcoach.observability.audit import AuditLog, audit_key_from_settings
@@ -35,6 +37,7 @@ class Wiring:
     tmp: Path
     db: Database
     audit: AuditLog
+    strategies: StrategyRepository
     engines: list[HybridEngine] = field(default_factory=list)
 
     def settings(self, **overrides: object) -> Settings:
@@ -55,7 +58,7 @@ class Wiring:
         engine = build_hybrid_engine(
             config, local=local, metrics=Metrics(), record=recorder, audit=self.audit,
             privacy=privacy or PrivacyService(self.db, self.audit, config).get,
-            breaker_store=store or MemoryBreakerStore(), redis=redis,
+            breaker_store=store or MemoryBreakerStore(), redis=redis, strategies=self.strategies,
         )  # fmt: skip
         self.engines.append(engine)
         return engine, recorder
@@ -71,7 +74,9 @@ async def wiring(tmp: Path) -> AsyncIterator[Wiring]:
     await db.migrate()
     key = audit_key_from_settings(settings)
     assert key is not None
-    wired = Wiring(tmp, db, AuditLog(AuditRepository(db), key))
+    strategies = StrategyRepository(db)
+    await strategies.publish(load_builtin())  # the library answers are grounded in, as start_coach publishes it
+    wired = Wiring(tmp, db, AuditLog(AuditRepository(db), key), strategies)
     try:
         yield wired
     finally:

@@ -306,9 +306,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await retention.start()
             stack.push_async_callback(retention.stop)
 
+            coach = await start_coach(settings, db)  # strategies library, bundle key, chips (#8 part A)
             hybrid = build_hybrid_engine(
                 settings, local=locals_, metrics=metrics, record=writer.submit, audit=audit, privacy=privacy.get,
-                breaker_store=store, redis=redis,
+                breaker_store=store, redis=redis, strategies=coach.strategies,
             )  # fmt: skip
             stack.push_async_callback(hybrid.aclose)
             services = Services(
@@ -335,7 +336,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(services.models.aclose)
             services.model_signer = ManifestSigner.from_settings(settings)
             _wire_journal_ratings_experiments(services, db, settings)
-            services.coach = await start_coach(settings, db)  # strategies library, bundle key, chips (#8 part A)
+            services.coach = coach
             wire_devices(services, ApiKeys(ApiKeyRepository(db), audit), registry)  # devices and sync (#19)
             app.state.services = services
             if engine is not None:

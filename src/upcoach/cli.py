@@ -48,6 +48,9 @@ audit_app = typer.Typer(help="Verify and export the audit trail.", no_args_is_he
 app.add_typer(audit_app, name="audit")
 privacy_app = typer.Typer(help="Privacy jobs: retention.", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
+from upcoach.eval_cli import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
 ab_app = typer.Typer(help="Model-version A/B on a running server (needs an admin key).", no_args_is_help=True)
 models_app.add_typer(ab_app, name="ab")
 

@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     # Calls in flight at once per pool member (a self-hosted server batches far fewer sequences than a cloud).
     pool_max_inflight: int = Field(default=128, ge=1)
 
+    # Coaching answer quality (coaching/prompts.py, coaching/answer_checks.py; docs/quality.md)
+    coach_persona: bool = Field(
+        default=True, description="Built-in coaching persona when a request has no system prompt."
+    )
+    grounding: bool = Field(
+        default=True, description="Give the model the library's best strategies for the conversation."
+    )
+    answer_checks: bool = Field(
+        default=True, description="Check local answers before release; regenerate or fall back."
+    )
+
     # Routing
     complexity_threshold: float = Field(default=0.5, ge=0, le=1)
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)

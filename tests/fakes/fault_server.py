@@ -13,6 +13,9 @@ error-429           429 with ``Retry-After: 7``
 drop-before-first   starts the 200 SSE response, then closes the connection before any token
 drop-mid            sends 3 content chunks, then closes the connection without finish_reason or [DONE]
 error-event         sends 1 content chunk, then an ``{"error": ...}`` event mid-stream, as some providers do
+refuse              answers ``REFUSAL``: a small model's refusal of an ordinary question (the answer checks' fault)
+code                answers ``CODE_ANSWER``: a script nobody asked for
+loop                answers ``LOOP_ANSWER``: good first sentences, then the same sentence again and again
 ==================  ===============================================================================================
 
 A model may end in ``@SECONDS`` to set the delay where no header can be sent (the app's cloud model setting):
@@ -59,13 +62,24 @@ MODES = (
     "drop-before-first",
     "drop-mid",
     "error-event",
+    "refuse",
+    "code",
+    "loop",
 )
+# Answers a small local model gives now and then (issue 15), on demand: the answer checks' faults.
+REFUSAL = "I'm sorry, I can't assist with that."
+CODE_ANSWER = "Here is a script for that:\n```python\nimport os\nos.system('adb shell settings put global')\n```"
+LOOP_ANSWER = (
+    "Keep a water bottle on your desk. Drink a glass of water with every meal. Set a reminder to drink water. "
+    "Set a reminder to drink water. Set a reminder to drink water."
+)
+ANSWERS = {"refuse": REFUSAL, "code": CODE_ANSWER, "loop": LOOP_ANSWER}
 CONTEXT_ERROR = "This model's maximum context length is 2048 tokens. However, you requested 5000 tokens."
 
 
-def answer_pieces() -> list[str]:
+def answer_pieces(answer: str = ANSWER) -> list[str]:
     """The content chunks of ``ok``: one word each, spaces kept, so joining them gives ``ANSWER``."""
-    words = ANSWER.split(" ")
+    words = answer.split(" ")
     return [word + " " for word in words[:-1]] + [words[-1]]
 
 
@@ -244,7 +258,13 @@ class FaultServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": mode,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": ANSWERS.get(mode, ANSWER)},
+                    "finish_reason": "stop",
+                }
+            ],
         }
         if usage:
             result["usage"] = _usage(prompt_tokens(messages), len(pieces))
@@ -268,7 +288,7 @@ class FaultServer:
         if mode == "slow-stream":
             pieces = [f"word{i} " for i in range(SLOW_STREAM_WORDS)]
         else:
-            pieces = answer_pieces()
+            pieces = answer_pieces(ANSWERS.get(mode, ANSWER))
         try:
             # Real servers open with a role-only delta: it carries no token, so it must not count as the first one.
             yield event({"role": "assistant", "content": ""})

@@ -49,7 +49,7 @@ class HybridProcessRequest(_Camel):
     routing_hints: RoutingHints = Field(default_factory=RoutingHints)
     device_profile: DeviceProfile | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
-    temperature: float = Field(default=0.7, ge=0, le=2)
+    temperature: float | None = Field(default=None, ge=0, le=2)  # None: the model's default (catalog)
     stream: bool = False
 
     @field_validator("messages")
@@ -70,7 +70,11 @@ class HybridProcessRequest(_Camel):
             )
         return HybridRequest(
             messages=tuple(ChatMessage(m.role, m.content) for m in self.messages),
-            params=GenerationParams(max_tokens=max_tokens or self.max_tokens, temperature=self.temperature),
+            params=GenerationParams(
+                max_tokens=max_tokens or self.max_tokens,
+                temperature=0.7 if self.temperature is None else self.temperature,
+                model_temperature=self.temperature is None,
+            ),
             hints=Hints(hints.privacy_level, hints.prefer_local, hints.max_latency),
             request_id=request_id,
             endpoint="hybrid",
@@ -102,6 +106,11 @@ def outcome_body(outcome: Outcome) -> dict[str, Any]:
         },
         "finishReason": outcome.finish_reason,
         "requestId": outcome.request_id,
+        # Library strategies the answer was grounded in (or, after failed answer checks, answered from): the app
+        # links them. promptVersion: the version of our built-in prompt text (persona, material) that was added to
+        # the conversation; null when none was.
+        "strategyIds": outcome.strategy_ids,
+        "promptVersion": outcome.prompt_version,
     }
 
 

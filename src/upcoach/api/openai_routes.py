@@ -29,7 +29,7 @@ from upcoach.coaching.offline import OFFLINE_BACKEND
 from upcoach.errors import InvalidRequest, UpcoachError
 from upcoach.llm.base import ResponseFormat, Tools, Usage
 from upcoach.llm.structured import CallSplitter, ToolCall, check_answer, parse_calls
-from upcoach.routing.engine import Event, HybridRequest
+from upcoach.routing.engine import Event, HybridRequest, Outcome
 from upcoach.routing.policy import Hints, PrivacyLevel
 from upcoach.security.acting import ACT
 from upcoach.services import Services
@@ -87,9 +87,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
             if outcome.finish_reason != "length":  # a cut-off answer is returned as it is, like OpenAI's
                 calls = check_answer(outcome.text, response_format, tools)
                 text = parse_calls(outcome.text)[0] if calls else text
-            return JSONResponse(
-                completion_dict(completion_id, model, text, outcome.finish_reason, outcome.usage, calls)
-            )
+            body_out = completion_dict(completion_id, model, text, outcome.finish_reason, outcome.usage, calls)
+            return JSONResponse({**body_out, "upcoach": quality_extension(outcome)}, headers=quality_headers(outcome))
         events = engine.stream(hybrid)
         await anext(events)  # admitted: errors up to here still get a proper status code
     except OFFLINE_ERRORS as exc:
@@ -154,9 +153,10 @@ async def _sse(
                     yield frame_
                 if final.finish_reason != "length":
                     check_answer(final.text, response_format, tools)  # JSON and calls as asked, or an error event
-                yield _event(
-                    chunk_dict(completion_id, model, created, finish_reason=final.finish_reason, tool_calls=n_calls > 0)
+                finish = chunk_dict(
+                    completion_id, model, created, finish_reason=final.finish_reason, tool_calls=n_calls > 0
                 )
+                yield _event({**finish, "upcoach": quality_extension(final)})
                 if include_usage:
                     yield _event(chunk_dict(completion_id, model, created, usage=final.usage, with_choice=False))
                 break
@@ -172,6 +172,20 @@ async def _sse(
 
 
 _SPLICE = "\x00splice\x00"
+
+
+def quality_extension(outcome: Outcome) -> dict[str, object]:
+    """Added as ``upcoach`` to a completion (and to the last chunk of a stream): OpenAI clients ignore it."""
+    return {
+        "processingMode": outcome.processing_mode,
+        "strategyIds": outcome.strategy_ids,
+        "promptVersion": outcome.prompt_version,
+        "reasons": outcome.reasons,
+    }
+
+
+def quality_headers(outcome: Outcome) -> dict[str, str]:
+    return {"X-Upcoach-Strategy-Ids": ",".join(outcome.strategy_ids)} if outcome.strategy_ids else {}
 
 
 async def _offline_sse(completion_id: str, text: str, extension: dict[str, object]) -> AsyncIterator[bytes]:

@@ -155,7 +155,7 @@ class ChatCompletionRequest(OpenAIWire):
     messages: list[WireMessage] = Field(min_length=1, max_length=512)
     max_tokens: Annotated[int, Field(ge=1, le=32768)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=32768)] | None = None
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)  # None: the model's default (catalog)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = None
@@ -238,7 +238,8 @@ class ChatCompletionRequest(OpenAIWire):
         stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return GenerationParams(
             max_tokens=self.max_completion_tokens or self.max_tokens,
-            temperature=self.temperature,
+            temperature=0.7 if self.temperature is None else self.temperature,
+            model_temperature=self.temperature is None,
             top_p=self.top_p,
             stop=stops,
             seed=self.seed,

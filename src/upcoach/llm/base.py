@@ -41,6 +41,11 @@ class GenerationParams:
     # Token id -> bias added to its logit (OpenAI's -100..100; -100 bans the token, 100 all but forces it).
     logit_bias: tuple[tuple[int, float], ...] = ()
 
+    # Penalty on tokens already in the context (1.0: none). Honoured by the llama.cpp engine.
+    repeat_penalty: float = 1.0
+    # The caller chose no temperature: the serving model's own default applies (modelstore/catalog.py Decoding).
+    model_temperature: bool = False
+
 
 @dataclass(frozen=True)
 class ResponseFormat:

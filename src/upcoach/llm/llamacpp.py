@@ -396,7 +396,7 @@ class LlamaCppEngine:
             generator = llama.generate(  # type: ignore[attr-defined]
                 tokens.tolist(), temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05, reset=True,
                 presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
-                logits_processor=_biased(params.logit_bias),
+                logits_processor=_biased(params.logit_bias), repeat_penalty=params.repeat_penalty,
             )  # fmt: skip
         for token in generator:
             now = time.perf_counter()

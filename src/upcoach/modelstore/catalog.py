@@ -17,6 +17,15 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Decoding:
+    """Sampling settings a model answers coaching questions best with (docs/quality.md has the measurements).
+    ``temperature`` applies when the caller chose none; ``repeat_penalty`` always (no API exposes it)."""
+
+    temperature: float = 0.7
+    repeat_penalty: float = 1.0
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     name: str
     description: str
@@ -28,6 +37,7 @@ class CatalogEntry:
     licence: str = ""
     chat_template: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
+    decoding: Decoding = field(default_factory=Decoding)
 
     @property
     def version(self) -> str:
@@ -69,6 +79,8 @@ CATALOG: dict[str, CatalogEntry] = {
             parts=_qwen_parts(),
             licence="Apache-2.0",
             tags=("chat", "flagship-device"),
+            # A 0.5B model drifts and repeats itself at 0.7 and no penalty (issue 15).
+            decoding=Decoding(temperature=0.4, repeat_penalty=1.15),
         ),
         CatalogEntry(
             name="gemma3-270m",
@@ -80,6 +92,7 @@ CATALOG: dict[str, CatalogEntry] = {
             licence="Gemma Terms of Use",
             chat_template=False,
             tags=("completion", "mid-range-device"),
+            decoding=Decoding(temperature=0.5, repeat_penalty=1.2),
         ),
     )
 }
@@ -93,6 +106,13 @@ def get_entry(name: str) -> CatalogEntry:
     except KeyError:
         known = ", ".join(sorted(CATALOG))
         raise ModelNotFound(f"unknown model {name!r}; known: {known}", param="model") from None
+
+
+def decoding_for(model: str) -> Decoding:
+    """The catalog's decoding settings for a served model id: a catalog name or the stem of a catalog file (a
+    model served from its path); defaults for a model not in the catalog."""
+    entry = CATALOG.get(model) or next((e for e in CATALOG.values() if Path(e.filename).stem == model), None)
+    return entry.decoding if entry is not None else Decoding()
 
 
 def is_path_reference(reference: str) -> bool:

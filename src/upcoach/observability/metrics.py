@@ -53,6 +53,10 @@ class Metrics:
             "upcoach_security_check_failures", "Requests refused because a security check failed to run", ["check"],
             registry=r,
         )  # fmt: skip
+        # Local answers that failed a coaching answer check (routing/answer_gate.py), by check.
+        self.answer_check_failures = Counter(
+            "upcoach_answer_check_failures", "Local answers that failed an answer check", ["check"], registry=r
+        )
 
         # Request records (observability/records.py): rows not yet in the database, and rows given up, by reason.
         self.records_pending = Gauge("upcoach_records_pending", "Request records queued or being written", registry=r)

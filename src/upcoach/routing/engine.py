@@ -19,11 +19,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
+from upcoach.coaching.answer_checks import AnswerWatch, Failure
+from upcoach.coaching.offline import OFFLINE_BACKEND, offline_answer
+from upcoach.coaching.prompts import PROMPT_VERSION, CoachingPrompts, Prepared
 from upcoach.errors import BackendError, LocalUnavailable, Overloaded, PromptInjection, Unavailable, UpcoachError
 from upcoach.llm.base import (
     Backend,
     ChatMessage,
     ChatRequest,
+    Chunk,
     Completion,
     GenerationParams,
     ResponseFormat,
@@ -32,9 +36,11 @@ from upcoach.llm.base import (
     follows_grammar,
 )
 from upcoach.llm.structured import for_local
+from upcoach.modelstore.catalog import decoding_for
 from upcoach.observability import tracing
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
 from upcoach.privacy.settings import PrivacySettings
+from upcoach.routing.answer_gate import AnswerRejected, gated
 from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.features import RequestFeatures, extract
 from upcoach.routing.policy import (
@@ -130,6 +136,8 @@ class Outcome:
     flags: list[str] = field(default_factory=list)
     region: str | None = None  # residency region of the cloud endpoint that served (part of) the answer
     started_at: datetime | None = None  # wall-clock start: erasure fences refuse records of earlier requests
+    strategy_ids: list[str] = field(default_factory=list)  # library strategies given to the model as material
+    prompt_version: str | None = None  # our built-in prompts' version, when persona or material was added
 
 
 @dataclass
@@ -146,6 +154,7 @@ class _Side:
     name: str
     backend: Backend
     is_cloud: bool
+    strict: bool = False  # the one regeneration after a failed answer check, with a stricter prompt
 
 
 @dataclass
@@ -165,6 +174,11 @@ class _Run:
     withheld: bool = False
     preamble: str = ""
     leak_watch: LeakWatch | None = None  # the answer so far, checked piece by piece for a system-prompt leak
+    strategy_ids: list[str] = field(default_factory=list)
+    rejected: list[Failure] = field(default_factory=list)  # failed answer checks so far
+    cut: list[Failure] = field(default_factory=list)  # failures that ended a released answer early
+    library: bool = False  # answered from the strategies library after failed checks
+    prompt_version: str | None = None  # our built-in prompts' version, when any of their text was added
 
 
 RecordFn = Callable[[Outcome], Awaitable[None]]
@@ -196,6 +210,8 @@ class HybridEngine:
         on_flag: FlagFn | None = None,
         regions: Mapping[str, RegionalCloud] | None = None,
         privacy: PrivacyLookup | None = None,
+        prompts: CoachingPrompts | None = None,
+        answer_checks: bool = True,
     ) -> None:
         self.local = list(local)
         self.cloud = cloud
@@ -210,6 +226,8 @@ class HybridEngine:
         self._on_flag = on_flag
         self.regions = dict(regions or {})
         self._privacy = privacy
+        self.prompts = prompts
+        self.answer_checks = answer_checks
         # One canary per process, not per request: a per-request token would change the system prompt every
         # time and defeat the prefix cache.
         self.canary = make_canary()
@@ -343,7 +361,10 @@ class HybridEngine:
         admitted = False
         outcome: Outcome | None = None
         last_error: UpcoachError | None = None
-        messages = self._guarded_messages(request.messages)
+        prepared = await self._prepare(request, features.language)
+        run.strategy_ids = list(prepared.strategy_ids)
+        run.prompt_version = PROMPT_VERSION if prepared.persona or prepared.strategy_ids else None
+        messages = self._guarded_messages(prepared.messages)
         try:
             if inspection.injection_verdict == "block":
                 run.flags.append("prompt_injection_blocked")
@@ -361,17 +382,21 @@ class HybridEngine:
                 continuation = "".join(run.text)
                 rehydrator: StreamRehydrator | None = None
                 side_messages = messages
+                if side.strict:
+                    # Before redaction: a stricter retry on a cloud side is redacted like any other cloud call.
+                    side_messages = self._guarded_messages(prepared.stricter(", ".join(str(f) for f in run.rejected)))
                 if side.is_cloud and decision.redact:
                     try:
-                        side_messages, rehydrator = self._redact(messages, run)
+                        side_messages, rehydrator = self._redact(side_messages, run)
                     except Exception as exc:  # fail closed: what could not be redacted is refused, not sent
                         log.exception("redaction failed")
                         run.reasons.append(f"redaction failed ({type(exc).__name__}): refused")
                         raise await self.guard.refuse(
                             Refusal("pii", type(exc).__name__, request.request_id, request.user_id, request.endpoint)
                         ) from None
+                params = request.params if side.is_cloud else _local_params(request.params, side.backend)
                 chat = ChatRequest(
-                    side_messages, request.params, request.request_id, continuation, request.user_id,
+                    side_messages, params, request.request_id, continuation, request.user_id,
                     response_format=request.response_format, tools=request.tools,
                     prompt=side_messages[-1].content if request.raw_prompt else None,
                 )  # fmt: skip
@@ -382,7 +407,7 @@ class HybridEngine:
                 )
                 side_outcome = "incomplete"  # cancelled, or an error no backend raises
                 try:
-                    async for chunk in side.backend.stream(chat):
+                    async for chunk in self._checked(side, chat, prepared, run):
                         if not admitted:
                             admitted = True
                             yield Event("admitted")
@@ -408,6 +433,26 @@ class HybridEngine:
                         if chunk.final is not None:
                             self._account(run, side, chunk.final)
                     side_outcome = "ok"
+                except AnswerRejected as exc:
+                    run.rejected += exc.failures
+                    run.fallback_used = True
+                    if not side.strict:
+                        plan.insert(position + 1, replace(side, strict=True))
+                        run.reasons.append(f"answer check failed ({exc.summary}): regenerated with a stricter prompt")
+                    elif not last_side:
+                        nxt = plan[position + 1]
+                        run.reasons.append(f"answer check failed again ({exc.summary}): answered by {nxt.name}")
+                    if position < len(plan) - 1:
+                        continue
+                    if not admitted:
+                        admitted = True
+                        yield Event("admitted")
+                    text = await self._library(request, run, inspection.self_harm)
+                    if text is None:
+                        raise LocalUnavailable(
+                            "the local answer failed its checks and no other answer was possible"
+                        ) from None
+                    yield Event("text", text)
                 except (BackendError, Overloaded, Unavailable) as exc:
                     last_error = exc
                     side_outcome = exc.code
@@ -451,6 +496,36 @@ class HybridEngine:
             if outcome is None:
                 await self._record_failure(request, decision, features, run, started, None, cloud)
             raise
+
+    async def _prepare(self, request: HybridRequest, language: str) -> Prepared:
+        """Persona and retrieved material (coaching/prompts.py); retrieval is a local database search."""
+        if self.prompts is None or _structured(request):
+            return Prepared(request.messages)
+        return await self.prompts.prepare(request.messages, language)
+
+    def _checked(self, side: _Side, chat: ChatRequest, prepared: Prepared, run: _Run) -> AsyncIterator[Chunk]:
+        """The side's stream, through the answer checks when it is a local model starting a new answer."""
+        stream = side.backend.stream(chat)
+        if side.is_cloud or not self.answer_checks or chat.continuation or _constrained(chat):
+            return stream
+        question = next((m.content for m in reversed(prepared.messages) if m.role == "user"), "")
+        watch = AnswerWatch(question, prepared.topic)
+        return gated(stream, watch, self.metrics, side.backend.info().model, run.cut)
+
+    async def _library(self, request: HybridRequest, run: _Run, self_harm: bool) -> str | None:
+        """The strategies library's answer after the checks failed everywhere (None: no library here)."""
+        if self.prompts is None or self.prompts.strategies is None:
+            return None
+        answer = await offline_answer(self.prompts.strategies, request.messages, self_harm=self_harm)
+        # The crisis resources, when due, were already sent as the preamble (the reach-out strategy stays first).
+        text = answer.text.removeprefix(_crisis_preamble()) if self_harm else answer.text
+        run.library = True
+        run.strategy_ids = list(answer.strategy_ids)
+        run.reasons.append("answer checks failed: answered from the strategies library")
+        run.text.append(text)
+        if run.first_token_at is None:
+            run.first_token_at = time.perf_counter()
+        return text
 
     def _guarded_messages(self, messages: tuple[ChatMessage, ...]) -> tuple[ChatMessage, ...]:
         if not messages or messages[0].role not in ("system", "developer"):
@@ -503,6 +578,10 @@ class HybridEngine:
     ) -> Outcome:
         ended = time.perf_counter()
         started_at = datetime.now(UTC) - timedelta(seconds=ended - started)
+        if run.cut:
+            run.reasons.append(
+                f"answer check failed ({', '.join(map(str, run.cut))}): answer ended at the last sentence that passed"
+            )
         used_cloud = any(s.is_cloud for s in run.sides_used)
         used_local = any(not s.is_cloud for s in run.sides_used)
         mode: ProcessingMode = (
@@ -527,7 +606,10 @@ class HybridEngine:
             text=run.preamble + (WITHHELD if run.withheld else "".join(run.text)),
             processing_mode=mode,
             decision=decision.target,
-            backend="+".join(dict.fromkeys(s.name for s in run.sides_used)) or "none",
+            backend="+".join(
+                dict.fromkeys([*(s.name for s in run.sides_used), *([OFFLINE_BACKEND] if run.library else [])])
+            )
+            or "none",
             model=run.model,
             reasons=run.reasons,
             fallback_used=run.fallback_used,
@@ -545,6 +627,8 @@ class HybridEngine:
             flags=list(run.flags),
             region=cloud.region if used_cloud else None,
             started_at=started_at,
+            strategy_ids=run.strategy_ids,
+            prompt_version=run.prompt_version,
         )
         self._observe(outcome)
         await self._record(outcome)
@@ -628,6 +712,28 @@ def _estimate_local_ttft(backend: Backend, queue_depth: int) -> float:
         rate = float(decode) if isinstance(decode, int | float) and decode > 0 else 30.0
         per_job = ttft_ms + DEFAULT_ANSWER_TOKENS / rate * 1000
     return ttft_ms + queue_depth * per_job
+
+
+def _structured(request: HybridRequest) -> bool:
+    """JSON, tool calls or a raw text continuation: no persona or material is added to what the caller shaped."""
+    return request.response_format is not None or request.tools is not None or request.raw_prompt
+
+
+def _constrained(chat: ChatRequest) -> bool:
+    """Answers a grammar or the caller's format shapes are not coaching prose: the answer checks do not apply."""
+    return (
+        chat.grammar is not None
+        or chat.prompt is not None
+        or chat.response_format is not None
+        or (chat.tools is not None and chat.tools.active)
+    )
+
+
+def _local_params(params: GenerationParams, backend: Backend) -> GenerationParams:
+    """The serving model's decoding settings from the catalog (temperature only when the caller chose none)."""
+    decoding = decoding_for(backend.info().model)
+    temperature = decoding.temperature if params.model_temperature else params.temperature
+    return replace(params, temperature=temperature, repeat_penalty=decoding.repeat_penalty)
 
 
 def _backend_name(backend: Backend) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from upcoach.coaching.prompts import CoachingPrompts
+from upcoach.coaching.strategies import StrategyRepository
 from upcoach.config import Settings
 from upcoach.llm.base import Backend
 from upcoach.llm.openai_compat import OpenAICompatBackend
@@ -71,8 +73,11 @@ def build_hybrid_engine(
     privacy: PrivacyLookup,
     breaker_store: BreakerStore,
     redis: object | None = None,
+    strategies: StrategyRepository | None = None,
 ) -> HybridEngine:
-    """The engine create_app serves with. Close it with ``aclose`` (it owns its cloud clients)."""
+    """The engine create_app serves with. Close it with ``aclose`` (it owns its cloud clients).
+
+    ``strategies`` is the library the answers are grounded in and fall back to when the answer checks fail."""
     cloud = cloud_backend(settings)
 
     async def audit_flags(request: HybridRequest, flags: list[str]) -> None:
@@ -96,4 +101,6 @@ def build_hybrid_engine(
         on_flag=audit_flags,
         regions=regional_clouds(settings, breaker_store),
         privacy=privacy,
+        prompts=CoachingPrompts(strategies, persona=settings.coach_persona, grounding=settings.grounding),
+        answer_checks=settings.answer_checks,
     )
