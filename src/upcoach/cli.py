@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from upcoach.config import Settings
+from upcoach.config import Settings, default_parallel
 from upcoach.errors import ModelNotReady, UpcoachError
 from upcoach.modelstore import fetch as fetcher
 from upcoach.modelstore.catalog import CATALOG, get_entry, is_path_reference
@@ -338,6 +338,9 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key (UPCOACH_TLS_KEYFILE)")] = None,
     tls_min_version: Annotated[str, typer.Option(help="lowest TLS version accepted: 1.2 or 1.3")] = "1.2",
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    parallel: Annotated[
+        int | None, typer.Option(help="sequences decoded together (UPCOACH_PARALLEL); default: from cores and memory")
+    ] = None,
 ) -> None:
     """Serve the HTTP API; fetches the configured model on first start."""
     import ssl
@@ -350,6 +353,7 @@ def serve(
         k: v
         for k, v in {
             "host": host, "port": port, "local_model": model, "tls_certfile": tls_cert, "tls_keyfile": tls_key,
+            "parallel": parallel,
         }.items()
         if v is not None
     }  # fmt: skip
@@ -362,6 +366,9 @@ def serve(
         err.print("[red]error:[/red] --tls-min-version must be 1.2 or 1.3")
         raise typer.Exit(code=2)
     if settings.load_model:
+        chosen = settings.parallel or default_parallel(settings.threads, settings.context_size)
+        origin = "UPCOACH_PARALLEL/--parallel" if settings.parallel else "chosen from cores and memory"
+        err.print(f"local model: {chosen} parallel sequences ({origin}), {settings.queue_depth} more may wait")
         try:
             asyncio.run(_first_start(settings))
         except UpcoachError as exc:
