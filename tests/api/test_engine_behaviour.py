@@ -61,7 +61,8 @@ def test_client_disconnect_stops_generation(live_server: LiveServer) -> None:
 
 @pytest.fixture(scope="module")
 def single_slot_server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[LiveServer]:
-    with model_server(tmp_path_factory, model_path, "single-slot", {"UPCOACH_QUEUE_DEPTH": "0"}) as server:
+    single_slot = {"UPCOACH_QUEUE_DEPTH": "0", "UPCOACH_PARALLEL": "1"}
+    with model_server(tmp_path_factory, model_path, "single-slot", single_slot) as server:
         yield server
 
 

@@ -33,7 +33,7 @@ from upcoach.llm.base import (
 from upcoach.llm.channel import Channel
 from upcoach.llm.prefix_cache import PrefixCache
 from upcoach.llm.prompt import PromptFormatter
-from upcoach.llm.scheduler import Scheduler, Sequence, new_sequence, retry_after_seconds
+from upcoach.llm.scheduler import Scheduler, Sequence, drain_seconds, new_sequence, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -252,22 +252,20 @@ class LlamaCppEngine:
             "admitted_total": step.admitted,
             "prefix_cache_hits": step.prefix_hits,
             "service_rate_per_s": scheduler.service_rate(),
-            "estimated_ttft_ms": self.estimated_ttft_ms(),
+            "estimated_wait_ms": self.estimated_wait_ms(),
         }
 
-    def estimated_ttft_ms(self) -> float | None:
-        """First-token wait for a request arriving now: its own prefill (measured), plus, when every slot is
-        taken, the time for the queue ahead of it to drain at the measured service rate."""
+    def estimated_wait_ms(self) -> float | None:
+        """How long a request arriving now waits for a slot: nothing while one is free, else the time for the
+        sequences ahead of it to drain at the measured service rate. The router adds the measured first-token
+        time (its own prefill) to this."""
         scheduler = self._scheduler
         if scheduler is None:
             return None
-        ttft = self.stats.ttft_ms
-        if scheduler.running + len(scheduler.waiting) < self.config.parallel:
-            return ttft
-        ahead = self._pending - self.config.parallel + 1
-        wait_s = retry_after_seconds(max(0, ahead - 1), self.config.parallel, scheduler.service_rate(),
-                                     self.stats.service_ms)  # fmt: skip
-        return (ttft or 0.0) + wait_s * 1000
+        ahead = self._pending - self.config.parallel
+        if ahead < 0:
+            return 0.0
+        return drain_seconds(ahead + 1, self.config.parallel, scheduler.service_rate(), self.stats.service_ms) * 1000
 
     @property
     def capacity(self) -> int:

@@ -105,6 +105,8 @@ class StepStats:
     last_batch: int = 0
     last_prefill: int = 0
     last_decode: int = 0
+    max_prefill: int = 0  # the most prompt tokens one step has held (never above the chunk)
+    max_decode: int = 0  # the most lanes one step has decoded together
     step_ms: float | None = None  # EWMA
     queue_wait_ms: float | None = None  # EWMA
     queue_wait_seconds_sum: float = 0.0
@@ -290,6 +292,7 @@ class Scheduler:
         s = self.step
         s.steps += 1
         s.last_batch, s.last_decode, s.last_prefill = n, n_decode, n - n_decode
+        s.max_prefill, s.max_decode = max(s.max_prefill, n - n_decode), max(s.max_decode, n_decode)
         s.decode_tokens += n_decode
         s.prefill_tokens += n - n_decode
         s.step_ms = _ewma(s.step_ms, elapsed_ms)
@@ -542,12 +545,17 @@ def new_sequence(job: _Job, tokens: Tokens, boundary: int, max_tokens: int, stop
     )
 
 
-def retry_after_seconds(waiting: int, parallel: int, rate: float | None, service_ms: float | None) -> float:
-    """How long until a place frees for one more request: the queue ahead divided by the measured service rate."""
+def drain_seconds(count: int, parallel: int, rate: float | None, service_ms: float | None) -> float:
+    """Time for ``count`` more sequences to finish at the measured service rate (completions per second); before
+    any rate is measured, ``parallel`` slots each taking the mean service time (5 s when unknown)."""
     if rate is None or rate <= 0:
-        per_slot = (service_ms or 5000) / 1000
-        rate = parallel / per_slot
-    return float(min(120, max(1, math.ceil((waiting + 1) / rate))))
+        rate = parallel / ((service_ms or 5000) / 1000)
+    return count / rate
+
+
+def retry_after_seconds(waiting: int, parallel: int, rate: float | None, service_ms: float | None) -> float:
+    """Retry-After for a refused request: the time for the queue ahead of it plus itself to drain, 1-120 s."""
+    return float(min(120, max(1, math.ceil(drain_seconds(waiting + 1, parallel, rate, service_ms)))))
 
 
 def _ewma(old: float | None, new: float) -> float:
