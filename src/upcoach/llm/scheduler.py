@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import logging
 import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,8 @@ from upcoach.llm.stops import StopMatcher
 
 if TYPE_CHECKING:
     from upcoach.llm.llamacpp import EngineStats, _Job
+
+log = logging.getLogger(__name__)
 
 # A cached prefix must beat what sequence 0 already shares by this many tokens to be worth a restore.
 RESTORE_MARGIN = 16
@@ -280,11 +284,12 @@ class Scheduler:
                 self.fail(sequence, error)
             return
         for sequence, lane in decode_rows:
-            self._advance(sequence, lane, self._sample(lane, lane.row))
+            if sequence in self.active:
+                self._guarded(sequence, self._advance_lane, sequence, lane)
         for sequence, last_row in prefill_rows:
             self._share_boundary(sequence)
             if sequence.prefilled == len(sequence.tokens):
-                self._start_decoding(sequence, last_row)
+                self._guarded(sequence, self._start_decoding, sequence, last_row)
         for sequence in list(self.active):
             if all(lane.done for lane in sequence.lanes) and sequence.decoding:
                 self._retire(sequence)
@@ -296,6 +301,17 @@ class Scheduler:
         s.decode_tokens += n_decode
         s.prefill_tokens += n - n_decode
         s.step_ms = _ewma(s.step_ms, elapsed_ms)
+
+    def _guarded(self, sequence: Sequence, step: Callable[..., None], *args: object) -> None:
+        """Run one sequence's part of the step; a failure (a grammar with no way on) ends that sequence only."""
+        try:
+            step(*args)
+        except Exception as exc:
+            log.exception("sequence failed")
+            self.fail(sequence, Unavailable(f"local generation failed: {exc}"))
+
+    def _advance_lane(self, sequence: Sequence, lane: Lane) -> None:
+        self._advance(sequence, lane, self._sample(lane, lane.row))
 
     def _put(self, row: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         batch = self._batch
