@@ -23,7 +23,7 @@ from benchmarks.common import COACH_SYSTEM_PROMPT, USER_MESSAGES, free_port, med
 
 HEADING = "## Concurrency:"
 LEVELS = (1, 2, 4, 8, 16)
-STREAM_TOKENS = 48
+STREAM_TOKENS = 32
 BACKGROUND = 6
 BACKGROUND_TOKENS = 400  # long enough to still be decoding while every arrival is measured
 ARRIVALS = 6
