@@ -283,10 +283,16 @@ class Scheduler:
             for sequence in list(self.active):
                 self.fail(sequence, error)
             return
+        for sequence in list(self.active):
+            if sequence.job.cancel.is_set():  # left while this step ran: no sampling, its cells go now
+                sequence.finish = "cancelled"
+                self._retire(sequence)
         for sequence, lane in decode_rows:
             if sequence in self.active:
                 self._guarded(sequence, self._advance_lane, sequence, lane)
         for sequence, last_row in prefill_rows:
+            if sequence not in self.active:
+                continue
             self._share_boundary(sequence)
             if sequence.prefilled == len(sequence.tokens):
                 self._guarded(sequence, self._start_decoding, sequence, last_row)
