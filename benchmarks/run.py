@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks and write docs/benchmarks.md (and a JSON copy of each in benchmarks/results/).
 
-`--only local|gateway|decision|routing|chips|modelload|quality` runs one benchmark and replaces only its section;
-the others are kept.
+`--only local|gateway|decision|routing|chips|modelload|quality|concurrency` runs one benchmark and replaces only
+its section; the others are kept.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import chips, decision, gateway, local_engine, model_load, quality, routing  # noqa: E402
+from benchmarks import chips, concurrency, decision, gateway, local_engine, model_load, quality, routing  # noqa: E402
 from benchmarks.common import machine, median  # noqa: E402
 from upcoach.config import Settings  # noqa: E402
 from upcoach.modelstore.catalog import DEFAULT_MODEL, get_entry  # noqa: E402
@@ -36,6 +36,7 @@ SECTIONS = {
     "chips": chips.HEADING,
     "modelload": model_load.HEADING,
     "quality": quality.HEADING,
+    "concurrency": concurrency.HEADING,
 }
 
 
@@ -77,6 +78,35 @@ def local_section(threads: int, ctx: int, command: str) -> str:
     )
 
 
+def concurrency_section(threads: int, ctx: int, parallel: int, peers: bool, command: str) -> str:
+    settings = Settings()
+    model = fetch(get_entry(DEFAULT_MODEL), settings.models_dir)
+    when = _when()
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        results = concurrency.run(model, threads, ctx, Path(tmp), parallel, peers)
+    (ROOT / "benchmarks" / "results" / "concurrency.json").write_text(
+        json.dumps([asdict(r) for r in results], indent=2)
+    )
+    return "\n".join(
+        [
+            f"{SECTIONS['concurrency']} many users on one local model (continuous batching)",
+            "",
+            f"- command: `{command}` (benchmarks/concurrency.py); date: {when}",
+            f"- machine: {machine()}; load average {load:.1f} when the run started (shared with other jobs: "
+            "absolute speeds are the machine's load as much as the engines', compare rows of one run only)",
+            f"- model: {DEFAULT_MODEL} ({model.name}), {threads} threads, context {ctx}; every stream a new "
+            f"conversation behind the coaching system prompt, up to {concurrency.STREAM_TOKENS} tokens at "
+            f"temperature 0.7; N streams started together; aggregate = tokens over the span from the first stream's "
+            f"first token to the last stream's last; TTFT: {concurrency.ARRIVALS} new conversations, one after "
+            f"another, while {concurrency.BACKGROUND} others decode",
+            "",
+            concurrency.to_markdown(results),
+            "",
+        ]
+    )
+
+
 def merge(existing: str, new: dict[str, str]) -> str:
     """The file with the new sections in place of the old ones; sections not re-run are kept as they were."""
     old: dict[str, str] = {}
@@ -113,6 +143,8 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(SECTIONS), help="run one benchmark; keep the other's section")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--parallel", type=int, default=8, help="our engine's sequence slots (concurrency)")
+    parser.add_argument("--no-peers", action="store_true", help="concurrency: measure our server only")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
@@ -133,6 +165,8 @@ def main() -> None:
         new["modelload"] = model_load.section(command)
     if args.only in (None, "quality"):
         new["quality"] = quality.section(command)
+    if args.only in (None, "concurrency"):
+        new["concurrency"] = concurrency_section(args.threads, args.ctx, args.parallel, not args.no_peers, command)
     existing = args.out.read_text() if args.out.exists() else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(merge(existing, new))

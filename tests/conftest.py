@@ -166,9 +166,11 @@ def llama_cpp_peer(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -
 async def llama_engine(model_path: Path) -> AsyncIterator[object]:
     """One in-process engine on the real model for every test that drives the engine directly (grammar, branches,
     chips): loaded once per test session instead of once per module."""
-    from upcoach.llm.llamacpp import EngineConfig, LlamaCppEngine
+    from upcoach.llm.llamacpp import LlamaCppEngine
+    from upcoach.modelstore.manager import engine_config_for
 
-    engine = LlamaCppEngine(EngineConfig(model_path=model_path, model_id=DEFAULT_MODEL, threads=2, context_size=1024))
+    settings = Settings(threads=2, context_size=1024, parallel=8, queue_depth=4)
+    engine = LlamaCppEngine(engine_config_for(settings, model_path, DEFAULT_MODEL))
     await engine.start()
     try:
         yield engine

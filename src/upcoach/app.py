@@ -261,6 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await job_rows.fail_unfinished()
             swappable = SwappableBackend()
             stack.push_async_callback(swappable.aclose)
+            metrics.watch_local(lambda: swappable.info().details)
             active_version = await registry.active()
             engine: SwappableBackend | None = None
             local_problem = "local model disabled (UPCOACH_LOAD_MODEL=false)"

@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from upcoach.config import Settings
+from upcoach.config import Settings, default_parallel
 from upcoach.errors import ModelNotReady, UpcoachError
 from upcoach.modelstore import fetch as fetcher
 from upcoach.modelstore.catalog import CATALOG, get_entry, is_path_reference
@@ -345,6 +345,9 @@ def serve(
     tls_min_version: Annotated[str, typer.Option(help="lowest TLS version accepted: 1.2 or 1.3")] = "1.2",
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
     log_format: Annotated[str, typer.Option(help="text, or json: one object per line, no message text")] = "text",
+    parallel: Annotated[
+        int | None, typer.Option(help="sequences decoded together (UPCOACH_PARALLEL); default: from cores and memory")
+    ] = None,
 ) -> None:
     """Serve the HTTP API; fetches the configured model on first start."""
     import uvicorn
@@ -357,6 +360,7 @@ def serve(
         for k, v in {
             "host": host, "port": port, "local_model": model, "tls_certfile": tls_cert, "tls_keyfile": tls_key,
             "workers": workers,
+            "parallel": parallel,
         }.items()
         if v is not None
     }  # fmt: skip
@@ -376,6 +380,9 @@ def serve(
         err.print("[red]error:[/red] --workers above 1 needs UPCOACH_REDIS_URL, where the workers share their state")
         raise typer.Exit(code=2)
     if settings.load_model:
+        chosen = settings.parallel or default_parallel(settings.threads, settings.context_size)
+        origin = "UPCOACH_PARALLEL/--parallel" if settings.parallel else "chosen from cores and memory"
+        err.print(f"local model: {chosen} parallel sequences ({origin}), {settings.queue_depth} more may wait")
         try:
             # A terminal's notes and progress bars would break a JSON log stream: only the log lines go there.
             err.quiet = log_format == "json"

@@ -49,8 +49,8 @@ def test_persona_and_grounding_reach_the_local_model_and_the_response_names_the_
         body = ask(client)
         sent = local.requests[-1]["messages"]
         assert sent[0]["role"] == "system" and sent[0]["content"].startswith(persona("en"))
-        assert sent[-1] == {"role": "user", "content": WATER}
-        material = sent[-2]
+        assert sent[-2] == {"role": "user", "content": WATER}  # the question, then the material after it
+        material = sent[-1]
         assert material["role"] == "system" and "Coaching material" in material["content"]
         assert body["strategyIds"] and body["promptVersion"] == PROMPT_VERSION
         # The ids named are the ones whose titles were given.
@@ -101,7 +101,7 @@ def test_a_refusal_is_regenerated_then_answered_from_the_library_when_the_cloud_
         assert body["strategyIds"] and body["routing"]["fallbackUsed"]
         # Two local tries, the second with the stricter instruction; private content never went to the cloud.
         assert len(local.requests) == 2
-        strict = local.requests[1]["messages"][-2]
+        strict = local.requests[1]["messages"][-1]
         assert strict["role"] == "system" and "not usable (refusal" in strict["content"]
         assert cloud.requests == []
         metrics = client.get("/metrics").text

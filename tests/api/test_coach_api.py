@@ -41,11 +41,13 @@ def offline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
 
 @pytest.fixture(scope="module")
 def chips_server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[LiveServer]:
-    """The real model with no waiting room (queue depth 0), so one long generation makes it busy for real. The
-    budget is generous: the machine is shared, and these tests check content, not speed (benchmarks/chips.py)."""
+    """The real model with one sequence slot and no waiting room (queue depth 0), so one long generation makes it
+    busy for real. The budget is generous: the machine is shared, and these tests check content, not speed
+    (benchmarks/chips.py)."""
     tmp = tmp_path_factory.mktemp("coach-chips")
     data_dir_with_model(tmp, model_path)
-    server = start_server(tmp, {"UPCOACH_QUEUE_DEPTH": "0", "UPCOACH_CHIPS_BUDGET_MS": "60000"})
+    single_slot = {"UPCOACH_QUEUE_DEPTH": "0", "UPCOACH_PARALLEL": "1", "UPCOACH_CHIPS_BUDGET_MS": "60000"}
+    server = start_server(tmp, single_slot)
     yield server
     stop_server(server)
 

@@ -84,6 +84,7 @@ async def test_chips_fall_back_to_one_sequence_when_branches_fail(
     def broken(*args: object) -> None:
         raise RuntimeError("llama_decode returned -1")
 
-    monkeypatch.setattr(engine, "_decode_branches", broken)
+    # Branches fork from the first tokens the scheduler picks (llm/scheduler.py): break that step of a branched run.
+    monkeypatch.setattr(engine._scheduler, "_first_tokens", broken)
     result = await service.suggest(engine, [ChatMessage("user", "I never find time to run.")], count=3, locale="en")
     assert result.source == "model" and len(result.chips) == 3 and result.chips[0].source == "model"

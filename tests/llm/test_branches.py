@@ -1,9 +1,10 @@
 """Parallel one-line answers (``ChatRequest.branches``) in the real llama.cpp engine: distinct, each following
-the grammar, and leaving the context exactly as the single-sequence path expects it."""
+the grammar, decoded as ordinary sequences of the scheduler, and leaving no cells behind."""
 
 from __future__ import annotations
 
-import numpy as np
+import asyncio
+
 import pytest
 
 from tests.conftest import COACH_SYSTEM_PROMPT
@@ -37,11 +38,17 @@ def greedy(question: str) -> ChatRequest:
 
 
 def branch_cells(engine: LlamaCppEngine) -> list[int]:
-    """The highest position each branch sequence holds (-1: empty)."""
+    """The highest position each conversation or branch sequence holds (-1: empty); sequence 0 is the shared
+    system prompt's and is left out."""
     import llama_cpp
 
     memory = engine._llama._ctx.memory  # type: ignore[union-attr]
-    return [llama_cpp.llama_memory_seq_pos_max(memory, s) for s in range(1, MAX_BRANCHES + 1)]
+    n_seq = engine.config.parallel + MAX_BRANCHES
+    return [llama_cpp.llama_memory_seq_pos_max(memory, s) for s in range(1, n_seq)]
+
+
+def idle(engine: LlamaCppEngine) -> list[int]:
+    return [-1] * (engine.config.parallel + MAX_BRANCHES - 1)
 
 
 async def test_each_branch_is_one_distinct_valid_chip(engine: LlamaCppEngine) -> None:
@@ -55,50 +62,30 @@ async def test_each_branch_is_one_distinct_valid_chip(engine: LlamaCppEngine) ->
         assert len({line.split(" ")[0].casefold() for line in lines[:-1]}) == n, completion.text
         assert len(parse_chips(completion.text, n)) >= n - 1, completion.text
         assert completion.finish_reason == "stop"
-    assert branch_cells(engine) == [-1] * MAX_BRANCHES
+    assert branch_cells(engine) == idle(engine)
 
 
-async def first_token_logits(engine: LlamaCppEngine, question: str) -> np.ndarray:
-    """The model's scores for the first answer token of ``question``, computed by the engine's own prefix reuse."""
+async def test_branches_free_their_cells_and_leave_other_sequences_untouched(engine: LlamaCppEngine) -> None:
+    # llama.cpp's arithmetic depends on the batch's shape, so the same greedy request is not byte-equal run
+    # alone and beside chips: the behaviour is what is asserted. The shared system prompt (sequence 0) must hold
+    # the same cells after chips as before, every branch cell must be freed, and answers stay coherent.
     import llama_cpp
 
-    request = ChatRequest(greedy(question).messages, GenerationParams(max_tokens=1, temperature=0.0))
-    await engine.chat(request)  # one token: the context's logits still belong to the prompt's last token
-    llama = engine._llama
-    assert llama is not None
-    n_vocab = llama_cpp.llama_vocab_n_tokens(llama._model.vocab)  # type: ignore[attr-defined]
-    return np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(n_vocab,)).astype(np.float64)  # type: ignore[attr-defined]
-
-
-def sequence_zero_matches_the_engine(engine: LlamaCppEngine) -> bool:
-    """Sequence 0 holds exactly the cells of the tokens the engine believes are in the context."""
-    import llama_cpp
-
-    llama = engine._llama
-    memory = llama._ctx.memory  # type: ignore[union-attr]
-    n = llama.n_tokens  # type: ignore[union-attr]
-    return llama_cpp.llama_memory_seq_pos_max(memory, 0) == n - 1 and llama_cpp.llama_memory_seq_pos_min(memory, 0) == (
-        0 if n else -1
-    )
-
-
-async def test_branches_leave_the_context_as_they_found_it(engine: LlamaCppEngine) -> None:
-    # With branch cells left over, or sequence 0 holding a branch's tokens, the next request would attend to them
-    # (or restore a polluted prefix) and its scores would move. Whole greedy answers are not compared byte for byte:
-    # llama.cpp's arithmetic depends on where the cells sit in the KV buffer and on the batch shape, so a near-tie a
-    # few tokens in can flip with no defect at all (it did, on CPUs without AMX). The first token's scores are
-    # compared with a tolerance far below what a polluted context moves them by.
+    memory = engine._llama._ctx.memory  # type: ignore[union-attr]
     question = "I can't sleep before big meetings. What can I do tonight?"
-    before = await first_token_logits(engine, question)
-    for chips in (chips_request(4), chips_request(3, "action"), chips_request(3, "action")):  # the last one warm
-        await engine.chat(chips)
-        assert branch_cells(engine) == [-1] * MAX_BRANCHES
-        assert sequence_zero_matches_the_engine(engine)
-        after = await first_token_logits(engine, question)
-        assert np.allclose(after, before, rtol=0, atol=0.05), float(np.max(np.abs(after - before)))
-        assert after.argmax() == before.argmax()
-    answer = (await engine.chat(greedy(question))).text
-    assert len(answer.split()) >= 8, answer
+    before = await engine.chat(greedy(question))
+    prefix_end = llama_cpp.llama_memory_seq_pos_max(memory, 0)
+    assert prefix_end > 0  # the coach system prompt is shared from sequence 0
+    beside = await asyncio.gather(engine.chat(greedy(question)), engine.chat(chips_request(4)))
+    await engine.chat(chips_request(3, "action"))
+    after = await engine.chat(greedy(question))
+    assert llama_cpp.llama_memory_seq_pos_max(memory, 0) == prefix_end
+    for answer in (before, beside[0], after):
+        assert answer.usage.completion_tokens == 24 and answer.finish_reason == "length", answer
+        assert len(answer.text.split()) >= 8, answer.text
+        assert answer.usage.cached_tokens > 0
+    assert len(beside[1].text.splitlines()) == 4
+    assert branch_cells(engine) == idle(engine)
 
 
 async def test_a_closed_stream_cancels_the_branches_and_the_engine_keeps_serving(engine: LlamaCppEngine) -> None:
@@ -109,7 +96,7 @@ async def test_a_closed_stream_cancels_the_branches_and_the_engine_keeps_serving
     completion = await engine.chat(chips_request(2))  # queued behind the cancelled one: runs once it stopped
     assert engine.stats.cancelled == cancelled + 1
     assert len(completion.text.splitlines()) == 2
-    assert branch_cells(engine) == [-1] * MAX_BRANCHES
+    assert branch_cells(engine) == idle(engine)
 
 
 async def test_branches_need_a_grammar_and_a_small_count(engine: LlamaCppEngine) -> None:

@@ -35,8 +35,8 @@ def fault() -> Iterator[FaultServer]:
 
 @pytest.fixture(scope="module")
 async def local(model_path: Path) -> AsyncIterator[LlamaCppEngine]:
-    # queue_depth 0: one request at a time, so "queue full" can be caused for real.
-    engine = LlamaCppEngine(EngineConfig(model_path, "qwen2.5-0.5b-instruct", threads=2, queue_depth=0))
+    # One sequence slot and queue_depth 0: one request at a time, so "queue full" can be caused for real.
+    engine = LlamaCppEngine(EngineConfig(model_path, "qwen2.5-0.5b-instruct", threads=2, queue_depth=0, parallel=1))
     await engine.start()
     assert engine.ready
     yield engine

@@ -388,8 +388,12 @@ class ChipService:
 
 def _expected_wait_ms(backend: Backend) -> float:
     """How long requests already admitted will keep the local model busy (0 when idle), from the engine's
-    live figures: its queue depth times its average service time."""
+    live figures: a batching engine's own estimate of the wait for a free slot (0 while one is free), else its
+    queue depth times its average service time."""
     details = backend.info().details
+    wait = details.get("estimated_wait_ms")
+    if isinstance(wait, int | float):
+        return float(wait)
     pending = details.get("queue_depth") or 0
     service = details.get("service_ms_ewma") or 1000.0
     return float(pending) * float(service)  # type: ignore[arg-type]

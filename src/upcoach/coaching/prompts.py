@@ -74,9 +74,8 @@ class Prepared:
     persona: bool = False
 
     def stricter(self, problem: str) -> tuple[ChatMessage, ...]:
-        """The same conversation with a stricter instruction right before the last user turn (one regeneration)."""
-        *head, last = self.messages
-        return (*head, ChatMessage("system", strict_instruction(self.language, problem)), last)
+        """The same conversation with a stricter instruction at its end, after the question and any material."""
+        return (*self.messages, ChatMessage("system", strict_instruction(self.language, problem)))
 
 
 class CoachingPrompts:
@@ -116,7 +115,9 @@ class CoachingPrompts:
             added_persona = True
         found = await self.retrieve(messages, _lang(language)) if self.grounding else []
         if found and out and out[-1].role == "user":
-            out.insert(len(out) - 1, ChatMessage("system", material_text(found, language)))
+            # After the question, not before it: everything up to the question stays the same from one turn (and
+            # one user) to the next, so the engine's prefix cache keeps serving the system prompt and the history.
+            out.append(ChatMessage("system", material_text(found, language)))
         return Prepared(
             tuple(out), tuple(s.id for s in found), " ".join(s.title for s in found), _lang(language), added_persona
         )

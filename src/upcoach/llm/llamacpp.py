@@ -1,23 +1,21 @@
-"""In-process llama.cpp engine: one worker thread owns the model; requests wait in a bounded queue.
+"""In-process llama.cpp engine: one engine thread owns the model and serves many conversations at once.
 
-Why this shape: on a few CPU cores one decode stream already saturates memory bandwidth, so the engine runs one
-generation at a time on a dedicated thread (never the event loop) and spends its cleverness on time to first
-token: every new conversation behind a known system prompt restores that prefix's KV cells from an LRU
-(``PrefixCache``) instead of recomputing them. Tokens reach the event loop through a ``Channel`` that wakes the
-loop once per batch, so streaming costs the decode thread almost nothing.
+Why this shape: requests arrive on the event loop and are handed to the engine thread through a queue; that
+thread runs the continuous-batching ``Scheduler`` (llm/scheduler.py), which advances every active sequence in one
+``llama_decode`` per step. Admission is bounded twice: ``parallel`` sequences in the batch, ``queue_depth`` more
+waiting; one more is refused at once with 429 and a Retry-After from the measured service rate. Tokens reach the
+event loop through a ``Channel`` that wakes the loop once per batch, so streaming costs the engine thread almost
+nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
-import ctypes
 import logging
 import queue
-import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,24 +28,23 @@ from upcoach.llm.base import (
     Chunk,
     Completion,
     Health,
-    Usage,
     collect,
 )
 from upcoach.llm.channel import Channel
-from upcoach.llm.constrained import GrammarSampler
-from upcoach.llm.prefix_cache import PrefixCache, Tokens, common_prefix
+from upcoach.llm.prefix_cache import PrefixCache
 from upcoach.llm.prompt import PromptFormatter, RenderedPrompt
-from upcoach.llm.stops import StopMatcher
+from upcoach.llm.scheduler import Scheduler, Sequence, drain_seconds, new_sequence, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
-# A cached prefix must beat what the live context already holds by this many tokens to be worth a restore.
-RESTORE_MARGIN = 16
-# Parallel one-line answers per request (``ChatRequest.branches``): suggestion chips ask for at most 5. The
-# context holds this many sequences besides sequence 0, the one every other request uses.
+# Parallel one-line answers per request (``ChatRequest.branches``): suggestion chips ask for at most 5. Each
+# branch is a sequence of its own; the context holds this many sequences beyond ``parallel`` for them.
 MAX_BRANCHES = 5
-# How many of the most likely first tokens are looked at when choosing the branches' different starts.
-FIRST_TOKEN_CANDIDATES = 64
+# Prompt tokens prefilled per step beside the running sequences' decode tokens (UPCOACH_PREFILL_CHUNK).
+DEFAULT_PREFILL_CHUNK = 128
+# KV cache bytes per token assumed when choosing the default ``parallel`` before a model is loaded (generous:
+# ~10x a 0.5B model's 12 KB, about a 7B model with grouped-query attention).
+KV_BYTES_PER_TOKEN_GUESS = 128 << 10
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,8 @@ class EngineConfig:
     context_size: int = 4096
     batch_size: int = 512
     queue_depth: int = 16
+    parallel: int = 1
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK
     prefix_cache_bytes: int = 256 << 20
     prefix_min_tokens: int = 32
     default_max_tokens: int = 512
@@ -117,7 +116,7 @@ class LlamaCppEngine:
         self._llama: object | None = None
         self._formatter: PromptFormatter | None = None
         self._cache = PrefixCache(config.prefix_cache_bytes)
-        self._pieces: dict[int, bytes] = {}
+        self._scheduler: Scheduler | None = None
         self._grammars: set[str] = set()  # GBNF texts llama.cpp parsed; touched on the worker only
         self.name = f"local:{config.model_id}"
 
@@ -140,52 +139,68 @@ class LlamaCppEngine:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def _load(self) -> None:
+    def _load(self) -> Scheduler:
         from llama_cpp import Llama
 
+        config = self.config
         started = time.perf_counter()
         llama = Llama(
-            model_path=str(self.config.model_path),
-            n_ctx=self.config.context_size,
-            n_batch=self.config.batch_size,
-            n_threads=self.config.threads,
-            n_threads_batch=self.config.threads,
+            model_path=str(config.model_path),
+            n_ctx=config.context_size,
+            n_batch=config.batch_size,
+            n_threads=config.threads,
+            n_threads_batch=config.threads,
             logits_all=False,
             verbose=False,
         )
-        _allow_branches(llama, 1 + MAX_BRANCHES)
+        # Sequence 0 holds the shared system prompt; each running conversation has one, chips up to MAX_BRANCHES.
+        extra = MAX_BRANCHES - 1
+        n_seqs = 1 + config.parallel + extra
+        kv_cells = config.context_size * (config.parallel + 1)
+        batch = max(config.batch_size, config.prefill_chunk + config.parallel + extra)
+        _allow_sequences(llama, n_seqs, kv_cells, batch)
         self._llama = llama
         self._formatter = PromptFormatter.from_llama(llama)
         # A model decrypted into memory is opened as /proc/self/fd/N: name it by its id, not by the descriptor.
         log.info(
-            "loaded %s (%s) in %.1f s (ctx %d, %d threads)",
-            self.config.model_id, self.config.model_path, time.perf_counter() - started, self.config.context_size,
-            self.config.threads,
+            "loaded %s (%s) in %.1f s: %d parallel sequences, %d tokens each, %d KV cells, prefill chunk %d, "
+            "%d threads",
+            config.model_id, config.model_path, time.perf_counter() - started, config.parallel, config.context_size,
+            kv_cells, config.prefill_chunk, config.threads,
         )  # fmt: skip
+        return Scheduler(
+            llama,
+            parallel=config.parallel,
+            extra_seqs=extra,
+            prefill_chunk=config.prefill_chunk,
+            kv_cells=kv_cells,
+            cache=self._cache,
+            prefix_min_tokens=config.prefix_min_tokens,
+            stats=self.stats,
+            model_id=config.model_id,
+        )
 
     def _run(self, loaded: asyncio.Future[None]) -> None:
         loop = loaded.get_loop()
         try:
-            self._load()
+            scheduler = self._load()
         except Exception as exc:  # a bad file must not take the service down: readiness reports it
             self._load_error = f"model failed to load: {exc}"
             log.error(self._load_error)
             loop.call_soon_threadsafe(_resolve, loaded)
             return
+        self._scheduler = scheduler
         self._ready.set()
         loop.call_soon_threadsafe(_resolve, loaded)
-        while True:
-            job = self._queue.get()
-            if job is _SHUTDOWN:
-                break
-            assert isinstance(job, _Job)
+        while self._intake(scheduler, block=not scheduler.active and not scheduler.waiting):
             try:
-                self._generate(job)
-            except UpcoachError as exc:
-                job.channel.put(exc)
-            except Exception as exc:  # llama.cpp failures become a clean error for that one request
-                log.exception("generation failed")
-                job.channel.put(Unavailable(f"local generation failed: {exc}"))
+                scheduler.admit()
+                scheduler.run_step()
+            except Exception as exc:  # llama.cpp failures become a clean error for the sequences in the batch
+                log.exception("generation step failed")
+                for sequence in list(scheduler.active):
+                    scheduler.fail(sequence, Unavailable(f"local generation failed: {exc}"))
+        scheduler.close()
         self._llama = None
 
     # ---- Backend interface ------------------------------------------------------------------------------------
@@ -197,6 +212,8 @@ class LlamaCppEngine:
             context_size=self.config.context_size,
             details={
                 "threads": self.config.threads,
+                "parallel": self.config.parallel,
+                "prefill_chunk": self.config.prefill_chunk,
                 "queue_depth": self._pending,
                 "queue_capacity": self.capacity,
                 "ttft_ms_ewma": self.stats.ttft_ms,
@@ -206,12 +223,53 @@ class LlamaCppEngine:
                 "prefix_cache_bytes": self._cache.nbytes,
                 "completed": self.stats.completed,
                 "cancelled": self.stats.cancelled,
+                **self._scheduler_details(),
             },
         )
 
+    def _scheduler_details(self) -> dict[str, object]:
+        """The live batch, read from another thread: plain numbers, a slightly stale view is fine."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return {}
+        step = scheduler.step
+        waiting = len(scheduler.waiting)
+        running = scheduler.running
+        return {
+            "running": running,
+            "waiting": waiting,
+            "batch_tokens": step.last_batch,
+            "step_ms_ewma": step.step_ms,
+            "prefill_tokens_last_step": step.last_prefill,
+            "decode_tokens_last_step": step.last_decode,
+            "prefill_tokens_total": step.prefill_tokens,
+            "decode_tokens_total": step.decode_tokens,
+            "steps_total": step.steps,
+            "kv_cells_reserved": step.kv_cells,
+            "kv_cells": scheduler.kv_cells,
+            "queue_wait_ms_ewma": step.queue_wait_ms,
+            "queue_wait_seconds_sum": step.queue_wait_seconds_sum,
+            "admitted_total": step.admitted,
+            "prefix_cache_hits": step.prefix_hits,
+            "service_rate_per_s": scheduler.service_rate(),
+            "estimated_wait_ms": self.estimated_wait_ms(),
+        }
+
+    def estimated_wait_ms(self) -> float | None:
+        """How long a request arriving now waits for a slot: nothing while one is free, else the time for the
+        sequences ahead of it to drain at the measured service rate. The router adds the measured first-token
+        time (its own prefill) to this."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return None
+        ahead = self._pending - self.config.parallel
+        if ahead < 0:
+            return 0.0
+        return drain_seconds(ahead + 1, self.config.parallel, scheduler.service_rate(), self.stats.service_ms) * 1000
+
     @property
     def capacity(self) -> int:
-        return 1 + self.config.queue_depth
+        return self.config.parallel + self.config.queue_depth
 
     @property
     def pending(self) -> int:
@@ -223,24 +281,6 @@ class LlamaCppEngine:
         if self._pending >= self.capacity:
             return Health(False, "queue full", self._pending, self.capacity)
         return Health(True, "", self._pending, self.capacity)
-
-    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
-        """``text`` as this model's token ids (``special``: with BOS, and control tokens parsed as such). Reads only
-        the vocabulary, never the context, so it may run beside the worker thread."""
-        llama = self._loaded()
-        return list(llama.tokenize(text.encode("utf-8"), add_bos=special, special=special))  # type: ignore[attr-defined]
-
-    def detokenize(self, tokens: list[int]) -> str:
-        llama = self._loaded()
-        n_vocab = int(llama.n_vocab())  # type: ignore[attr-defined]
-        if any(not 0 <= token < n_vocab for token in tokens):
-            raise InvalidRequest(f"token ids are 0..{n_vocab - 1} for this model", param="tokens")
-        return b"".join(self._piece(token) for token in tokens).decode("utf-8", errors="replace")
-
-    def _loaded(self) -> object:
-        if not self.ready or self._llama is None:
-            raise Unavailable(self._load_error or "local model is not loaded yet")
-        return self._llama
 
     async def chat(self, request: ChatRequest) -> Completion:
         completion = await collect(self.stream(request))
@@ -273,14 +313,35 @@ class LlamaCppEngine:
             job.cancel.set()
             self._pending -= 1
 
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        """``text`` as this model's token ids (``special``: with BOS, and control tokens parsed as such). Reads only
+        the vocabulary, never the context, so it may run beside the engine thread."""
+        llama = self._loaded()
+        return list(llama.tokenize(text.encode("utf-8"), add_bos=special, special=special))  # type: ignore[attr-defined]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        llama = self._loaded()
+        n_vocab = int(llama.n_vocab())  # type: ignore[attr-defined]
+        if any(not 0 <= token < n_vocab for token in tokens):
+            raise InvalidRequest(f"token ids are 0..{n_vocab - 1} for this model", param="tokens")
+        return bytes(llama.detokenize(tokens)).decode("utf-8", errors="replace")  # type: ignore[attr-defined]
+
+    def _loaded(self) -> object:
+        if not self.ready or self._llama is None:
+            raise Unavailable("local model is not loaded yet")
+        return self._llama
+
     def _admit(self, request: ChatRequest) -> _Job:
         if not self.ready:
             raise Unavailable(self._load_error or "local model is not loaded yet")
         if self._pending >= self.capacity:
-            per_job = (self.stats.ttft_ms or 500) / 1000 + 256 / (self.stats.decode_tps or 40)
+            scheduler = self._scheduler
+            rate = scheduler.service_rate() if scheduler is not None else None
             raise Overloaded(
                 f"local queue is full ({self._pending} requests); retry later",
-                retry_after=max(1.0, round(per_job * self.config.queue_depth / 2)),
+                retry_after=retry_after_seconds(
+                    self._pending - self.config.parallel, self.config.parallel, rate, self.stats.service_ms
+                ),
             )
         if request.branches > 1 and (request.grammar is None or request.branches > MAX_BRANCHES):
             raise InvalidRequest(
@@ -292,246 +353,53 @@ class LlamaCppEngine:
         self._queue.put(job)
         return job
 
-    # ---- worker thread ----------------------------------------------------------------------------------------
-    def _generate(self, job: _Job) -> None:
-        started = time.perf_counter()
-        if job.cancel.is_set():
-            self.stats.cancelled += 1
-            return
-        llama = self._llama
+    # ---- engine thread --------------------------------------------------------------------------------------
+    def _sequence_for(self, job: _Job) -> Sequence:
+        """Render and check the request (errors go to its caller before it is queued), then make its sequence."""
         formatter = self._formatter
-        assert llama is not None and formatter is not None
-        params = job.request.params
-        if job.request.prompt is not None:  # raw text to continue: no chat template, no prefix boundary
-            raw = llama.tokenize(job.request.prompt.encode("utf-8"), add_bos=True, special=False)  # type: ignore[attr-defined]
+        assert formatter is not None
+        request = job.request
+        llama = self._llama
+        assert llama is not None
+        if request.prompt is not None:  # raw text to continue (/v1/completions): no chat template, no prefix boundary
+            raw = llama.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=False)  # type: ignore[attr-defined]
             prompt = RenderedPrompt(list(raw), 0)
         else:
-            prompt = formatter.render(job.request.messages, job.request.continuation)
+            prompt = formatter.render(request.messages, request.continuation)
+        n_vocab = int(llama.n_vocab())  # type: ignore[attr-defined]
+        if any(not 0 <= token < n_vocab for token, _ in request.params.logit_bias):
+            raise InvalidRequest(f"logit_bias names a token id outside 0..{n_vocab - 1}", param="logit_bias")
         tokens = np.asarray(prompt.tokens, dtype=np.intc)
         n_ctx = self.config.context_size
         if len(tokens) >= n_ctx:
             raise ContextLengthExceeded(
-                f"the prompt is {len(tokens)} tokens; this model's context is {n_ctx} tokens",
-                param="messages",
+                f"the prompt is {len(tokens)} tokens; this model's context is {n_ctx} tokens", param="messages"
             )
-        max_tokens = min(params.max_tokens or self.config.default_max_tokens, n_ctx - len(tokens))
-        grammar = self._checked_grammar(job.request.grammar) if job.request.grammar else None
-        n_vocab = int(llama.n_vocab())  # type: ignore[attr-defined]
-        if any(not 0 <= token < n_vocab for token, _ in params.logit_bias):
-            raise InvalidRequest(f"logit_bias names a token id outside 0..{n_vocab - 1}", param="logit_bias")
-        job.channel.put(Chunk())  # admitted: the API may now commit to a 200 and start streaming
-        cached = self._reuse_prefix(llama, tokens, prompt.boundary)
+        max_tokens = min(request.params.max_tokens or self.config.default_max_tokens, n_ctx - len(tokens))
+        grammar = self._checked_grammar(request.grammar) if request.grammar else None
+        return new_sequence(job, tokens, prompt.boundary, max_tokens, request.params.stop + prompt.stops, grammar)
 
-        seed = params.seed if params.seed is not None else random.getrandbits(31)
-        llama.set_seed(seed)  # type: ignore[attr-defined]
-        if job.request.branches > 1:
-            assert grammar is not None  # checked in _admit
-            n_generated, first_token_at, finish = self._decode_branches(job, llama, tokens, grammar, max_tokens)
-        else:
-            stops = params.stop + prompt.stops
-            n_generated, first_token_at, finish = self._decode(job, llama, tokens, grammar, max_tokens, seed, stops)
-        ended = time.perf_counter()
-        if grammar is None:
-            # A constrained answer (chips, JSON) is a one-shot: nobody continues that conversation, so it would
-            # only push useful prefixes out of the cache.
-            self._remember(llama, tokens)
-
-        ttft_ms = (first_token_at - started) * 1000 if first_token_at else None
-        decode_s = ended - first_token_at if first_token_at else 0.0
-        prefill = len(tokens) - cached
-        self.stats.observe(
-            ttft_ms if cached > 0 else None,
-            # Branch tokens are decoded several per step: they would overstate the speed of one stream.
-            (n_generated - 1) / decode_s if n_generated > 8 and decode_s > 0 and job.request.branches == 1 else None,
-            prefill / (ttft_ms / 1000) if ttft_ms and prefill > 64 else None,
-            (ended - started) * 1000 if finish != "cancelled" else None,
-        )
-        if finish == "cancelled":
-            self.stats.cancelled += 1
-        else:
-            self.stats.completed += 1
-        job.channel.put(
-            Chunk(
-                final=Completion(
-                    text="",
-                    finish_reason=finish,  # type: ignore[arg-type]
-                    usage=Usage(len(tokens), n_generated, cached),
-                    model=self.config.model_id,
-                    first_token_ms=ttft_ms,
-                    total_ms=(ended - started) * 1000,
-                    queue_ms=(started - job.enqueued) * 1000,
-                )
-            )
-        )
-
-    def _decode(
-        self,
-        job: _Job,
-        llama: object,
-        tokens: Tokens,
-        grammar: str | None,
-        max_tokens: int,
-        seed: int,
-        stops: tuple[str, ...],
-    ) -> tuple[int, float | None, str]:
-        """One sequence, token by token, streamed as it comes: (tokens generated, first token time, finish)."""
-        params = job.request.params
-        matcher = StopMatcher(stops)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        vocab = llama._model  # type: ignore[attr-defined]
-        from llama_cpp import llama_vocab_is_eog
-
-        n_generated = 0
-        first_token_at: float | None = None
-        finish = "length"
-        sampler: GrammarSampler | None = None
-        if grammar is not None:
-            sampler = GrammarSampler(
-                llama, grammar, temperature=params.temperature, top_p=params.top_p, seed=seed,
-                presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
-                logit_bias=params.logit_bias,
-            )  # fmt: skip
-            generator = _constrained(llama, tokens, sampler)
-        else:
-            generator = llama.generate(  # type: ignore[attr-defined]
-                tokens.tolist(), temp=params.temperature, top_p=params.top_p, top_k=40, min_p=0.05, reset=True,
-                presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
-                logits_processor=_biased(params.logit_bias), repeat_penalty=params.repeat_penalty,
-            )  # fmt: skip
-        for token in generator:
-            now = time.perf_counter()
-            if first_token_at is None:
-                first_token_at = now
-            if llama_vocab_is_eog(vocab.vocab, token):
-                finish = "stop"
-                break
-            n_generated += 1
-            piece = decoder.decode(self._piece(token))
-            emit, stopped = matcher.feed(piece)
-            if emit:
-                job.channel.put(Chunk(emit))
-            if stopped:
-                finish = "stop"
-                break
-            if job.cancel.is_set():
-                finish = "cancelled"
-                break
-            if n_generated >= max_tokens:
-                break
-        generator.close()
-        if sampler is not None:
-            sampler.close()
-        tail = matcher.flush(decoder.decode(b"", final=True)) if finish != "cancelled" else ""
-        if tail:
-            job.channel.put(Chunk(tail))
-        return n_generated, first_token_at, finish
-
-    def _decode_branches(
-        self, job: _Job, llama: object, tokens: Tokens, grammar: str, max_tokens: int
-    ) -> tuple[int, float | None, str]:
-        """``branches`` one-line answers decoded side by side, one llama.cpp batch per step.
-
-        Why: n short answers then take as many steps as the longest one instead of the sum of all. A step over
-        n tokens costs less than n single steps but far more than one on a small CPU (measured on 2 cores with
-        a 0.5B Q4_K_M model: x2 for 2 tokens, x3 for 3-4, x3.7 for 5), so the gain is real but not n-fold.
-
-        The prompt is evaluated once in sequence 0 and shared with sequences 1..n by ``seq_cp`` (the cells are
-        shared, not copied). Each branch starts from a different allowed first token (the n most likely, no two
-        starting the same word), then continues under its own grammar sampler (greedy when temperature is 0)
-        until its line ends; a finished line is sent as one chunk, ``text\\n``. Sequences 1..n are removed on
-        every way out, so seq 0 is left holding exactly the prompt, as the prefix cache and the next request
-        expect.
-        """
-        import llama_cpp
-
-        params = job.request.params
-        n = job.request.branches
-        memory = llama._ctx.memory  # type: ignore[attr-defined]
-        ctx = llama._ctx.ctx  # type: ignore[attr-defined]
-        vocab = llama._model.vocab  # type: ignore[attr-defined]
-        start = min(llama.n_tokens, len(tokens) - 1)  # type: ignore[attr-defined]
-        self._truncate(llama, start)
-        llama.eval(tokens[start:].tolist())  # type: ignore[attr-defined]
-        samplers = [
-            GrammarSampler(llama, grammar, temperature=params.temperature, top_p=params.top_p, seed=seed)
-            for seed in range(params.seed or 0, (params.seed or 0) + n)
-        ]
-        batch = llama_cpp.llama_batch_init(n, 0, 1)
-        n_generated = 0
-        finish = "stop"
+    def _intake(self, scheduler: Scheduler, block: bool) -> bool:
+        """Take every job handed over since the last step (waiting for one when idle); False on shutdown."""
         try:
-            firsts = self._first_tokens(llama, samplers[0], n)
-            first_token_at = time.perf_counter()
-            samplers, rest = samplers[: len(firsts)], samplers[len(firsts) :]
-            for sampler in rest:
-                sampler.close()
-            for branch, sampler in enumerate(samplers):
-                sampler.accept(firsts[branch])
-                llama_cpp.llama_memory_seq_cp(memory, 0, branch + 1, 0, len(tokens))
-            texts = [b"" for _ in firsts]
-            current = list(firsts)
-            running = list(range(len(firsts)))
-            position = len(tokens)
-            while running:
-                for branch in list(running):
-                    token = current[branch]
-                    ended = bool(llama_cpp.llama_vocab_is_eog(vocab, token))
-                    if not ended:
-                        n_generated += 1
-                        texts[branch] += self._piece(token)
-                    line, newline, _ = texts[branch].partition(b"\n")
-                    if ended or newline or position - len(tokens) + 1 >= max_tokens:
-                        running.remove(branch)
-                        if line:
-                            job.channel.put(Chunk(line.decode("utf-8", errors="replace") + "\n"))
-                if not running:
-                    break
-                if job.cancel.is_set():
-                    finish = "cancelled"
-                    break
-                batch.n_tokens = len(running)
-                for row, branch in enumerate(running):
-                    batch.token[row] = current[branch]
-                    batch.pos[row] = position
-                    batch.n_seq_id[row] = 1
-                    batch.seq_id[row][0] = branch + 1
-                    batch.logits[row] = 1
-                code = llama_cpp.llama_decode(ctx, batch)
-                if code != 0:
-                    raise RuntimeError(f"llama_decode returned {code} for {len(running)} branches")
-                for row, branch in enumerate(running):
-                    current[branch] = samplers[branch].sample(row)
-                position += 1
-        finally:
-            llama_cpp.llama_batch_free(batch)
-            for sampler in samplers:
-                sampler.close()
-            for branch in range(1, n + 1):
-                llama_cpp.llama_memory_seq_rm(memory, branch, -1, -1)
-        return n_generated, first_token_at, finish
-
-    def _first_tokens(self, llama: object, sampler: GrammarSampler, n: int) -> list[int]:
-        """Up to ``n`` distinct first tokens for the branches, most likely first, each allowed by the grammar.
-
-        Two tokens where one's text starts the other's ("I" and "It", "Help" and "Hel") would likely grow into
-        the same reply, so only the more likely one is kept.
-        """
-        logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(int(llama.n_vocab()),))  # type: ignore[attr-defined]
-        top = np.argpartition(logits, -FIRST_TOKEN_CANDIDATES)[-FIRST_TOKEN_CANDIDATES:]
-        top = top[np.argsort(-logits[top])]
-        chosen: list[int] = []
-        keys: list[str] = []
-        for token in top[sampler.allowed(top)]:
-            key = self._piece(int(token)).decode("utf-8", errors="ignore").strip().casefold()
-            if not key or any(key.startswith(k) or k.startswith(key) for k in keys):
-                continue
-            chosen.append(int(token))
-            keys.append(key)
-            if len(chosen) == n:
-                break
-        if not chosen:
-            raise RuntimeError("the grammar allows none of the likely first tokens")
-        return chosen
+            item = self._queue.get(block=block)
+        except queue.Empty:
+            return True
+        while True:
+            if item is _SHUTDOWN:
+                return False
+            assert isinstance(item, _Job)
+            try:
+                sequence = self._sequence_for(item)
+            except UpcoachError as exc:
+                item.channel.put(exc)
+            else:
+                item.channel.put(Chunk())  # accepted: the API may now commit to a 200 and start streaming
+                scheduler.enqueue(sequence)
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return True
 
     def _checked_grammar(self, text: str) -> str:
         """``text`` once llama.cpp has parsed it; a grammar that does not parse is the caller's error (400).
@@ -552,126 +420,22 @@ class LlamaCppEngine:
             self._grammars.add(text)
         return text
 
-    def _piece(self, token: int) -> bytes:
-        """The token's text bytes, memoised: the vocabulary is fixed, and this runs once per generated token."""
-        piece = self._pieces.get(token)
-        if piece is None:
-            from llama_cpp import llama_token_to_piece
 
-            vocab = self._llama._model.vocab  # type: ignore[union-attr]
-            buffer = ctypes.create_string_buffer(64)
-            n = llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
-            if n < 0:  # the piece is longer than the buffer: llama.cpp says how long
-                buffer = ctypes.create_string_buffer(-n)
-                n = llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
-            piece = buffer.raw[: max(n, 0)]
-            self._pieces[token] = piece
-        return piece
-
-    def _reuse_prefix(self, llama: object, tokens: Tokens, boundary: int) -> int:
-        """Put the longest known prefix of ``tokens`` into the context; save the boundary prefix if new.
-
-        Returns how many prompt tokens need no prefill.
-        """
-        live = common_prefix(np.asarray(llama.input_ids[: llama.n_tokens]), tokens)  # type: ignore[attr-defined]
-        entry, shared = self._cache.best(tokens)
-        if entry is not None and shared > live + RESTORE_MARGIN:
-            if self._restore(llama, entry.tokens, entry.state):
-                live = shared
-        # Keep the context at exactly the shared part; generate() evaluates the rest.
-        self._truncate(llama, live)
-        if (
-            boundary >= self.config.prefix_min_tokens
-            and boundary > live
-            and boundary < len(tokens)
-            and not self._cache.contains(tokens[:boundary])
-        ):
-            llama.eval(tokens[live:boundary].tolist())  # type: ignore[attr-defined]
-            self._save(llama, tokens[:boundary])
-            live = boundary
-        return min(live, len(tokens) - 1)
-
-    def _remember(self, llama: object, prompt: Tokens) -> None:
-        """Keep the whole conversation so its next turn starts warm even after other users' requests."""
-        n = llama.n_tokens  # type: ignore[attr-defined]
-        if n >= self.config.prefix_min_tokens and n > len(prompt):
-            self._save(llama, np.asarray(llama.input_ids[:n], dtype=np.intc))  # type: ignore[attr-defined]
-
-    def _truncate(self, llama: object, n: int) -> None:
-        llama._ctx.kv_cache_seq_rm(0, n, -1)  # type: ignore[attr-defined]
-        llama.n_tokens = n  # type: ignore[attr-defined]
-        # The logits in the context belong to the last token decoded, not to position n: make generate()
-        # replay the last prompt token instead of sampling from stale logits.
-        llama._requires_eval = True  # type: ignore[attr-defined]
-
-    def _save(self, llama: object, tokens: Tokens) -> None:
-        from llama_cpp import llama_state_seq_get_data, llama_state_seq_get_size
-
-        ctx = llama._ctx.ctx  # type: ignore[attr-defined]
-        size = llama_state_seq_get_size(ctx, 0)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_state_seq_get_data(ctx, buffer, size, 0)
-        if written:
-            self._cache.put(tokens, bytes(memoryview(buffer)[:written]))
-
-    def _restore(self, llama: object, tokens: Tokens, state: bytes) -> bool:
-        from llama_cpp import llama_state_seq_set_data
-
-        ctx = llama._ctx.ctx  # type: ignore[attr-defined]
-        llama._ctx.kv_cache_seq_rm(0, 0, -1)  # type: ignore[attr-defined]
-        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        if llama_state_seq_set_data(ctx, buffer, len(state), 0) == 0:
-            llama.n_tokens = 0  # type: ignore[attr-defined]
-            log.warning("prefix restore failed; evaluating the prompt from scratch")
-            return False
-        llama.input_ids[: len(tokens)] = tokens  # type: ignore[attr-defined]
-        llama.n_tokens = len(tokens)  # type: ignore[attr-defined]
-        llama._requires_eval = True  # type: ignore[attr-defined]
-        return True
-
-
-def _constrained(llama: object, prompt: np.ndarray, sampler: GrammarSampler) -> Iterator[int]:
-    """``Llama.generate`` for grammar requests: the same prompt handling, sampling by ``GrammarSampler``.
-
-    ``_reuse_prefix`` left exactly the shared prefix in the context; the rest is evaluated here (at least the last
-    prompt token, so the logits we sample from belong to it).
-    """
-    start = min(llama.n_tokens, len(prompt) - 1)  # type: ignore[attr-defined]
-    llama._ctx.kv_cache_seq_rm(0, start, -1)  # type: ignore[attr-defined]
-    llama.n_tokens = start  # type: ignore[attr-defined]
-    llama.eval(prompt[start:].tolist())  # type: ignore[attr-defined]
-    while True:
-        token = sampler.sample()
-        yield token
-        llama.eval([token])  # type: ignore[attr-defined]
-
-
-def _biased(logit_bias: tuple[tuple[int, float], ...]) -> list[Callable[[object, np.ndarray], np.ndarray]] | None:
-    """OpenAI's ``logit_bias`` as a llama-cpp-python logits processor: the bias is added to those tokens' logits."""
-    if not logit_bias:
-        return None
-    ids = np.array([token for token, _ in logit_bias], dtype=np.intc)
-    bias = np.array([value for _, value in logit_bias], dtype=np.single)
-
-    def add(_: object, scores: np.ndarray) -> np.ndarray:
-        scores[ids] += bias
-        return scores
-
-    return [add]
-
-
-def _allow_branches(llama: object, n_seq_max: int) -> None:
-    """Give ``llama`` a context that holds ``n_seq_max`` sequences in ONE unified KV buffer.
+def _allow_sequences(llama: object, n_seq_max: int, kv_cells: int, n_batch: int) -> None:
+    """Give ``llama`` a context that holds ``n_seq_max`` sequences in ONE unified KV buffer of ``kv_cells``.
 
     ``Llama()`` builds its context for a single sequence and has no parameter for more, so the context is built
     again from the same parameters. Unified matters: split per sequence, each sequence would get only
-    ``n_ctx / n_seq_max`` cells, and copying the prompt to a branch would duplicate its cells instead of sharing
-    them. The first context is freed before the new one is made, so the KV buffer is never held twice.
+    ``n_ctx / n_seq_max`` cells, and copying a prompt to another sequence would duplicate its cells instead of
+    sharing them. The first context is freed before the new one is made, so the KV buffer is never held twice.
     """
     from llama_cpp._internals import LlamaContext
 
     params = llama.context_params  # type: ignore[attr-defined]
     params.n_seq_max = n_seq_max
+    params.n_ctx = kv_cells
+    params.n_batch = n_batch
+    params.n_ubatch = n_batch
     params.kv_unified = True
     llama._ctx.close()  # type: ignore[attr-defined]
     llama._ctx = LlamaContext(model=llama._model, params=params, verbose=False)  # type: ignore[attr-defined]

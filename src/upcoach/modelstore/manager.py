@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from upcoach.config import Settings
+from upcoach.config import Settings, default_parallel
 from upcoach.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -62,6 +62,8 @@ def engine_config_for(settings: Settings, path: Path, model_id: str) -> EngineCo
         context_size=settings.context_size,
         batch_size=settings.batch_size,
         queue_depth=settings.queue_depth,
+        parallel=settings.parallel or default_parallel(settings.threads, settings.context_size),
+        prefill_chunk=settings.prefill_chunk,
         prefix_cache_bytes=settings.prefix_cache_mb << 20,
         prefix_min_tokens=settings.prefix_cache_min_tokens,
         default_max_tokens=settings.default_max_tokens,

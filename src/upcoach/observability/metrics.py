@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -11,6 +13,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
 _PER_TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
@@ -97,5 +101,45 @@ class Metrics:
         if first_token_s is not None and tokens > 1 and latency_s > first_token_s:
             self.time_per_output_token.labels(mode=mode).observe((latency_s - first_token_s) / (tokens - 1))
 
+    def watch_local(self, details: Callable[[], Mapping[str, object]]) -> None:
+        """Expose the local engine's batch (llm/scheduler.py), read from ``details`` at every scrape."""
+        self.registry.register(LocalBatchCollector(details))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# (engine detail, metric name, help, kind): the scheduler's live state as Prometheus series, one row per series.
+LOCAL_BATCH_SERIES = (
+    ("running", "upcoach_local_sequences_running", "Local sequences in the batch (prefilling or decoding)", "gauge"),
+    ("waiting", "upcoach_local_sequences_waiting", "Local sequences waiting for a slot", "gauge"),
+    ("batch_tokens", "upcoach_local_batch_tokens", "Tokens in the last llama_decode step", "gauge"),
+    ("prefill_tokens_last_step", "upcoach_local_step_prefill_tokens", "Prompt tokens in the last step", "gauge"),
+    ("decode_tokens_last_step", "upcoach_local_step_decode_tokens", "Decode tokens in the last step", "gauge"),
+    ("step_ms_ewma", "upcoach_local_step_milliseconds", "Time of one decode step (EWMA)", "gauge"),
+    ("kv_cells_reserved", "upcoach_local_kv_cells_reserved", "KV cells reserved by admitted sequences", "gauge"),
+    ("kv_cells", "upcoach_local_kv_cells", "KV cells of the local context", "gauge"),
+    ("queue_wait_ms_ewma", "upcoach_local_queue_wait_milliseconds", "Wait for a slot before prefill (EWMA)", "gauge"),
+    ("estimated_wait_ms", "upcoach_local_estimated_wait_milliseconds", "Wait for a slot the router expects", "gauge"),
+    ("steps_total", "upcoach_local_steps", "llama_decode steps", "counter"),
+    ("prefill_tokens_total", "upcoach_local_prefill_tokens", "Prompt tokens prefilled", "counter"),
+    ("decode_tokens_total", "upcoach_local_decode_tokens", "Tokens decoded", "counter"),
+    ("admitted_total", "upcoach_local_admitted", "Sequences admitted into the batch", "counter"),
+    ("prefix_cache_hits", "upcoach_local_prefix_cache_hits", "Sequences started from a cached prefix", "counter"),
+)
+
+
+class LocalBatchCollector(Collector):
+    def __init__(self, details: Callable[[], Mapping[str, object]]) -> None:
+        self._details = details
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        details = self._details()
+        for key, name, text, kind in LOCAL_BATCH_SERIES:
+            value = details.get(key)
+            if not isinstance(value, int | float):
+                continue
+            if kind == "counter":
+                yield CounterMetricFamily(name, text, value=float(value))
+            else:
+                yield GaugeMetricFamily(name, text, value=float(value))

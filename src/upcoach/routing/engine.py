@@ -703,6 +703,10 @@ def _forced(decision: Decision, target: Target, state: LiveState) -> Decision:
 def _estimate_local_ttft(backend: Backend, queue_depth: int) -> float:
     details = backend.info().details
     ttft = details.get("ttft_ms_ewma")
+    wait = details.get("estimated_wait_ms")
+    if isinstance(wait, int | float):
+        # A batching engine (llm/scheduler.py) knows its own queue: its prefill plus the wait for a free slot.
+        return (float(ttft) if isinstance(ttft, int | float) else DEFAULT_LOCAL_TTFT_MS) + float(wait)
     service = details.get("service_ms_ewma")
     decode = details.get("decode_tps_ewma")
     ttft_ms = float(ttft) if isinstance(ttft, int | float) else DEFAULT_LOCAL_TTFT_MS
