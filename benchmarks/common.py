@@ -149,3 +149,15 @@ def start_server(
 
 def python() -> str:
     return sys.executable
+
+
+def start_llama_cpp_server(name: str, model: Path, threads: int, ctx: int) -> Server:
+    """llama-cpp-python's own OpenAI server on a free loopback port, with its defaults otherwise."""
+    port = free_port()
+    return start_server(
+        name,
+        [python(), "-m", "llama_cpp.server", "--model", str(model), "--n_threads", str(threads),
+         "--n_ctx", str(ctx), "--host", "127.0.0.1", "--port", str(port)],
+        port,
+        "/v1/models",
+    )  # fmt: skip

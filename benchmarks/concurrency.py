@@ -19,7 +19,16 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.common import COACH_SYSTEM_PROMPT, USER_MESSAGES, free_port, median, pct, python, start_server
+from benchmarks.common import (
+    COACH_SYSTEM_PROMPT,
+    USER_MESSAGES,
+    free_port,
+    median,
+    pct,
+    python,
+    start_llama_cpp_server,
+    start_server,
+)
 
 HEADING = "## Concurrency:"
 LEVELS = (1, 2, 4, 8, 16)
@@ -157,14 +166,7 @@ def bench_upcoach(model: Path, threads: int, ctx: int, data_dir: Path, parallel:
 
 
 def bench_llama_cpp_server(model: Path, threads: int, ctx: int) -> Result:
-    port = free_port()
-    server = start_server(
-        "llama_cpp.server-concurrency",
-        [python(), "-m", "llama_cpp.server", "--model", str(model), "--n_threads", str(threads),
-         "--n_ctx", str(ctx), "--host", "127.0.0.1", "--port", str(port)],
-        port,
-        "/v1/models",
-    )  # fmt: skip
+    server = start_llama_cpp_server("llama_cpp.server-concurrency", model, threads, ctx)
     try:
         result = asyncio.run(_measure("python -m llama_cpp.server (defaults)", server.base_url))
         result.rss_mb = server.rss_mb()[1]

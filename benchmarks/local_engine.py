@@ -26,6 +26,7 @@ from benchmarks.common import (
     median,
     pct,
     python,
+    start_llama_cpp_server,
     start_server,
 )
 
@@ -186,14 +187,7 @@ def bench_upcoach(model: Path, threads: int, ctx: int, data_dir: Path) -> Result
 
 
 def bench_llama_cpp_server(model: Path, threads: int, ctx: int) -> Result:
-    port = free_port()
-    server = start_server(
-        "llama_cpp.server",
-        [python(), "-m", "llama_cpp.server", "--model", str(model), "--n_threads", str(threads),
-         "--n_ctx", str(ctx), "--host", "127.0.0.1", "--port", str(port)],
-        port,
-        "/v1/models",
-    )  # fmt: skip
+    server = start_llama_cpp_server("llama_cpp.server", model, threads, ctx)
     try:
         result = bench_openai_server("python -m llama_cpp.server (defaults)", server.base_url + "/v1", "default")
         result.rss_mb, result.peak_rss_mb = server.rss_mb()

@@ -73,11 +73,17 @@ def test_persona_and_grounding_reach_the_local_model_and_the_response_names_the_
         assert sent[0]["content"].startswith("You are a terse coach.")
         assert not any(persona("en") in m["content"] for m in sent)
 
-        v1 = client.post("/v1/chat/completions", json={"model": "default", "messages": [
+        v1 = client.post("/v1/chat/completions", json={"model": "auto", "messages": [
             {"role": "user", "content": WATER}]})  # fmt: skip
         assert v1.status_code == 200
         assert v1.json()["upcoach"]["strategyIds"] == body["strategyIds"]
         assert v1.headers["x-upcoach-strategy-ids"] == ",".join(body["strategyIds"])
+
+        # A caller that names the model gets that model as it is: no persona, no material (and no answer checks).
+        pinned = client.post("/v1/chat/completions", json={"model": "default", "messages": [
+            {"role": "user", "content": WATER}]})  # fmt: skip
+        assert pinned.status_code == 200 and pinned.json()["upcoach"]["strategyIds"] == []
+        assert local.requests[-1]["messages"] == [{"role": "user", "content": WATER}]
 
 
 def test_grounding_and_persona_can_be_switched_off(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field, ValidationInfo, field_validator
 
 from upcoach.api.errors import error_body
-from upcoach.api.openai_schemas import OpenAIWire, StreamOptions, unsupported, usage_dict
+from upcoach.api.openai_schemas import OpenAIWire, StreamOptions, token_id_keys, unsupported, usage_dict
 from upcoach.errors import UpcoachError
 from upcoach.llm.base import ChatMessage, GenerationParams
 from upcoach.routing.engine import Event, HybridRequest
@@ -66,10 +66,7 @@ class CompletionRequest(OpenAIWire):
     @field_validator("logit_bias")
     @classmethod
     def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for key in value or {}:
-            if not key.isdigit():
-                raise ValueError(f"logit_bias keys are token ids; {key!r} is not one")
-        return value
+        return token_id_keys(value)
 
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]

@@ -214,10 +214,7 @@ class ChatCompletionRequest(OpenAIWire):
     @field_validator("logit_bias")
     @classmethod
     def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for key in value or {}:
-            if not key.isdigit():
-                raise ValueError(f"logit_bias keys are token ids; {key!r} is not one")
-        return value
+        return token_id_keys(value)
 
     @model_validator(mode="after")
     def _tool_references(self) -> ChatCompletionRequest:
@@ -272,6 +269,14 @@ class ChatCompletionRequest(OpenAIWire):
         choice = self.tool_choice
         named = choice.function.name if isinstance(choice, NamedToolChoice) else choice or "auto"
         return Tools(tuple(functions), named, self.parallel_tool_calls is not False)
+
+
+def token_id_keys(value: dict[str, float] | None) -> dict[str, float] | None:
+    """``logit_bias`` as OpenAI sends it: token ids (as strings) to biases; anything else is the caller's error."""
+    for key in value or {}:
+        if not key.isdigit():
+            raise ValueError(f"logit_bias keys are token ids; {key!r} is not one")
+    return value
 
 
 def new_completion_id() -> str:

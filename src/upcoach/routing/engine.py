@@ -179,6 +179,7 @@ class _Run:
     cut: list[Failure] = field(default_factory=list)  # failures that ended a released answer early
     library: bool = False  # answered from the strategies library after failed checks
     prompt_version: str | None = None  # our built-in prompts' version, when any of their text was added
+    coaching: bool = True  # persona, material and answer checks apply (``_coaching``)
 
 
 RecordFn = Callable[[Outcome], Awaitable[None]]
@@ -356,7 +357,7 @@ class HybridEngine:
     async def stream(self, request: HybridRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
         decision, features, _, inspection, cloud = await self._route(request)
-        run = _Run(reasons=list(decision.reasons), flags=list(inspection.flags))
+        run = _Run(reasons=list(decision.reasons), flags=list(inspection.flags), coaching=_coaching(request))
         plan = self._plan(decision, cloud)
         admitted = False
         outcome: Outcome | None = None
@@ -499,14 +500,14 @@ class HybridEngine:
 
     async def _prepare(self, request: HybridRequest, language: str) -> Prepared:
         """Persona and retrieved material (coaching/prompts.py); retrieval is a local database search."""
-        if self.prompts is None or _structured(request):
+        if self.prompts is None or not _coaching(request):
             return Prepared(request.messages)
         return await self.prompts.prepare(request.messages, language)
 
     def _checked(self, side: _Side, chat: ChatRequest, prepared: Prepared, run: _Run) -> AsyncIterator[Chunk]:
         """The side's stream, through the answer checks when it is a local model starting a new answer."""
         stream = side.backend.stream(chat)
-        if side.is_cloud or not self.answer_checks or chat.continuation or _constrained(chat):
+        if side.is_cloud or not self.answer_checks or not run.coaching or chat.continuation or _constrained(chat):
             return stream
         question = next((m.content for m in reversed(prepared.messages) if m.role == "user"), "")
         watch = AnswerWatch(question, prepared.topic)
@@ -718,9 +719,12 @@ def _estimate_local_ttft(backend: Backend, queue_depth: int) -> float:
     return ttft_ms + queue_depth * per_job
 
 
-def _structured(request: HybridRequest) -> bool:
-    """JSON, tool calls or a raw text continuation: no persona or material is added to what the caller shaped."""
-    return request.response_format is not None or request.tools is not None or request.raw_prompt
+def _coaching(request: HybridRequest) -> bool:
+    """Whether our coaching layer (persona, library material, answer checks) applies. Not to JSON, tool calls or a
+    raw text continuation (the caller shaped the output), nor to a caller that named a model (``/v1`` with the
+    model's id or ``default``): they asked for that model as it is, like any OpenAI-compatible server serves it."""
+    structured = request.response_format is not None or request.tools is not None or request.raw_prompt
+    return not structured and request.force is None
 
 
 def _constrained(chat: ChatRequest) -> bool:
