@@ -168,18 +168,18 @@ class SwappableBackend:
         # stop the engine this request was given.
         slot = self._pick(request)
         slot.enter()
-        final: Completion | None = None
         try:
             async with aclosing(slot.loaded.engine.stream(request)) as chunks:  # type: ignore[type-var]
                 async for chunk in chunks:
                     if chunk.final is not None:
-                        final = chunk.final
+                        # Counted before the final chunk is handed on: a consumer may close this stream as soon as
+                        # it has the final chunk (the answer checks do), and nothing after the yield would run.
+                        experiment = self._experiment
+                        if experiment is not None and slot.loaded.version_id is not None:
+                            experiment.observe(slot.loaded.version_id, request, chunk.final)
                     yield chunk
         finally:
             slot.leave()
-        experiment = self._experiment
-        if final is not None and experiment is not None and slot.loaded.version_id is not None:
-            experiment.observe(slot.loaded.version_id, request, final)
 
     async def chat(self, request: ChatRequest) -> Completion:
         completion = await collect(self.stream(request))
