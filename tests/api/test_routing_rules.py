@@ -106,7 +106,18 @@ STATUS_IN_EVERY_ROLE = {
     "user": chat(INSTRUCTIONS, f"My son has ADHD. {CURRICULUM}"),
     "tool": [
         {"role": "system", "content": INSTRUCTIONS},
-        {"role": "tool", "content": '{"diagnosis": "generalised anxiety disorder", "medication": "escitalopram"}'},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "client_profile", "arguments": "{}"}}
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "call_1",
+            "content": '{"diagnosis": "generalised anxiety disorder", "medication": "escitalopram"}',
+        },
         {"role": "user", "content": CURRICULUM},
     ],
 }
