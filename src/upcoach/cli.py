@@ -382,10 +382,10 @@ def serve(
     if settings.load_model:
         chosen = settings.parallel or default_parallel(settings.threads, settings.context_size)
         origin = "UPCOACH_PARALLEL/--parallel" if settings.parallel else "chosen from cores and memory"
-        err.print(f"local model: {chosen} parallel sequences ({origin}), {settings.queue_depth} more may wait")
         try:
             # A terminal's notes and progress bars would break a JSON log stream: only the log lines go there.
             err.quiet = log_format == "json"
+            err.print(f"local model: {chosen} parallel sequences ({origin}), {settings.queue_depth} more may wait")
             try:
                 asyncio.run(_first_start(settings))
             finally:
