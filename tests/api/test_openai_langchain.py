@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
@@ -14,8 +16,12 @@ from tests.conftest import LiveServer
 class Plan(BaseModel):
     """A short plan for a habit."""
 
-    goal: str = Field(description="the habit in a few words")
-    steps: list[str] = Field(description="two or three concrete steps")
+    # Bounded, so the grammar built from the schema bounds the answer: unbounded, a greedy answer can run past
+    # max_tokens on one run and not on the next (llama.cpp's arithmetic varies with the KV cache's layout).
+    goal: str = Field(description="the habit in a few words", max_length=60)
+    steps: list[Annotated[str, Field(max_length=80)]] = Field(
+        description="two or three concrete steps", min_length=2, max_length=3
+    )
 
 
 class LogHabit(BaseModel):
@@ -27,7 +33,7 @@ class LogHabit(BaseModel):
 @pytest.fixture(scope="module")
 def chat(live_server: LiveServer) -> ChatOpenAI:
     return ChatOpenAI(
-        base_url=live_server.v1, api_key="unused", model="default", temperature=0, max_tokens=80,  # type: ignore[arg-type]
+        base_url=live_server.v1, api_key="unused", model="default", temperature=0, max_tokens=400,  # type: ignore[arg-type]
         max_retries=0, timeout=900,
     )  # fmt: skip
 

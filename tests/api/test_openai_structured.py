@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tests.conftest import LiveServer
 
@@ -20,9 +21,11 @@ def client(live_server: LiveServer) -> OpenAI:
 
 
 class Habit(BaseModel):
-    name: str
+    # Bounded, so the grammar built from the schema bounds the answer within max_tokens on every run (greedy output
+    # can differ between runs with the KV cache's layout, and an unbounded list may run on).
+    name: str = Field(max_length=60)
     minutes_per_day: int
-    days: list[str]
+    days: list[Annotated[str, Field(max_length=12)]] = Field(max_length=7)
 
 
 REMINDER_TOOL = {
