@@ -108,14 +108,21 @@ def concurrency_section(threads: int, ctx: int, parallel: int, peers: bool, comm
 
 
 def merge(existing: str, new: dict[str, str]) -> str:
-    """The file with the new sections in place of the old ones; sections not re-run are kept as they were."""
-    old: dict[str, str] = {}
+    """The file with the new sections in place of the old ones, in the file's order; sections not re-run, and
+    sections other commands write (their headings are not in SECTIONS), are kept as they were."""
+    out: list[str] = []
+    placed: set[str] = set()
     for chunk in re.split(r"(?m)^(?=## )", existing):
-        for key, heading in SECTIONS.items():
-            if chunk.startswith(heading):
-                old[key] = chunk.rstrip("\n") + "\n"
-    sections = [new.get(key) or old.get(key) for key in SECTIONS]
-    return HEADER + "\n".join(s for s in sections if s)
+        if not chunk.startswith("## "):
+            continue  # the header, written anew
+        key = next((key for key, heading in SECTIONS.items() if chunk.startswith(heading)), None)
+        if key is None or key in placed:
+            out.append(chunk.rstrip("\n") + "\n")
+            continue
+        placed.add(key)
+        out.append(new.get(key) or chunk.rstrip("\n") + "\n")
+    out += [new[key] for key in SECTIONS if key in new and key not in placed]
+    return HEADER + "\n".join(out)
 
 
 def decision_section(command: str) -> str:
