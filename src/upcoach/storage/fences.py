@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -59,6 +59,14 @@ class Fences:
             statement = dialect.insert(ErasureFenceRow).values(user_id=user_id, erased_at=now)
             await conn.execute(statement.on_conflict_do_update(index_elements=["user_id"], set_={"erased_at": now}))
         return now
+
+    async def prune(self, before: datetime) -> int:
+        """Forget the fences of erasures before ``before``: past the horizon no write that started before them can
+        still arrive (requests end in minutes, spooled records are written or dropped long before). Returns how
+        many went."""
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(delete(ErasureFenceRow).where(ErasureFenceRow.erased_at < before))
+            return int(result.rowcount or 0)
 
     async def erased_at(self, user_id: str) -> datetime | None:
         async with self._db.engine.connect() as conn:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import builtins
 from datetime import datetime
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 
 from upcoach.storage.database import Database
+from upcoach.storage.fences import Fences, refused
 from upcoach.storage.tables import CoachGrantRow
 
 
@@ -19,9 +20,15 @@ class GrantRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, row: CoachGrantRow) -> None:
-        async with self._db.sessions.begin() as session:
-            session.add(row)
+    async def add(self, row: CoachGrantRow, *, started_at: datetime) -> bool:
+        """Insert the grant, unless the user's data was erased at or after ``started_at`` (False: refused): a
+        grant given while an erasure runs must not outlive it."""
+        values = {column.key: getattr(row, column.key) for column in CoachGrantRow.__table__.columns}
+        async with Fences(self._db).guarded([row.user_id]) as (conn, erased):
+            if refused(erased, row.user_id, started_at):
+                return False
+            await conn.execute(insert(CoachGrantRow).values(**values))
+        return True
 
     async def given_by(self, user_id: str) -> builtins.list[CoachGrantRow]:
         """Every grant the user gave, revoked and expired ones included, newest first."""
