@@ -5,10 +5,10 @@ from __future__ import annotations
 import builtins
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from upcoach.storage.database import Database
-from upcoach.storage.fences import Fences, refused
+from upcoach.storage.fences import Fences
 from upcoach.storage.tables import CoachGrantRow
 
 
@@ -23,12 +23,7 @@ class GrantRepository:
     async def add(self, row: CoachGrantRow, *, started_at: datetime) -> bool:
         """Insert the grant, unless the user's data was erased at or after ``started_at`` (False: refused): a
         grant given while an erasure runs must not outlive it."""
-        values = {column.key: getattr(row, column.key) for column in CoachGrantRow.__table__.columns}
-        async with Fences(self._db).guarded([row.user_id]) as (conn, erased):
-            if refused(erased, row.user_id, started_at):
-                return False
-            await conn.execute(insert(CoachGrantRow).values(**values))
-        return True
+        return await Fences(self._db).insert(row, started_at=started_at)
 
     async def given_by(self, user_id: str) -> builtins.list[CoachGrantRow]:
         """Every grant the user gave, revoked and expired ones included, newest first."""
