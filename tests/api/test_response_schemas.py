@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from fastapi.testclient import TestClient
 
+from upcoach.api.hybrid_schemas import HybridProcessRequest
 from upcoach.app import create_app
 from upcoach.config import Settings
+from upcoach.modelstore.devices import Capability
 
 API_PREFIXES = ("/api/", "/v1/")
 SERVICE_PATHS = {"/healthz", "/readyz", "/version", "/tokenize", "/detokenize"}
@@ -99,3 +102,14 @@ def test_device_profile_capabilities_are_the_declared_enum(app: FastAPI) -> None
     schemas = app.openapi()["components"]["schemas"]
     capabilities = schemas["DeviceProfile"]["properties"]["capabilities"]
     assert capabilities["items"] == {"$ref": "#/components/schemas/Capability"}
+
+
+def test_device_profile_reads_old_spellings_and_refuses_unknown_capabilities(tmp_path: Path) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "deviceProfile": {"capabilities": ["telepathy"]}}
+    with TestClient(create_app(Settings(data_dir=tmp_path, load_model=False, auth="off"))) as client:
+        refused = client.post("/api/ai/hybrid/route", json=body)
+    assert refused.status_code == 400 and refused.json()["error"]["param"].startswith("deviceProfile.capabilities")
+    profile = HybridProcessRequest.model_validate(
+        {**body, "deviceProfile": {"capabilities": ["LOCAL_LLM", " npu ", "on-device-llm"]}}
+    ).device_profile
+    assert profile is not None and profile.capabilities == [Capability.local_llm, Capability.npu, Capability.local_llm]
