@@ -59,3 +59,40 @@ export function verifiedSize(m: Manifest): number {
 }
 
 export const declared = { capabilities, unknownCapability };
+
+// Beyond the phone's routes: the answers of the app's everyday routes are typed too.
+type Entry = Json<"/api/journal/entries", "post", 201>;
+type RouteAdvice = Json<"/api/ai/hybrid/route", "post", 200>;
+type PrivacySettings = Json<"/api/privacy/settings", "get", 200>;
+type ModelList = Json<"/v1/models", "get", 200>;
+type Health = Json<"/healthz", "get", 200>;
+type GrantList = Json<"/api/privacy/grants", "get", 200>;
+
+export function insightPending(e: Entry): boolean {
+  const compound: number | null = e.sentiment.compound;
+  return e.insightStatus === "pending" && compound !== null;
+}
+
+export function answerOnDevice(r: RouteAdvice): boolean {
+  return r.runOnDevice && r.deviceReasons.length >= 0 && r.estimates.localFirstTokenMs >= 0;
+}
+
+export function staysLocal(s: PrivacySettings): boolean {
+  const mode: "local_only" | "hybrid" | "cloud_allowed" = s.processingMode;
+  return mode === "local_only" || s.doNotShare;
+}
+
+// @ts-expect-error: not a processing mode
+export const unknownMode: PrivacySettings["processingMode"] = "cloud_only";
+
+export function modelOwners(m: ModelList): string[] {
+  return m.data.map((model) => `${model.owned_by}:${model.id}`);
+}
+
+export function healthy(h: Health): boolean {
+  return h.status === "ok";
+}
+
+export function coachesWithAccess(g: GrantList): string[] {
+  return g.data.filter((grant) => grant.active).map((grant) => grant.coachId);
+}

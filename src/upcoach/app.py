@@ -298,12 +298,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             locals_: list[Backend] = [b for b in (engine, engine_pool, pool) if b is not None]
             store = RedisBreakerStore(redis) if redis is not None else MemoryBreakerStore()  # type: ignore[arg-type]
             privacy = PrivacyService(db, audit, settings, redis)
-            rights = DataRights(audit, audit_key, fences=Fences(db))
+            fences = Fences(db)
+            rights = DataRights(audit, audit_key, fences=fences)
             _register_core_rights(rights, privacy, repository, writer)
             grants = Grants(GrantRepository(db), audit)
             rights.register("coachGrants", grants.export, grants.erase)
             retention = RetentionJob(privacy.repository, settings.default_retention_days,
-                                     settings.retention_interval_seconds)  # fmt: skip
+                                     settings.retention_interval_seconds, fences=fences,
+                                     fence_days=settings.erasure_fence_days)  # fmt: skip
             await retention.start()
             stack.push_async_callback(retention.stop)
 

@@ -578,6 +578,7 @@ def privacy_retention() -> None:
     """Delete request records older than each user's retention period (UPCOACH_DEFAULT_RETENTION_DAYS for users
     who never chose one), as the server's hourly job does."""
     from upcoach.privacy.retention import RetentionJob
+    from upcoach.storage.fences import Fences
     from upcoach.storage.privacy import PrivacyRepository
 
     settings = Settings()
@@ -585,7 +586,8 @@ def privacy_retention() -> None:
     async def run() -> int:
         async with _database(settings) as db:
             repository = PrivacyRepository(db)
-            return await RetentionJob(repository, settings.default_retention_days, 3600).run_once()
+            return await RetentionJob(repository, settings.default_retention_days, 3600, fences=Fences(db),
+                                      fence_days=settings.erasure_fence_days).run_once()  # fmt: skip
 
     print(f"retention: deleted {asyncio.run(run())} expired request records")
 

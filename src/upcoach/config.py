@@ -217,6 +217,8 @@ class Settings(BaseSettings):
     )
     default_retention_days: int = Field(default=365, ge=1, le=3650, description="For users who never chose one.")
     retention_interval_seconds: float = Field(default=3600.0, gt=0, description="How often the retention job runs.")
+    # An erasure's fence refuses writes that started before it (storage/fences.py); none can arrive this late.
+    erasure_fence_days: int = Field(default=30, ge=1, le=3650, description="Days an erasure fence is kept.")
     privacy_cache_seconds: float = Field(default=5.0, ge=0, description="How long a worker trusts cached settings.")
 
     # Request records (observability/records.py): /readyz says "unavailable" while more than this many records

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -193,10 +194,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, pool: FaultServer) -> Iterat
                               "scopes": ["journal", "insights", "requests"]})  # fmt: skip
         assert client.delete(f"/api/privacy/grants/{revoked.json()['id']}", headers=as_user("erin")).status_code == 204
         past = datetime.now(UTC) - timedelta(minutes=1)
-        client.portal.call(GrantRepository(services.db).add, CoachGrantRow(  # type: ignore[union-attr]
+        client.portal.call(partial(GrantRepository(services.db).add, CoachGrantRow(  # type: ignore[union-attr]
             id=uuid.uuid4().hex, user_id="dora", coach_id=COACH, scopes=["journal", "insights", "requests"],
             created_at=past - timedelta(days=1), expires_at=past, revoked_at=None,
-        ))  # fmt: skip
+        ), started_at=datetime.now(UTC)))  # fmt: skip
         yield world
 
 

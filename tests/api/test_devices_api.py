@@ -20,7 +20,9 @@ from upcoach.security.keys import Role
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("devices-api")
-    keys = asyncio.run(create_keys(tmp / "data", {"alice": Role.user, "bob": Role.user, "root": Role.admin}))
+    keys = asyncio.run(
+        create_keys(tmp / "data", {"alice": Role.user, "bob": Role.user, "dora": Role.user, "root": Role.admin})
+    )
     server = start_server(tmp, {"UPCOACH_AUTH": "on", "UPCOACH_LOAD_MODEL": "false",
                                 "UPCOACH_RATE_LIMIT_BURST": "1000"}, wait_for="/healthz")  # fmt: skip
     yield server, keys
@@ -112,6 +114,27 @@ def test_idempotency_key_replays_the_first_answer(env: tuple[LiveServer, dict[st
     failed = call(server, keys["bob"], "POST", "/api/sync", json={"items": "nope"}, headers=key)
     assert failed.status_code == 400
     assert call(server, keys["bob"], "POST", "/api/sync", json={"items": []}, headers=key).status_code == 200
+
+
+def test_an_erasure_purges_the_stored_answers_of_the_users_posts(env: tuple[LiveServer, dict[str, str]]) -> None:
+    """A stored answer is a copy of what the POST created (a journal entry's transcript): it goes with the erasure,
+    and a retry with the same key afterwards is a new request, not a replay of erased data."""
+    server, keys = env
+    body = {"transcript": "Told my sister about the new job over dinner.", "recordedAt": "2026-12-02T20:00:00Z"}
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    first = call(server, keys["dora"], "POST", "/api/journal/entries", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    replayed = call(server, keys["dora"], "POST", "/api/journal/entries", json=body, headers=headers)
+    assert replayed.headers["idempotent-replayed"] == "true"
+    exported = call(server, keys["dora"], "GET", "/api/privacy/export").json()
+    assert [answer["key"] for answer in exported["data"]["storedAnswers"]] == [headers["Idempotency-Key"]]
+    erased = call(server, keys["dora"], "DELETE", "/api/privacy/data")
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["deleted"]["storedAnswers"] == 1 and erased.json()["deleted"]["journalEntries"] == 1
+    after = call(server, keys["dora"], "POST", "/api/journal/entries", json=body, headers=headers)
+    assert after.status_code == 201 and "idempotent-replayed" not in after.headers
+    assert after.json()["id"] != first.json()["id"]
+    assert call(server, keys["dora"], "GET", "/api/privacy/export").json()["data"]["storedAnswers"][0]["status"] == 201
 
 
 def test_changes_since_cursor(env: tuple[LiveServer, dict[str, str]]) -> None:

@@ -1,6 +1,7 @@
 """The OpenAPI spec is typed enough for a generated client: openapi-typescript turns it into TypeScript types and
-tsc type-checks a small phone client against them (clients/typescript/check.ts). With the response schemas of one
-route removed from the spec, the same file no longer compiles: the check is real."""
+tsc type-checks a small phone client against them (clients/typescript/check.ts), which also reads answers of the app's
+everyday routes (journal, routing advice, privacy settings, grants, /v1/models, /healthz). With the response schema of
+one route removed from the spec, the same file no longer compiles: the check is real."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def test_phone_routes_declare_their_answers_and_errors(spec: dict[str, Any]) -> 
 def test_typescript_client_compiles_against_the_spec(spec: dict[str, Any], node_tools: Path, tmp_path: Path) -> None:
     checked = typecheck(node_tools, spec, tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    untyped = copy.deepcopy(spec)
-    untyped["paths"]["/api/sync"]["post"]["responses"]["200"]["content"]["application/json"]["schema"] = {}
-    broken = typecheck(node_tools, untyped, tmp_path)
-    assert broken.returncode != 0 and "check.ts" in broken.stdout
+    for path, method, status in [("/api/sync", "post", "200"), ("/api/journal/entries", "post", "201")]:
+        untyped = copy.deepcopy(spec)
+        untyped["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"] = {}
+        broken = typecheck(node_tools, untyped, tmp_path)
+        assert broken.returncode != 0 and "check.ts" in broken.stdout, path

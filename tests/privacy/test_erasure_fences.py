@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from upcoach.coaching.journal import Journal
 from upcoach.coaching.ratings import Ratings
@@ -19,19 +20,27 @@ from upcoach.experiments.assignment import Variant
 from upcoach.experiments.service import Experiments, Metric
 from upcoach.observability.audit import AuditLog
 from upcoach.observability.metrics import Metrics
+from upcoach.privacy.grants import Grants
+from upcoach.privacy.retention import RetentionJob
 from upcoach.routing.factory import build_guard
 from upcoach.security.vault import UserKeyVault
 from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
+from upcoach.storage.devices import IdempotencyRepository
 from upcoach.storage.experiments import ExperimentRepository
 from upcoach.storage.feedback import FeedbackRepository
 from upcoach.storage.fences import Fences
+from upcoach.storage.grants import GrantRepository
 from upcoach.storage.journal import JournalRepository
+from upcoach.storage.privacy import PrivacyRepository
 from upcoach.storage.requests import RequestRecord, RequestRepository
 from upcoach.storage.tables import (
     AnswerFeedbackRow,
+    CoachGrantRow,
+    ErasureFenceRow,
     ExperimentEventRow,
     ExperimentExposureRow,
+    IdempotencyRow,
     JournalEntryRow,
     utc_now,
 )
@@ -109,3 +118,59 @@ async def test_a_rating_racing_an_erasure_is_not_stored(migrated_db: Database) -
     with pytest.raises(NotFound):
         await ratings.rate("u1", "r1", 5, "helpful")
     assert await rows(migrated_db, AnswerFeedbackRow) == 0
+
+
+async def test_a_grant_given_while_the_user_erases_is_not_stored(migrated_db: Database) -> None:
+    repository = GrantRepository(migrated_db)
+    grants = Grants(repository, AuditLog(AuditRepository(migrated_db), os.urandom(32)))
+    erase = erasure(migrated_db, grants.erase)
+    count_live = repository.count_live
+
+    async def count_then_erasure(*args: object, **kwargs: object) -> int:
+        result = await count_live(*args, **kwargs)  # type: ignore[arg-type]
+        await erase("u1")  # the user's DELETE /api/privacy/data arrives after the checks, before the insert
+        return result
+
+    repository.count_live = count_then_erasure  # type: ignore[method-assign]
+    with pytest.raises(DataErased):
+        await grants.give("u1", "coach-1", ["journal"], None, actor="u1", actor_role="user")
+    assert await rows(migrated_db, CoachGrantRow) == 0
+    repository.count_live = count_live  # type: ignore[method-assign]
+    await grants.give("u1", "coach-1", ["journal"], None, actor="u1", actor_role="user")  # new consent, kept
+    assert await rows(migrated_db, CoachGrantRow) == 1
+
+
+async def test_an_idempotent_answer_completed_after_the_erasure_is_dropped(migrated_db: Database) -> None:
+    answers = IdempotencyRepository(migrated_db)
+    started = utc_now()
+    row = IdempotencyRow(scope="caller", key="k1", fingerprint="f", created_at=started)
+    assert await answers.claim(row, started - timedelta(days=1), started - timedelta(minutes=5)) is None
+    await Fences(migrated_db).erect("u1")  # the erasure lands while the POST runs
+    stored = await answers.complete("caller", "k1", (201, "application/json", b"sealed"), user_id="u1",
+                                    started_at=started)  # fmt: skip
+    assert not stored and await rows(migrated_db, IdempotencyRow) == 0
+    later = utc_now()
+    row = IdempotencyRow(scope="caller", key="k2", fingerprint="f", created_at=later)
+    assert await answers.claim(row, later - timedelta(days=1), later - timedelta(minutes=5)) is None
+    assert await answers.complete("caller", "k2", (201, None, b"sealed"), user_id="u1", started_at=later)
+    assert [answer["key"] for answer in await answers.stored_for("u1")] == ["k2"]
+    assert await answers.delete_for_user("u1") == 1 and await rows(migrated_db, IdempotencyRow) == 0
+
+
+async def test_fences_past_the_horizon_are_pruned_by_the_retention_job(migrated_db: Database) -> None:
+    fences = Fences(migrated_db)
+    await fences.erect("old")
+    await fences.erect("recent")
+    async with migrated_db.engine.begin() as conn:
+        await conn.execute(
+            update(ErasureFenceRow)
+            .where(ErasureFenceRow.user_id == "old")
+            .values(erased_at=utc_now() - timedelta(days=31))
+        )
+    job = RetentionJob(PrivacyRepository(migrated_db), 365, 3600, fences=fences, fence_days=30)
+    await job.run_once()
+    assert await fences.erased_at("old") is None
+    assert await fences.erased_at("recent") is not None
+    without = RetentionJob(PrivacyRepository(migrated_db), 365, 3600, fence_days=1)  # no fences given: none pruned
+    await without.run_once()
+    assert await fences.erased_at("recent") is not None

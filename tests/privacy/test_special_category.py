@@ -388,6 +388,48 @@ def test_a_system_prompt_in_a_new_language_is_an_instruction_not_data() -> None:
     assert detect_special_categories("うつ病と診断されました。", role="user").categories == ("mental_health",)
 
 
+# Someone naming their job in health care, in every language: the job is not anyone's health.
+PROFESSIONS = {
+    "en": ["I work as a nurse.", "I'm a mental health nurse.", "My wife is a psychiatrist.", "I work at the hospital."],
+    "fr": ["Je suis infirmière.", "Je travaille comme psychologue.", "Je travaille à l'hôpital."],
+    "de": ["Ich bin Ärztin.", "Ich arbeite als Psychotherapeutin.", "Ich arbeite im Krankenhaus."],
+    "es": ["Soy enfermera.", "Soy médico.", "Trabajo en el hospital."],
+    "it": ["Sono medico.", "Lavoro come psicologa.", "Lavoro in ospedale."],
+    "pt": ["Sou médico.", "Trabalho como psicóloga.", "Trabalho no hospital."],
+    "nl": ["Ik ben huisarts.", "Ik werk als psycholoog.", "Ik werk in het ziekenhuis."],
+    "pl": ["Jestem lekarzem.", "Pracuję jako psycholog.", "Pracuję w szpitalu."],
+    "tr": ["Ben doktorum.", "Psikolog olarak çalışıyorum.", "Hastanede çalışıyorum."],
+    "ar": ["أنا طبيب.", "أعمل طبيبة نفسية.", "أعمل في مستشفى."],
+    "hi": ["मैं डॉक्टर हूँ।", "मैं अस्पताल में काम करती हूँ।"],
+    "ja": ["私は看護師です。", "精神科医です。", "病院で働いています。"],
+}
+
+
+@pytest.mark.parametrize(("lang", "text"), [(lang, text) for lang, texts in PROFESSIONS.items() for text in texts])
+def test_a_job_in_health_care_is_not_health_data(lang: str, text: str) -> None:
+    assert detect_special_categories(text).categories == (), (lang, text)
+
+
+def test_every_language_names_its_health_care_jobs() -> None:
+    assert set(PROFESSIONS) == set(LANGUAGES)
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("I'm a nurse and I was diagnosed with depression.", "mental_health"),
+        ("I work at the hospital and my doctor put me on antidepressants.", "medication"),
+        ("Je suis infirmière et j'ai un cancer.", "health"),
+        ("Ich bin Ärztin und habe Krebs.", "health"),
+        ("I'm seeing a therapist.", "mental_health"),
+        ("I was in the hospital last week.", "health"),
+        ("Ben doktorum dedi ki ameliyat gerekiyor.", "health"),  # "my doctor said": not a job
+    ],
+)
+def test_health_said_by_someone_in_health_care_still_counts(text: str, category: str) -> None:
+    assert category in detect_special_categories(text).categories
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
@@ -399,6 +441,8 @@ def test_a_system_prompt_in_a_new_language_is_an_instruction_not_data() -> None:
         (lambda d: d.update(languages=["de", "fr", "es", "it", "pt"]), "languages must be"),
         (lambda d: d.update(languages=[*d["languages"], "xx"]), "languages must be"),
         (lambda d: d.update(languages=["en"]), "must have exactly the languages"),
+        (lambda d: d["professions"].pop("ja"), "professions must name every language"),
+        (lambda d: d["professions"]["fr"].append("(unclosed"), "not a valid pattern"),
     ],
 )
 def test_malformed_rule_tables_are_refused(breakage: Any, message: str) -> None:

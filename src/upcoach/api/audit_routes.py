@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from upcoach.api.service_schemas import AuditPage
 from upcoach.api.times import as_utc
 from upcoach.errors import InvalidRequest
 from upcoach.observability.audit import AuditLog
@@ -50,7 +51,11 @@ async def _jsonl(audit: AuditLog, filters: AuditFilter, limit: int | None) -> As
         sent += 1
 
 
-@router.get("/audit")
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
+)
 async def read_audit(
     request: Request,
     principal: Annotated[Principal, Depends(require(Role.auditor, Role.admin))],

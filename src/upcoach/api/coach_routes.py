@@ -16,7 +16,10 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field, field_validator
 
+from upcoach.api.coach_schemas import BundleOut, StrategyOut, StrategySearchOut, SuggestionsOut
+from upcoach.api.errors import error_responses
 from upcoach.api.hybrid_schemas import HybridMessage, _Camel
+from upcoach.api.model_schemas import SigningKeyOut
 from upcoach.coaching.chips import CHIP_STYLES, ChipsResult
 from upcoach.coaching.library import Strategy
 from upcoach.coaching.service import Coach
@@ -88,7 +91,7 @@ def _chips_body(result: ChipsResult, body: SuggestionsRequest, request_id: str, 
     }
 
 
-@router.post("/suggestions")
+@router.post("/suggestions", response_model=SuggestionsOut)
 async def suggestions(body: SuggestionsRequest, request: Request) -> dict[str, Any]:
     services = _services(request)
     coach = _coach(request)
@@ -120,7 +123,7 @@ def strategy_body(strategy: Strategy) -> dict[str, Any]:
     return strategy.to_json()
 
 
-@router.get("/strategies")
+@router.get("/strategies", response_model=StrategySearchOut)
 async def search_strategies(
     request: Request,
     q: Annotated[str | None, Query(max_length=500, pattern=NO_NUL, description="free text; best matches first")] = None,
@@ -138,7 +141,11 @@ async def search_strategies(
     }
 
 
-@router.get("/strategies/bundle", response_model=None)
+@router.get(
+    "/strategies/bundle",
+    response_model=None,
+    responses={200: {"model": BundleOut}, 304: {"description": "not modified: the If-None-Match ETag is current"}},
+)
 async def strategies_bundle(
     request: Request,
     since: Annotated[
@@ -160,12 +167,12 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return any(tag == "*" or tag.removeprefix("W/") == etag for tag in candidates)
 
 
-@router.get("/strategies/signing-key")
+@router.get("/strategies/signing-key", response_model=SigningKeyOut)
 async def signing_key(request: Request) -> dict[str, str]:
     return _coach(request).signing_key.public_json()
 
 
-@router.get("/strategies/{strategy_id}")
+@router.get("/strategies/{strategy_id}", response_model=StrategyOut, responses=error_responses(404))
 async def get_strategy(
     strategy_id: Annotated[str, Path(max_length=64, pattern=NO_NUL)], request: Request
 ) -> JSONResponse:

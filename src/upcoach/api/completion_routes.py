@@ -18,6 +18,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from upcoach.api.errors import error_body
 from upcoach.api.openai_schemas import OpenAIWire, StreamOptions, token_id_keys, unsupported, usage_dict
+from upcoach.api.service_schemas import TextCompletionOut, json_or_stream
 from upcoach.errors import UpcoachError
 from upcoach.llm.base import ChatMessage, GenerationParams
 from upcoach.routing.engine import Event, HybridRequest
@@ -84,7 +85,7 @@ class CompletionRequest(OpenAIWire):
         )
 
 
-@router.post("/completions", response_model=None)
+@router.post("/completions", response_model=None, responses=json_or_stream(TextCompletionOut))
 async def completions(body: CompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     services: Services = request.app.state.services
     services.pin_for(body.model)  # unknown models are a 404; every completion runs locally

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field, field_validator
 
 from upcoach.api.openai_schemas import OpenAIWire, unsupported
+from upcoach.api.service_schemas import EmbeddingList
 from upcoach.errors import Unavailable
 from upcoach.llm.base import serving_engine
 from upcoach.llm.embeddings import LocalEmbedder
@@ -57,7 +58,7 @@ def _embedder(services: Services) -> LocalEmbedder:
     return current
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", response_model=EmbeddingList)
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
     services: Services = request.app.state.services
     services.pin_for(body.model)  # an unknown model is a 404, as on chat

@@ -9,7 +9,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.errors import error_responses
 from upcoach.api.idempotency import IDEMPOTENT
+from upcoach.api.user_data_schemas import (
+    AssignmentOut,
+    EventStoredOut,
+    ExperimentList,
+    ExperimentOut,
+    ExperimentResultsOut,
+)
 from upcoach.errors import InvalidRequest, Unavailable
 from upcoach.experiments.assignment import Variant
 from upcoach.experiments.service import KEY_FORMAT, Experiments, Metric
@@ -23,6 +31,7 @@ router = APIRouter(prefix="/api/experiments", tags=["experiments"])
 Admin = Annotated[Principal, Depends(caller(Role.admin))]
 AppUser = Annotated[Principal, Depends(caller(*CHAT_ROLES))]
 Key = Annotated[str, Path(pattern=f"^(?:{KEY_FORMAT.pattern})$", description="a-z, 0-9, '_', '.', '-'")]
+NOT_FOUND = error_responses(404)
 # NUL cannot be stored in PostgreSQL text; refusing it here keeps a 400 from becoming a driver error.
 Text = r"^[^\x00]*$"
 
@@ -95,7 +104,7 @@ async def _audit(request: Request, principal: Principal, action: str, key: str, 
         await audit.append(principal.user_id, principal.role.value, action, target=key, details=details)
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ExperimentOut, responses=error_responses(409))
 async def create_experiment(body: ExperimentIn, request: Request, principal: Admin) -> dict[str, object]:
     metrics = [MetricIn(name=m) if isinstance(m, str) else m for m in body.metrics]
     experiment = await _experiments(request).create(
@@ -110,19 +119,19 @@ async def create_experiment(body: ExperimentIn, request: Request, principal: Adm
     return experiment.to_json()
 
 
-@router.get("")
+@router.get("", response_model=ExperimentList)
 async def list_experiments(request: Request, _: Admin) -> dict[str, object]:
     return {"object": "list", "data": [e.to_json() for e in await _experiments(request).list()]}
 
 
-@router.post("/{key}/stop")
+@router.post("/{key}/stop", response_model=ExperimentOut, responses=NOT_FOUND)
 async def stop_experiment(key: Key, request: Request, principal: Admin) -> dict[str, object]:
     experiment = await _experiments(request).stop(key)
     await _audit(request, principal, "experiment.stopped", key, {})
     return experiment.to_json()
 
 
-@router.get("/{key}/results")
+@router.get("/{key}/results", response_model=ExperimentResultsOut, responses=NOT_FOUND)
 async def experiment_results(key: Key, request: Request, principal: Admin, dp: bool = False) -> JSONResponse:
     results = await _experiments(request).results(key, dp=dp)
     if dp:
@@ -131,13 +140,15 @@ async def experiment_results(key: Key, request: Request, principal: Admin, dp: b
     return JSONResponse(results)
 
 
-@router.get("/{key}/assignment")
+@router.get("/{key}/assignment", response_model=AssignmentOut, responses=NOT_FOUND)
 async def assignment(key: Key, request: Request, _: AppUser) -> dict[str, object]:
     result = await _experiments(request).assignment(key, await _user(request))
     return {"variant": result.variant.name, "config": result.variant.config}
 
 
-@router.post("/{key}/events", status_code=202, dependencies=IDEMPOTENT)
+@router.post(
+    "/{key}/events", status_code=202, response_model=EventStoredOut, responses=NOT_FOUND, dependencies=IDEMPOTENT
+)
 async def post_event(key: Key, body: EventIn, request: Request, _: AppUser) -> dict[str, object]:
     """202 either way: the app need not know whether this user opted in to analytics; ``stored`` says."""
     stored = await _experiments(request).record_event(key, await _user(request), body.metric, body.value)

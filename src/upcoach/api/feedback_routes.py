@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.errors import error_responses
 from upcoach.api.idempotency import IDEMPOTENT
+from upcoach.api.user_data_schemas import RatingOut, RatingSummaryOut
 from upcoach.coaching.ratings import Ratings
 from upcoach.errors import Unavailable
 from upcoach.security.acting import ACT
@@ -39,7 +41,13 @@ def _ratings(request: Request) -> Ratings:
     return ratings  # type: ignore[no-any-return]
 
 
-@router.post("", status_code=201, dependencies=IDEMPOTENT)
+@router.post(
+    "",
+    status_code=201,
+    response_model=RatingOut,
+    responses={200: {"model": RatingOut, "description": "replaced an earlier rating"}, **error_responses(404)},
+    dependencies=IDEMPOTENT,
+)
 async def rate(
     body: FeedbackIn, request: Request, _: Annotated[Principal, Depends(caller(*CHAT_ROLES))]
 ) -> JSONResponse:
@@ -49,6 +57,6 @@ async def rate(
     return JSONResponse(rating, status_code=201 if created else 200)
 
 
-@router.get("/summary")
+@router.get("/summary", response_model=RatingSummaryOut)
 async def summary(request: Request, _: Annotated[Principal, Depends(caller(Role.admin))]) -> dict[str, object]:
     return await _ratings(request).summary()

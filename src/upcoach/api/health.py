@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from upcoach.api.service_schemas import HealthOut, ReadyOut, VersionOut
 from upcoach.observability.version import build_id, package_version
 from upcoach.security.auth import Authenticator, presents_credentials, require
 from upcoach.security.keys import Role
@@ -74,12 +75,16 @@ async def _may_see_details(request: Request) -> bool:
     return principal.via == "dev" or principal.role in DETAIL_ROLES
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=HealthOut)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "not ready: take no traffic"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
     result = await readiness(services)
@@ -91,7 +96,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": status, **result.details}, status_code=code)
 
 
-@router.get("/version", dependencies=[Depends(require(*DETAIL_ROLES))])
+@router.get("/version", response_model=VersionOut, dependencies=[Depends(require(*DETAIL_ROLES))])
 async def version(request: Request) -> dict[str, str | None]:
     """Which build, model and schema revision serve (admins and auditors, like /metrics)."""
     services: Services = request.app.state.services

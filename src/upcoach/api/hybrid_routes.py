@@ -14,8 +14,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from upcoach.api.deps import RECORD_READERS, caller
 from upcoach.api.errors import error_body
-from upcoach.api.hybrid_schemas import HybridProcessRequest, outcome_body, record_body, route_body
+from upcoach.api.hybrid_schemas import (
+    HybridProcessRequest,
+    ProcessOut,
+    RecordPage,
+    RouteOut,
+    UsageSummaryOut,
+    outcome_body,
+    record_body,
+    route_body,
+)
 from upcoach.api.offline import OFFLINE_ERRORS, answer_offline, hybrid_body
+from upcoach.api.service_schemas import json_or_stream
 from upcoach.api.times import as_utc
 from upcoach.errors import InvalidRequest, UpcoachError
 from upcoach.routing.engine import Event
@@ -36,7 +46,7 @@ def _services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
-@router.post("/hybrid/process", response_model=None)
+@router.post("/hybrid/process", response_model=None, responses=json_or_stream(ProcessOut))
 async def process(body: HybridProcessRequest, request: Request) -> JSONResponse | StreamingResponse:
     services = _services(request)
     engine_request = body.to_engine(
@@ -85,14 +95,14 @@ async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
         await events.aclose()  # type: ignore[attr-defined]
 
 
-@router.post("/hybrid/route")
+@router.post("/hybrid/route", response_model=RouteOut)
 async def route(body: HybridProcessRequest, request: Request) -> dict[str, object]:
     services = _services(request)
     decision, _, state, _ = await services.hybrid.route(body.to_engine("route", await services.subject(request, ACT)))
     return route_body(decision, state)
 
 
-@records_router.get("/usage/summary")
+@records_router.get("/usage/summary", response_model=UsageSummaryOut)
 async def usage_summary(
     request: Request,
     since: Annotated[datetime | None, Query(description="ISO 8601 with a timezone")] = None,
@@ -126,7 +136,7 @@ async def usage_summary(
     )
 
 
-@records_router.get("/requests")
+@records_router.get("/requests", response_model=RecordPage)
 async def list_requests(
     request: Request,
     user: Annotated[str | None, Query(max_length=128)] = None,

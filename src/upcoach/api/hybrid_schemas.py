@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from upcoach.llm.base import ChatMessage, GenerationParams
+from upcoach.modelstore.devices import CAPABILITY_ALIASES, Capability
 from upcoach.routing.engine import HybridRequest, Outcome
 from upcoach.routing.policy import Decision, Device, Hints, LiveState
 from upcoach.storage.requests import RequestRecord
@@ -38,9 +39,20 @@ class RoutingHints(_Camel):
     privacy_level: Literal["public", "private", "sensitive"] = "private"
 
 
+def _capability_spelling(values: object) -> object:
+    """Older app builds send other spellings of the runtime capability, in any case: read them as the enum."""
+    if not isinstance(values, list):
+        return values
+    spelled = [v.strip().lower() if isinstance(v, str) else v for v in values]
+    return [CAPABILITY_ALIASES.get(v, v) if isinstance(v, str) else v for v in spelled]
+
+
 class DeviceProfile(_Camel):
     model: str = Field(default="", max_length=128)
-    capabilities: list[str] = Field(default_factory=list, max_length=64)
+    # The same declared enum as /api/devices and /api/ai/models/recommend: an unknown capability is a 400.
+    capabilities: Annotated[list[Capability], BeforeValidator(_capability_spelling)] = Field(
+        default_factory=list, max_length=64
+    )
     battery_level: float | None = Field(default=None, ge=0, le=100)
 
 
@@ -65,7 +77,7 @@ class HybridProcessRequest(_Camel):
         if self.device_profile is not None:
             device = Device(
                 self.device_profile.model,
-                frozenset(c.lower() for c in self.device_profile.capabilities),
+                frozenset(c.value for c in self.device_profile.capabilities),
                 self.device_profile.battery_level,
             )
         return HybridRequest(
@@ -150,3 +162,142 @@ def record_body(record: RequestRecord) -> dict[str, Any]:
         "costUsd": round(record.cost_usd, 8),
         "redactions": record.redactions or {},
     }
+
+
+# ---- answers (what the functions above build, for the OpenAPI spec) ------------------------------------------------
+class _Out(_Camel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class AnswerMessage(_Out):
+    role: Literal["assistant"]
+    content: str
+
+
+class AnswerMetrics(_Out):
+    latency: float
+    first_token_latency: float | None
+    tokens_generated: int
+    prompt_tokens: int
+    costs_incurred: float
+    cost_avoided: float
+
+
+class AnswerRouting(_Out):
+    backend: str
+    decision: str | None
+    reasons: list[str]
+    fallback_used: bool
+    complexity: float | None
+    redactions: dict[str, int]
+    flags: list[str]
+
+
+class OfflineOut(_Out):
+    reason: str
+    strategy_ids: list[str]
+    error: str
+
+
+class ProcessOut(_Out):
+    """``stream: false``; with ``stream: true``: text/event-stream of ``token`` events, then one ``done`` event
+    holding this object (or an ``error`` event). ``offline`` only when the offline fallback answered."""
+
+    response: AnswerMessage
+    processing_mode: str
+    metrics: AnswerMetrics
+    routing: AnswerRouting
+    finish_reason: str | None
+    request_id: str
+    strategy_ids: list[str] | None = None
+    prompt_version: str | None = None
+    offline: OfflineOut | None = None
+
+
+class Estimates(_Out):
+    local_first_token_ms: int
+    cloud_first_token_ms: int
+
+
+class RouteOut(_Out):
+    decision: str | None
+    run_on_device: bool
+    reasons: list[str]
+    device_reasons: list[str]
+    cloud_allowed: bool
+    region: str | None
+    complexity: float
+    estimates: Estimates
+    error: str | None
+
+
+class UsageSummaryOut(_Out):
+    total: int
+    by_mode: dict[str, int]
+    local_share: float | None
+    fallbacks: int
+    errors: int
+    cost_incurred_usd: float
+    cloud_equivalent_usd: float
+    cost_avoided_usd: float
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class RecordOut(_Out):
+    request_id: str
+    created_at: str
+    endpoint: str
+    privacy_level: str
+    decision: str | None
+    processing_mode: str
+    backend: str
+    region: str | None
+    reasons: list[str]
+    fallback_used: bool
+    outcome: str
+    error_code: str | None
+    latency_ms: float
+    first_token_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    redactions: dict[str, int]
+
+
+class RecordPage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    object: Literal["list"]
+    data: list[RecordOut]
+    has_more: bool
+    next_offset: int | None
+
+
+class InjectionScan(_Out):
+    verdict: str
+    score: float
+    signals: list[str]
+
+
+class PiiEntity(_Out):
+    type: str
+    start: int
+    end: int
+
+
+class PiiScan(_Out):
+    entities: list[PiiEntity]
+
+
+class SpecialCategoryScan(_Out):
+    categories: list[str]
+    self_harm: bool
+
+
+class ScanOut(_Out):
+    """Positions and types only, never the text found."""
+
+    injection: InjectionScan
+    pii: PiiScan
+    special_category: SpecialCategoryScan

@@ -152,9 +152,19 @@ class Idempotency:
         finally:
             answer = b"".join(chunks)
             if 200 <= status < 300 and len(answer) <= MAX_STORED_BYTES:
-                await repository.complete(caller, key, status, content_type, _seal(who, key, answer))
+                sealed = (status, content_type, _seal(who, key, answer))
+                await repository.complete(caller, key, sealed, user_id=_subject(scope), started_at=now)
             else:
                 await repository.release(caller, key)
+
+
+def _subject(scope: Scope) -> str | None:
+    """Whose data the answer holds: the subject the route acted on (security/acting.py), else the caller."""
+    state = scope.get("state") or {}
+    subject = state.get("subject")
+    if isinstance(subject, str):
+        return subject
+    return getattr(state.get("principal"), "user_id", None)
 
 
 async def _replay(held: IdempotencyRow, fingerprint: str, answer: bytes | None, scope: Scope, send: Send) -> None:

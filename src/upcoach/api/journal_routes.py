@@ -13,8 +13,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.errors import error_responses
 from upcoach.api.idempotency import IDEMPOTENT
 from upcoach.api.times import as_utc
+from upcoach.api.user_data_schemas import EntryOut, EntryPage, InsightsOut
 from upcoach.coaching.journal import MAX_TRANSCRIPT_CHARS, Journal
 from upcoach.errors import InvalidRequest, NotFound, Unavailable
 from upcoach.security.acting import ACT, INSIGHTS, JOURNAL, Use
@@ -63,14 +65,14 @@ def _bound(value: str | None, name: str, *, end: bool) -> datetime | None:
     return as_utc(moment, name)
 
 
-@router.post("/entries", status_code=201, dependencies=IDEMPOTENT)
+@router.post("/entries", status_code=201, response_model=EntryOut, dependencies=IDEMPOTENT)
 async def add_entry(body: EntryIn, request: Request) -> dict[str, object]:
     as_utc(body.recorded_at, "recordedAt")  # the entry keeps the offset it was recorded with; UTC must exist too
     entry = await _journal(request).add(await _user(request, ACT), body.transcript, body.recorded_at, body.mood)
     return entry.to_json()
 
 
-@router.get("/entries")
+@router.get("/entries", response_model=EntryPage)
 async def list_entries(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -85,7 +87,7 @@ async def list_entries(
     }
 
 
-@router.delete("/entries/{entry_id}", status_code=204)
+@router.delete("/entries/{entry_id}", status_code=204, responses=error_responses(404))
 async def delete_entry(entry_id: Annotated[str, Path(max_length=64)], request: Request) -> Response:
     if not ENTRY_ID.fullmatch(entry_id):
         raise NotFound(f"journal entry {entry_id!r} does not exist", param="id")
@@ -93,7 +95,7 @@ async def delete_entry(entry_id: Annotated[str, Path(max_length=64)], request: R
     return Response(status_code=204)
 
 
-@router.get("/insights")
+@router.get("/insights", response_model=InsightsOut)
 async def insights(
     request: Request,
     start: Annotated[str | None, Query(alias="from", max_length=64)] = None,

@@ -18,13 +18,21 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from upcoach.api.deps import CHAT_ROLES, caller
+from upcoach.api.errors import error_responses
 from upcoach.api.model_schemas import (
+    AbRatingOut,
+    AbStoppedOut,
+    AbTestEnvelope,
+    DeletedOut,
     DownloadBody,
     ExperimentBody,
+    JobEnvelope,
     ManifestOut,
     RatingBody,
     RecommendationOut,
     SigningKeyOut,
+    StatusOut,
+    SwappedOut,
     UpdateBody,
     catalog_json,
     manifest_json,
@@ -46,6 +54,9 @@ Admin = Annotated[Principal, Depends(caller(Role.admin))]
 Reader = Annotated[Principal, Depends(caller(Role.admin, Role.auditor))]
 Anyone = Annotated[Principal, Depends(caller(*Role))]
 Rater = Annotated[Principal, Depends(caller(*CHAT_ROLES))]
+
+NOT_FOUND = error_responses(404)
+CHANGE_ERRORS = error_responses(404, 409)
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -69,7 +80,7 @@ def _serving(manager: ModelManager) -> set[str]:
 
 
 # ---- admin ---------------------------------------------------------------------------------------------------------
-@router.post("/download", status_code=202)
+@router.post("/download", status_code=202, response_model=JobEnvelope, responses=error_responses(404, 409))
 async def download(body: DownloadBody, request: Request, principal: Admin) -> dict[str, Any]:
     """Start fetching a catalog model or a URL; follow the job in GET /api/ai/models/status."""
     spec = PullSpec.parse(
@@ -79,7 +90,7 @@ async def download(body: DownloadBody, request: Request, principal: Admin) -> di
     return {"job": job.to_json()}
 
 
-@router.get("/status")
+@router.get("/status", response_model=StatusOut)
 async def status(request: Request, _: Reader) -> dict[str, Any]:
     """Every installed version, every catalog model not installed yet, and every job with its progress."""
     manager = _manager(request)
@@ -98,12 +109,12 @@ async def status(request: Request, _: Reader) -> dict[str, Any]:
     }
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=JobEnvelope, responses=NOT_FOUND)
 async def job(job_id: str, request: Request, _: Reader) -> dict[str, Any]:
     return {"job": _manager(request).job(job_id).to_json()}
 
 
-@router.post("/update", status_code=202)
+@router.post("/update", status_code=202, response_model=JobEnvelope, responses=CHANGE_ERRORS)
 async def update(body: UpdateBody, request: Request, principal: Admin) -> dict[str, Any]:
     """Install (if needed), smoke-test and swap to a version with zero failed requests; 202 with the job."""
     manager = _manager(request)
@@ -114,32 +125,32 @@ async def update(body: UpdateBody, request: Request, principal: Admin) -> dict[s
     return {"job": job.to_json()}
 
 
-@router.post("/rollback")
+@router.post("/rollback", response_model=SwappedOut, responses=error_responses(409))
 async def rollback(request: Request, principal: Admin) -> dict[str, Any]:
     """Swap back to the version active before the current one (loaded and smoke-tested first)."""
     return await _manager(request).rollback(principal.user_id)
 
 
-@router.delete("/{model_id}")
+@router.delete("/{model_id}", response_model=DeletedOut, responses=CHANGE_ERRORS)
 async def delete(model_id: str, request: Request, principal: Admin) -> dict[str, Any]:
     await _manager(request).delete(model_id, principal.user_id)
     return {"id": model_id, "deleted": True}
 
 
 # ---- version A/B ---------------------------------------------------------------------------------------------------
-@router.post("/ab")
+@router.post("/ab", response_model=AbTestEnvelope, responses=CHANGE_ERRORS)
 async def start_ab(body: ExperimentBody, request: Request, principal: Admin) -> dict[str, Any]:
     experiment = await _manager(request).start_experiment(body.candidate_id, body.share, principal.user_id)
     return {"abTest": experiment.to_json()}
 
 
-@router.get("/ab")
+@router.get("/ab", response_model=AbTestEnvelope)
 async def show_ab(request: Request, _: Reader) -> dict[str, Any]:
     experiment = _manager(request).experiment
     return {"abTest": experiment.to_json() if experiment else None}
 
 
-@router.post("/ab/rating")
+@router.post("/ab/rating", response_model=AbRatingOut, responses=CHANGE_ERRORS)
 async def rate_ab(body: RatingBody, request: Request, _: Rater) -> dict[str, Any]:
     """Rate an answer the user was served by the running test (once per request: a new rating replaces)."""
     services = request.app.state.services
@@ -153,12 +164,12 @@ async def rate_ab(body: RatingBody, request: Request, _: Rater) -> dict[str, Any
     return {"version": version, "rating": body.rating}
 
 
-@router.post("/ab/promote")
+@router.post("/ab/promote", response_model=AbStoppedOut, responses=error_responses(409))
 async def promote_ab(request: Request, principal: Admin) -> dict[str, Any]:
     return await _manager(request).stop_experiment(principal.user_id, promote=True)
 
 
-@router.post("/ab/stop")
+@router.post("/ab/stop", response_model=AbStoppedOut, responses=error_responses(409))
 async def stop_ab(request: Request, principal: Admin) -> dict[str, Any]:
     return await _manager(request).stop_experiment(principal.user_id, promote=False)
 
@@ -226,7 +237,7 @@ async def _ready_version(request: Request, model_id: str) -> Any:
     return version
 
 
-@router.get("/{model_id}/manifest", response_model=ManifestOut)
+@router.get("/{model_id}/manifest", response_model=ManifestOut, responses=CHANGE_ERRORS)
 async def manifest(model_id: str, request: Request, _: Anyone) -> dict[str, Any]:
     version = await _ready_version(request, model_id)
     return manifest_json(_signer(request).sign(version.name, version.version, version.sha256, version.size))
@@ -266,7 +277,16 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in candidates or any(c.removeprefix("W/") == etag for c in candidates)
 
 
-@router.get("/{model_id}/artifact")
+@router.get(
+    "/{model_id}/artifact",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        206: {"description": "the byte range asked for"},
+        304: {"description": "not modified: the If-None-Match ETag is current"},
+        **error_responses(404, 409, 416),
+    },
+)
 async def artifact(model_id: str, request: Request, _: Anyone) -> Response:
     """The plaintext GGUF, resumable: Range (one range), If-Range and If-None-Match against the sha256 ETag."""
     manager = _manager(request)

@@ -158,3 +158,93 @@ def manifest_json(manifest: SignedManifest) -> dict[str, Any]:
         "signature": manifest.signature,
         "keyId": manifest.key_id,
     }
+
+
+# ---- answers of the admin routes -----------------------------------------------------------------------------------
+class _Out(_Camel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class JobOut(_Out):
+    """A download or update; ``kind`` and the live figures are null for jobs of an earlier process."""
+
+    id: str
+    kind: str | None
+    source: str | None
+    model_id: str | None
+    status: str
+    bytes_done: int
+    bytes_total: int | None
+    rate_bytes_per_sec: float | None
+    eta_seconds: float | None
+    error: str | None
+    error_code: str | None
+    result: dict[str, Any] | None
+    created_at: str
+    updated_at: str
+
+
+class JobEnvelope(_Out):
+    job: JobOut
+
+
+class ModelEntryOut(_Out):
+    """An installed version, or a catalog model none of whose versions is installed (``status: available``)."""
+
+    id: str
+    name: str
+    version: str | None
+    source: str | None
+    sha256: str | None
+    size: int | None
+    quantization: str | None
+    licence: str | None
+    status: str
+    active: bool
+    previous: bool
+    device_tier: str | None
+    installed: bool
+    loaded: bool
+    error: str | None
+    created_at: str | None
+    activated_at: str | None
+
+
+class AbTestOut(_Out):
+    active_id: str
+    candidate_id: str
+    share: float
+    started_at: str
+    versions: dict[str, dict[str, Any]] = Field(description="per version: requests, latencies, ratings")
+
+
+class AbTestEnvelope(_Out):
+    ab_test: AbTestOut | None
+
+
+class StatusOut(_Out):
+    active_id: str | None
+    serving_model: str | None
+    models: list[ModelEntryOut]
+    jobs: list[JobOut]
+    ab_test: AbTestOut | None
+
+
+class SwappedOut(_Out):
+    active_id: str
+    previous_id: str | None
+
+
+class AbStoppedOut(_Out):
+    active_id: str
+    experiment: AbTestOut
+
+
+class DeletedOut(_Out):
+    id: str
+    deleted: bool
+
+
+class AbRatingOut(_Out):
+    version: str
+    rating: int

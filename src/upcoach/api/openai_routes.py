@@ -25,6 +25,7 @@ from upcoach.api.openai_schemas import (
     new_completion_id,
     tool_calls_wire,
 )
+from upcoach.api.service_schemas import ChatCompletionOut, ModelList, json_or_stream
 from upcoach.coaching.offline import OFFLINE_BACKEND
 from upcoach.errors import InvalidRequest, UpcoachError
 from upcoach.llm.base import ResponseFormat, Tools, Usage
@@ -41,7 +42,7 @@ def _services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
-@router.get("/models")
+@router.get("/models", response_model=ModelList)
 async def list_models(request: Request) -> dict[str, object]:
     created = int(time.time())
     data = [
@@ -58,7 +59,7 @@ def _privacy(body: ChatCompletionRequest, request: Request) -> PrivacyLevel:
     return level  # type: ignore[return-value]
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=json_or_stream(ChatCompletionOut))
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
     services = _services(request)
     force = services.pin_for(body.model)

@@ -15,6 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from upcoach.api.deps import caller
+from upcoach.api.device_schemas import GrantOut
+from upcoach.api.errors import error_responses
+from upcoach.api.user_data_schemas import ErasedOut, ExportOut, GrantList, PrivacySettingsOut
 from upcoach.errors import InvalidRequest, NotFound
 from upcoach.privacy.grants import Grants
 from upcoach.privacy.rights import DataRights
@@ -99,13 +102,13 @@ def _expected_version(body_version: object, if_match: str | None) -> int | None:
     return version
 
 
-@router.get("/settings")
+@router.get("/settings", response_model=PrivacySettingsOut)
 async def get_settings(request: Request, principal: Caller) -> JSONResponse:
     service = _privacy(request)
     return _respond(await service.get(await subject_of(request, PRIVACY_READ)), service)
 
 
-@router.put("/settings")
+@router.put("/settings", response_model=PrivacySettingsOut, responses=error_responses(409))
 async def put_settings(
     request: Request,
     principal: Caller,
@@ -135,14 +138,14 @@ async def put_settings(
     return _respond(updated, service)
 
 
-@router.get("/export")
+@router.get("/export", response_model=ExportOut)
 async def export(request: Request, principal: Caller) -> JSONResponse:
     user_id = await subject_of(request, PRIVACY_READ)
     document = await _rights(request).export(user_id, actor=principal.user_id, actor_role=principal.role.value)
     return JSONResponse(document, headers={"Content-Disposition": 'attachment; filename="upcoach-export.json"'})
 
 
-@router.delete("/data")
+@router.delete("/data", response_model=ErasedOut)
 async def erase(request: Request, principal: Caller) -> JSONResponse:
     user_id = await subject_of(request, PRIVACY_CHANGE)
     counts = await _rights(request).erase(user_id, principal.user_id, principal.role.value)
@@ -157,7 +160,7 @@ class GrantIn(BaseModel):
     expires_at: AwareDatetime | None = Field(default=None, alias="expiresAt")
 
 
-@router.post("/grants", status_code=201)
+@router.post("/grants", status_code=201, response_model=GrantOut)
 async def give_grant(body: GrantIn, request: Request, principal: Caller) -> dict[str, object]:
     """Let a coach read some of the caller's data until ``expiresAt`` (or until revoked)."""
     user_id = await subject_of(request, PRIVACY_CHANGE)
@@ -167,7 +170,7 @@ async def give_grant(body: GrantIn, request: Request, principal: Caller) -> dict
     return grant.to_json(utc_now())
 
 
-@router.get("/grants")
+@router.get("/grants", response_model=GrantList)
 async def list_grants(request: Request, principal: Caller) -> dict[str, object]:
     """The grants the user gave (revoked and expired ones too, ``active`` says), and the live grants naming the
     caller as a coach (``received``: which clients' data they may read now)."""
@@ -181,7 +184,7 @@ async def list_grants(request: Request, principal: Caller) -> dict[str, object]:
     }
 
 
-@router.delete("/grants/{grant_id}", status_code=204)
+@router.delete("/grants/{grant_id}", status_code=204, responses=error_responses(404))
 async def revoke_grant(grant_id: Annotated[str, Path(max_length=64)], request: Request, principal: Caller) -> Response:
     """Revoke a grant: the coach's next request is refused (grants are never cached)."""
     user_id = await subject_of(request, PRIVACY_CHANGE)

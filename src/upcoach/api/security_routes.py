@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from upcoach.api.hybrid_schemas import ScanOut
 from upcoach.errors import InvalidRequest
 from upcoach.privacy import special_category
 from upcoach.security import pii
@@ -23,7 +24,7 @@ class ScanRequest(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"] = "user"
 
 
-@router.post("/scan")
+@router.post("/scan", response_model=ScanOut)
 async def scan(body: ScanRequest, request: Request) -> dict[str, object]:
     services: Services = request.app.state.services
     guard = services.hybrid.guard

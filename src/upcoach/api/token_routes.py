@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from upcoach.api.service_schemas import ContentOut, TokensOut
 from upcoach.errors import Unavailable
 from upcoach.llm.base import serving_engine
 from upcoach.services import Services
@@ -35,11 +36,11 @@ def _engine(request: Request) -> object:
     return engine
 
 
-@router.post("/tokenize")
+@router.post("/tokenize", response_model=TokensOut)
 async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, list[int]]:
     return {"tokens": _engine(request).tokenize(body.content, special=body.add_special)}  # type: ignore[attr-defined]
 
 
-@router.post("/detokenize")
+@router.post("/detokenize", response_model=ContentOut)
 async def detokenize(body: DetokenizeRequest, request: Request) -> dict[str, str]:
     return {"content": _engine(request).detokenize(body.tokens)}  # type: ignore[attr-defined]

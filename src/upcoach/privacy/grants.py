@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from upcoach.errors import InvalidRequest, NotFound
+from upcoach.errors import DataErased, InvalidRequest, NotFound
 from upcoach.observability.audit import AuditLog
 from upcoach.security.acting import SCOPES, Scope, checked_user_id
 from upcoach.storage.grants import GrantRepository
@@ -79,6 +79,7 @@ class Grants:
         actor: str,
         actor_role: str,
     ) -> Grant:
+        started_at = utc_now()  # the fence's clock (storage/fences.py), whatever clock the grants use
         coach_id = checked_user_id(coach_id.strip(), "coachId")
         if coach_id == user_id:
             raise InvalidRequest("coachId: a grant to yourself means nothing", param="coachId")
@@ -92,7 +93,8 @@ class Grants:
             id=uuid.uuid4().hex, user_id=user_id, coach_id=coach_id, scopes=list(chosen), created_at=now,
             expires_at=expires_at, revoked_at=None,
         )  # fmt: skip
-        await self._repository.add(row)
+        if not await self._repository.add(row, started_at=started_at):
+            raise DataErased("your data was erased while this grant was being given; it was not stored")
         await self._audit.append(actor, actor_role, "privacy.grant.created", target=row.id, details={
             "user_id": user_id, "coach_id": coach_id, "scopes": list(chosen),
             "expires_at": expires_at.isoformat() if expires_at else None,

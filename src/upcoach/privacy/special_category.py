@@ -17,7 +17,8 @@ Where the line is drawn (the product keeps ordinary wellness coaching routable):
 - not special: wanting to sleep better, drink more water, eat healthier, lose weight, get fitter, stress, nerves
   before a talk ("I'm anxious about tomorrow"), feeling tired or unmotivated, burnout talked about as workload,
   office politics, maternity or parental leave as an HR topic, idioms ("this deadline is killing me", "I could kill
-  for a coffee", "career suicide", "thank God").
+  for a coffee", "career suicide", "thank God"), a job in health care ("I work as a nurse", "je suis infirmière",
+  "ich bin Ärztin", "I work at the hospital": the occupation is set aside, the rest of the sentence still counts).
 Clinical framing moves a topic across the line: "anxiety disorder", "my anxiety", "therapy for burnout".
 A person's status is data, a subject is not: each sentence is judged as its role reads it. An instruction ("you are
 not a therapist", "do not diagnose"), a conditional about someone else ("if the user mentions depression, ...") or a
@@ -95,6 +96,7 @@ SELF_HARM_DISCOUNTS: dict[str, tuple[str, ...]] = {
 class _Rules:
     rules: tuple[tuple[str, str, str, re.Pattern[str]], ...]  # (name "category.lang", category, lang, pattern)
     idioms: re.Pattern[str]
+    professions: re.Pattern[str]  # "I work as a nurse": removed like idioms, a job is not anyone's health
     cues: dict[str, re.Pattern[str]]  # kind -> every language's fragments in one pattern
     possessive_before: re.Pattern[str]  # a possessive, maybe one more word, then the end (searched with endpos)
 
@@ -124,9 +126,13 @@ def parse_rules(data: dict[str, Any]) -> _Rules:
     idioms = tables.join("idioms", data.get("idioms"))
     if idioms is None:
         raise ValueError("special_category.json: idioms must not be empty")
+    professions = data.get("professions")
+    if not isinstance(professions, dict) or set(professions) != set(tables.languages):
+        raise ValueError("special_category.json: professions must name every language")
     return _Rules(
         tuple(compiled),
         tables.compile("idioms", idioms),
+        tables.compile("professions", tables.join_languages("professions", professions), "(?:{})"),
         {
             kind: tables.compile(f"cues.{kind}", joined, "(?:{})")
             for kind, joined in cues.items()
@@ -205,7 +211,7 @@ def detect_special_categories(text: str, role: str = "user") -> SpecialCategoryR
     person. Self-harm is only set aside in system and developer instructions."""
     tables = rules()
     # The shared normaliser first (invisibles, look-alikes, NFKC, case, whitespace): "H\u200bIV" is "hiv" here.
-    normalised = tables.idioms.sub(" ", normalise(text))
+    normalised = tables.professions.sub(" ", tables.idioms.sub(" ", normalise(text)))
     categories: set[str] = set()
     matches: list[str] = []
     topics: list[str] = []

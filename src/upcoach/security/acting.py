@@ -105,6 +105,7 @@ class Acting:
             raise RuntimeError("subject() needs an authenticated request (Depends(caller(...)))")
         named = self._named(request, principal, use, claimed, named)
         if named is None or named == principal.user_id:
+            request.state.subject = principal.user_id  # whose data a stored Idempotency-Key answer holds
             return principal.user_id
         if not may_name(principal, use):
             if principal.role is not Role.coach or use.scope is None:
@@ -117,6 +118,7 @@ class Acting:
                     param="X-User-Id",
                 )
         await self._record(request, principal, named, use)
+        request.state.subject = named
         return named
 
     @staticmethod

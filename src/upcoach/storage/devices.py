@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from upcoach.storage.database import Database
+from upcoach.storage.fences import Fences, refused
 from upcoach.storage.tables import DeviceRow, DeviceUsageRow, IdempotencyRow, SyncItemRow
 
 
@@ -61,36 +64,52 @@ class DeviceRepository:
             return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-class SyncItemRepository:
-    def __init__(self, db: Database) -> None:
-        self._db = db
+class _Claims:
+    """Rows whose insert is a claim: the primary key lets one caller in, the others get the row that holds it.
+    The claimer finishes the row (writes its result) or releases it (deletes it, so the next caller claims)."""
 
-    async def claim(self, row: SyncItemRow) -> SyncItemRow | None:
-        """Insert a pending item: None if this call claimed it, else the row a delivery before it left."""
+    def __init__(self, db: Database, table: type[SyncItemRow] | type[IdempotencyRow], key: tuple[str, str]) -> None:
+        self._db, self._table, self._key = db, table, key
+
+    def where(self, key: tuple[str, str]) -> list[ColumnElement[bool]]:
+        return [getattr(self._table, column) == value for column, value in zip(self._key, key, strict=True)]
+
+    async def claim(self, row: Any) -> Any:
+        """None if this call claimed the key, else the row that holds it."""
         try:
             async with self._db.sessions.begin() as session:
                 session.add(row)
             return None
         except IntegrityError:
             async with self._db.sessions() as session:
-                return await session.get(SyncItemRow, (row.user_id, row.client_id))
+                return await session.get(self._table, tuple(getattr(row, column) for column in self._key))
+
+    async def finish(self, key: tuple[str, str], **values: object) -> None:
+        async with self._db.sessions.begin() as session:
+            await session.execute(update(self._table).where(*self.where(key)).values(**values))
+
+    async def release(self, key: tuple[str, str], *also: ColumnElement[bool]) -> None:
+        async with self._db.sessions.begin() as session:
+            await session.execute(delete(self._table).where(*self.where(key), *also))
+
+
+class SyncItemRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._claims = _Claims(db, SyncItemRow, ("user_id", "client_id"))
+
+    async def claim(self, row: SyncItemRow) -> SyncItemRow | None:
+        """Insert a pending item: None if this call claimed it, else the row a delivery before it left."""
+        return await self._claims.claim(row)  # type: ignore[no-any-return]
 
     async def finish(
         self, user_id: str, client_id: str, status: str, result_id: str | None, reason: str | None
     ) -> None:
-        async with self._db.sessions.begin() as session:
-            await session.execute(
-                update(SyncItemRow)
-                .where(SyncItemRow.user_id == user_id, SyncItemRow.client_id == client_id)
-                .values(status=status, result_id=result_id, reason=reason)
-            )
+        await self._claims.finish((user_id, client_id), status=status, result_id=result_id, reason=reason)
 
     async def release(self, user_id: str, client_id: str) -> None:
         """Forget a claim whose item could not be applied for a passing reason: the next delivery applies it."""
-        async with self._db.sessions.begin() as session:
-            await session.execute(
-                delete(SyncItemRow).where(SyncItemRow.user_id == user_id, SyncItemRow.client_id == client_id)
-            )
+        await self._claims.release((user_id, client_id))
 
     async def delete_for_user(self, user_id: str) -> int:
         async with self._db.sessions.begin() as session:
@@ -124,6 +143,7 @@ class DeviceUsageRepository:
 class IdempotencyRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._claims = _Claims(db, IdempotencyRow, ("scope", "key"))
 
     async def claim(
         self, row: IdempotencyRow, expired_before: datetime, stale_before: datetime
@@ -134,28 +154,44 @@ class IdempotencyRepository:
             IdempotencyRow.created_at < expired_before,
             and_(IdempotencyRow.status.is_(None), IdempotencyRow.created_at < stale_before),
         )
-        async with self._db.sessions.begin() as session:
-            await session.execute(
-                delete(IdempotencyRow).where(IdempotencyRow.scope == row.scope, IdempotencyRow.key == row.key, old)
-            )
-        try:
-            async with self._db.sessions.begin() as session:
-                session.add(row)
-            return None
-        except IntegrityError:
-            async with self._db.sessions() as session:
-                return await session.get(IdempotencyRow, (row.scope, row.key))
+        await self._claims.release((row.scope, row.key), old)
+        return await self._claims.claim(row)  # type: ignore[no-any-return]
 
-    async def complete(self, scope: str, key: str, status: int, media_type: str | None, sealed: bytes) -> None:
-        async with self._db.sessions.begin() as session:
-            await session.execute(
-                update(IdempotencyRow)
-                .where(IdempotencyRow.scope == scope, IdempotencyRow.key == key)
-                .values(status=status, media_type=media_type, sealed=sealed)
-            )
+    async def complete(
+        self,
+        scope: str,
+        key: str,
+        answer: tuple[int, str | None, bytes],
+        *,
+        user_id: str | None,
+        started_at: datetime,
+    ) -> bool:
+        """Store the answer (status, media type, sealed body) of ``user_id``'s request, unless their data was erased
+        since it started: then the claim is dropped instead (False), and the erased data lives on nowhere."""
+        status, media_type, sealed = answer
+        where = self._claims.where((scope, key))
+        async with Fences(self._db).guarded([user_id]) as (conn, erased):
+            if refused(erased, user_id, started_at):
+                await conn.execute(delete(IdempotencyRow).where(*where))
+                return False
+            values = {"status": status, "media_type": media_type, "sealed": sealed, "user_id": user_id}
+            await conn.execute(update(IdempotencyRow).where(*where).values(**values))
+        return True
 
     async def release(self, scope: str, key: str) -> None:
+        await self._claims.release((scope, key))
+
+    async def delete_for_user(self, user_id: str) -> int:
+        """Erasure: the stored answers of the user's requests (they hold what the requests created)."""
         async with self._db.sessions.begin() as session:
-            await session.execute(
-                delete(IdempotencyRow).where(IdempotencyRow.scope == scope, IdempotencyRow.key == key)
-            )
+            result = await session.execute(delete(IdempotencyRow).where(IdempotencyRow.user_id == user_id))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def stored_for(self, user_id: str) -> builtins.list[dict[str, object]]:
+        """Export: which stored answers name the user (the answers themselves are sealed to the caller's key)."""
+        query = select(IdempotencyRow.key, IdempotencyRow.status, IdempotencyRow.created_at).where(
+            IdempotencyRow.user_id == user_id
+        )
+        async with self._db.sessions() as session:
+            rows = (await session.execute(query.order_by(IdempotencyRow.created_at))).all()
+        return [{"key": key, "status": status, "createdAt": created.isoformat()} for key, status, created in rows]

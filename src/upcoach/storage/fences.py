@@ -19,8 +19,9 @@ import hashlib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -60,9 +61,27 @@ class Fences:
             await conn.execute(statement.on_conflict_do_update(index_elements=["user_id"], set_={"erased_at": now}))
         return now
 
+    async def prune(self, before: datetime) -> int:
+        """Forget the fences of erasures before ``before``: past the horizon no write that started before them can
+        still arrive (requests end in minutes, spooled records are written or dropped long before). Returns how
+        many went."""
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(delete(ErasureFenceRow).where(ErasureFenceRow.erased_at < before))
+            return int(result.rowcount or 0)
+
     async def erased_at(self, user_id: str) -> datetime | None:
         async with self._db.engine.connect() as conn:
             return (await self._read(conn, [user_id])).get(user_id)
+
+    async def insert(self, row: Any, *, started_at: datetime) -> bool:
+        """Insert one row of a per-user table (it has ``user_id``), unless that user's data was erased at or after
+        ``started_at``: False, nothing written."""
+        values = {column.key: getattr(row, column.key) for column in row.__table__.columns}
+        async with self.guarded([row.user_id]) as (conn, erased):
+            if refused(erased, row.user_id, started_at):
+                return False
+            await conn.execute(insert(type(row)).values(**values))
+        return True
 
     @asynccontextmanager
     async def guarded(self, user_ids: Iterable[str | None]) -> AsyncIterator[tuple[AsyncConnection, Erased]]:

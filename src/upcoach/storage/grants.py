@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, or_, select, update
 
 from upcoach.storage.database import Database
+from upcoach.storage.fences import Fences
 from upcoach.storage.tables import CoachGrantRow
 
 
@@ -19,9 +20,10 @@ class GrantRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, row: CoachGrantRow) -> None:
-        async with self._db.sessions.begin() as session:
-            session.add(row)
+    async def add(self, row: CoachGrantRow, *, started_at: datetime) -> bool:
+        """Insert the grant, unless the user's data was erased at or after ``started_at`` (False: refused): a
+        grant given while an erasure runs must not outlive it."""
+        return await Fences(self._db).insert(row, started_at=started_at)
 
     async def given_by(self, user_id: str) -> builtins.list[CoachGrantRow]:
         """Every grant the user gave, revoked and expired ones included, newest first."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 import builtins
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 
 from upcoach.storage.database import Database
-from upcoach.storage.fences import Fences, refused
+from upcoach.storage.fences import Fences
 from upcoach.storage.tables import JournalEntryRow
 
 
@@ -18,12 +18,7 @@ class JournalRepository:
 
     async def add(self, row: JournalEntryRow, *, started_at: datetime) -> bool:
         """Insert the entry, unless the user's data was erased at or after ``started_at`` (False: refused)."""
-        values = {column.key: getattr(row, column.key) for column in JournalEntryRow.__table__.columns}
-        async with Fences(self._db).guarded([row.user_id]) as (conn, erased):
-            if refused(erased, row.user_id, started_at):
-                return False
-            await conn.execute(insert(JournalEntryRow).values(**values))
-        return True
+        return await Fences(self._db).insert(row, started_at=started_at)
 
     async def update(self, entry_id: str, user_id: str, payload: bytes, insight_status: str) -> None:
         async with self._db.sessions.begin() as session:

@@ -474,4 +474,6 @@ class IdempotencyRow(Base):
     status: Mapped[int | None] = mapped_column(Integer)
     media_type: Mapped[str | None] = mapped_column(String(128))
     sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Whose data the answer holds (the request's subject): an erasure of that user purges it.
+    user_id: Mapped[str | None] = mapped_column(String(128), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

@@ -216,6 +216,36 @@ def _to_signin() -> Response:
     return RedirectResponse(PREFIX + "/signin", status_code=303)
 
 
+@dataclass(frozen=True)
+class _Posted:
+    session: Session
+    form: FormData
+    service: Any  # the Services attribute the form acts on (None when the form needs none)
+
+
+# The Services attribute a dashboard form acts on, and the page shown when this server has none.
+_MISSING_SERVICE = {
+    "privacy": ("Settings unavailable", "This server has no privacy settings service."),
+    "devices": ("Devices unavailable", "This server has no device registry."),
+}
+
+
+async def _form_session(request: Request, service: str | None = None) -> _Posted | Response:
+    """The start of every dashboard POST after sign-in: the live session (else the sign-in page), the form, its
+    CSRF token (else 403), and the service the form acts on (else 503). A Response is the answer to send."""
+    session = await _session(request)
+    if session is None:
+        return _to_signin()
+    form = await request.form()
+    if not tokens_match(session.csrf_token, _text(form, "csrf_token")):
+        return _csrf_refused(request, session)
+    found = getattr(_services(request), service) if service is not None else None
+    if service is not None and found is None:
+        title, text = _MISSING_SERVICE[service]
+        return _message(request, session, 503, title, text)
+    return _Posted(session, form, found)
+
+
 async def _audit(request: Request, principal: Principal, action: str) -> None:
     audit = getattr(request.app.state, "audit_log", None)
     if audit is None:
@@ -298,12 +328,10 @@ async def signin(request: Request) -> Response:
 
 @router.post("/signout")
 async def signout(request: Request) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_signin()
-    form = await request.form()
-    if not tokens_match(session.csrf_token, _text(form, "csrf_token")):
-        return _csrf_refused(request, session)
+    posted = await _form_session(request)
+    if isinstance(posted, Response):
+        return posted
+    session = posted.session
     await _dashboard(request).sessions.revoke(session.id)
     await _audit(request, session.principal, "dashboard.signed_out")
     response = _to_signin()
@@ -415,15 +443,10 @@ def _settings_changes(form: FormData) -> tuple[dict[str, Any], int | None]:
 
 @router.post("/settings")
 async def save_settings(request: Request) -> Response:
-    session = await _session(request)
-    if session is None:
-        return _to_signin()
-    form = await request.form()
-    if not tokens_match(session.csrf_token, _text(form, "csrf_token")):
-        return _csrf_refused(request, session)
-    privacy = _services(request).privacy
-    if privacy is None:
-        return _message(request, session, 503, "Settings unavailable", "This server has no privacy settings service.")
+    posted = await _form_session(request, "privacy")
+    if isinstance(posted, Response):
+        return posted
+    session, form, privacy = posted.session, posted.form, posted.service
     principal = session.principal
     try:
         changes, version = _settings_changes(form)
@@ -443,15 +466,10 @@ async def save_settings(request: Request) -> Response:
 @router.post("/devices/{device_id}/revoke")
 async def revoke_device(request: Request, device_id: str) -> Response:
     """The user revokes one of their phones: its key stops working at once."""
-    session = await _session(request)
-    if session is None:
-        return _to_signin()
-    form = await request.form()
-    if not tokens_match(session.csrf_token, _text(form, "csrf_token")):
-        return _csrf_refused(request, session)
-    devices = _services(request).devices
-    if devices is None:
-        return _message(request, session, 503, "Devices unavailable", "This server has no device registry.")
+    posted = await _form_session(request, "devices")
+    if isinstance(posted, Response):
+        return posted
+    session, devices = posted.session, posted.service
     principal = session.principal
     try:
         await devices.revoke(device_id, principal.user_id, actor=principal.user_id, actor_role=principal.role.value)
