@@ -29,7 +29,7 @@ from datetime import timedelta
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from upcoach.observability.metrics import Metrics
-from upcoach.observability.spool import Pending, Spool
+from upcoach.observability.spool import Pending, Spool, WriteAhead
 from upcoach.routing.engine import Outcome
 from upcoach.storage.requests import RequestRecord, RequestRepository
 
@@ -111,6 +111,7 @@ class RecordWriter:
     ) -> None:
         self._repository = repository
         self._spool = spool
+        self._ahead = WriteAhead(spool.folder)
         self._metrics = metrics
         self._max_queued = max_queued
         self._stop_timeout = stop_timeout
@@ -131,7 +132,12 @@ class RecordWriter:
         return len(self._queue) + len(self._inflight) + self._spool.count
 
     async def start(self) -> None:
-        """Replay what an earlier run spooled (if the database answers), then write in the background."""
+        """Replay what an earlier run spooled or had queued when it was killed (if the database answers), then
+        write in the background."""
+        try:
+            self._ahead.recover(self._spool)
+        except OSError:  # unreadable or a full disk: the file stays for the next start
+            log.exception("could not recover the request record write-ahead file")
         try:
             await self._replay()
         except _Outage:
@@ -144,7 +150,9 @@ class RecordWriter:
         if len(self._queue) >= self._max_queued:
             # The database has been down for long: move the queue to disk (one write) instead of dropping rows.
             self._spill()
-        self._queue.append(to_pending(outcome))
+        pending = to_pending(outcome)
+        self._ahead.note(pending)
+        self._queue.append(pending)
         self._wakeup.set()
 
     def purge(self, user_id: str) -> int:
@@ -152,6 +160,7 @@ class RecordWriter:
         before = len(self._queue)
         self._queue = deque(item for item in self._queue if item.record.user_id != user_id)
         removed = before - len(self._queue) + self._spool.purge(user_id)
+        self._ahead.purge(user_id)
         self._metrics.records_dropped.labels(reason="erased").inc(removed)
         return removed
 
@@ -181,6 +190,7 @@ class RecordWriter:
                 raise
             finally:
                 self._inflight = []
+        self._ahead.settled()  # queue and flight empty: every record noted ahead is in the database
         return True
 
     async def _replay(self) -> None:
@@ -230,6 +240,9 @@ class RecordWriter:
         except OSError as exc:
             log.error("could not spool %d request records (%s); dropped", len(items), exc)
             self._metrics.records_dropped.labels(reason="spool_failed").inc(len(items))
+        else:
+            if not self._inflight:
+                self._ahead.settled()
         self._queue.clear()
 
     async def _run(self) -> None:
@@ -283,3 +296,4 @@ class RecordWriter:
         if self._queue:
             log.warning("spooling %d request records to %s", len(self._queue), self._spool.path)
             self._spill()
+        self._ahead.close()
