@@ -23,11 +23,16 @@ import httpx
 
 from tests.conftest import LiveServer, start_server
 from upcoach.config import Settings
+from upcoach.observability.audit import AuditLog, audit_key_from_settings
+from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
 from upcoach.storage.requests import RequestRepository
 
 QUESTIONS = (
     "How do I keep a morning routine?",
+    # Complex enough for the policy to send it to the cloud (with personal data redacted): the cloud faults matter.
+    "Compare the GROW, OKR and SMART goal frameworks, explain the trade-offs of each, and build me a "
+    "12-week plan with weekly milestones to become a better team lead.",
     "One small step to sleep better tonight?",
     "I keep procrastinating on my report; what helps?",
 )
@@ -101,16 +106,26 @@ def server_env(server: LiveServer, tmp: Path, env: dict[str, str]) -> dict[str, 
 class Load:
     """A steady mixed load on ``base_url`` until ``stop()``; ``concurrency`` callers, each one request at a time."""
 
-    def __init__(self, base_url: str, tally: Tally, *, concurrency: int = 4) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        tally: Tally,
+        *,
+        concurrency: int = 4,
+        timeout: float = PER_REQUEST_TIMEOUT,
+        max_tokens: int | None = None,
+    ) -> None:
         self.base_url = base_url
         self.tally = tally
         self.concurrency = concurrency
+        self.timeout = timeout
+        self.limit = {"max_tokens": max_tokens} if max_tokens else {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._counter = itertools.count()
 
     async def __aenter__(self) -> Load:
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=PER_REQUEST_TIMEOUT)
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
         self._tasks = [asyncio.create_task(self._caller(i)) for i in range(self.concurrency)]
         return self
 
@@ -131,12 +146,12 @@ class Load:
         headers = {"X-User-Id": user}
         try:
             if kind == "chat":
-                body = {"model": "auto", "messages": [{"role": "user", "content": question}]}
+                body = {"model": "auto", "messages": [{"role": "user", "content": question}], **self.limit}
                 response = await self._client.post("/v1/chat/completions", json=body, headers=headers)
                 if response.status_code == 200:
                     self.tally.answered_ids.append(response.json()["id"])
             elif kind == "plan":
-                body = {"messages": [{"role": "user", "content": question}]}
+                body = {"messages": [{"role": "user", "content": question}], **self.limit}
                 response = await self._client.post("/api/ai/hybrid/process", json=body, headers=headers)
                 if response.status_code == 200:
                     self.tally.answered_ids.append(response.json()["requestId"])
@@ -151,11 +166,12 @@ class Load:
                 response = await self._client.put("/api/privacy/settings", json=body, headers=headers)
         except httpx.HTTPError as exc:
             self.tally.note(None, None, f"{kind}:{type(exc).__name__}")
+            await asyncio.sleep(0.1)  # a server that is down refuses at once: no busy loop against it
             return
         self.tally.note(response.status_code, response.headers, kind)
 
     async def _stream(self, question: str, headers: dict[str, str]) -> None:
-        body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": question}]}
+        body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": question}], **self.limit}
         try:
             async with self._client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
                 if response.status_code != 200:
@@ -174,6 +190,7 @@ class Load:
                     finished = finished or any(c.get("finish_reason") for c in chunk.get("choices", []))
         except httpx.HTTPError as exc:
             self.tally.note(None, None, f"stream:{type(exc).__name__}")
+            await asyncio.sleep(0.1)
             return
         if failed is not None or not finished:
             self.tally.note(None, None, f"stream-error:{failed or 'unfinished'}")
@@ -189,6 +206,17 @@ async def missing_records(database_url: str, ids: list[str]) -> list[str]:
     try:
         repository = RequestRepository(db)
         return [request_id for request_id in ids if await repository.get(request_id) is None]
+    finally:
+        await db.dispose()
+
+
+async def audit_chain_intact(env: dict[str, str]) -> bool:
+    """The audit chain verifies: what `upcoach audit verify` runs, in process (no interpreter start per scenario)."""
+    settings = settings_for(env)
+    key = audit_key_from_settings(settings, create=False)
+    db = Database(settings.effective_database_url)
+    try:
+        return key is not None and (await AuditLog(AuditRepository(db), key).verify()).ok
     finally:
         await db.dispose()
 

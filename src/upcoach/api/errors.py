@@ -14,8 +14,11 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from upcoach.errors import UpcoachError
+from upcoach.storage.database import transient
 
 log = logging.getLogger(__name__)
+
+UNAVAILABLE_RETRY_AFTER = 2  # seconds: a restarting database or a model being loaded is back in about that time
 
 _HTTP_CODES = {
     400: ("invalid_request", "invalid_request_error"),
@@ -87,8 +90,10 @@ async def _on_upcoach_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UpcoachError)
     if exc.status >= 500 and exc.status != 503:
         log.error("%s: %s", exc.code, exc.message)
+    # Every 503 is a deliberate "not now": it says when to come back, so clients and load balancers retry.
+    retry_after = exc.retry_after if exc.retry_after is not None or exc.status != 503 else UNAVAILABLE_RETRY_AFTER
     response = error_response(
-        exc.status, exc.message, code=exc.code, type_=exc.type, param=exc.param, retry_after=exc.retry_after
+        exc.status, exc.message, code=exc.code, type_=exc.type, param=exc.param, retry_after=retry_after
     )
     response.headers.update(getattr(exc, "headers", None) or {})
     return response
@@ -129,6 +134,11 @@ async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    if transient(exc):
+        # The database went away under the request (restart, failover): unavailable now, not a bug.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return error_response(503, "storage is unavailable now; retry shortly", code="storage_unavailable",
+                              type_="server_error", retry_after=UNAVAILABLE_RETRY_AFTER)  # fmt: skip
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal error", code="internal_error", type_="server_error")
 
