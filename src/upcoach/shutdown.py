@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,36 +56,42 @@ STREAM_ENDINGS = (("/v1/", _openai_end), ("/", _named_end))
 
 
 class Drain:
-    """This process's shutdown state: ``draining`` from the first signal, ``past_deadline`` ``grace`` s later."""
+    """This process's shutdown state: ``draining`` from the first signal, ``past_deadline`` ``grace`` s later,
+    when the requests still running (``running``: their tasks) are cancelled to be ended by ``DrainRequests``."""
 
     def __init__(self, grace: float) -> None:
         self.grace = grace
         self.draining = False
+        self.past_deadline = False
         self.began_at: float | None = None
-        self._deadline = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def past_deadline(self) -> bool:
-        return self._deadline.is_set()
+        self.running: set[asyncio.Task[Any]] = set()
+        self.cut: set[asyncio.Task[Any]] = set()
 
     def begin(self) -> None:
         """Start draining (idempotent); called again while draining, the deadline is now (a second Ctrl-C)."""
         if self.draining:
-            self._deadline.set()
+            self._expire()
             return
         self.draining, self.began_at = True, time.monotonic()
         log.info("shutting down: not ready, running requests get %.0f s to finish", self.grace)
-        asyncio.get_running_loop().call_later(self.grace, self._deadline.set)
+        asyncio.get_running_loop().call_later(self.grace, self._expire)
 
-    async def deadline(self) -> None:
-        await self._deadline.wait()
+    def _expire(self) -> None:
+        if self.past_deadline:
+            return
+        self.past_deadline = True
+        if self.running:
+            log.warning("shutdown grace over: ending %d running requests", len(self.running))
+        for task in self.running:
+            self.cut.add(task)
+            task.cancel(SHUTTING_DOWN)
 
     @contextlib.contextmanager
     def listen(self) -> Iterator[None]:
         """Begin at SIGTERM/SIGINT, then let the handler that was there (uvicorn's) stop the server."""
         # Fresh state on this loop: an app may be started more than once (test clients), each time on a new loop.
-        self.draining, self.began_at, self._deadline = False, None, asyncio.Event()
+        self.draining, self.past_deadline, self.began_at = False, False, None
+        self.running, self.cut = set(), set()
         if threading.current_thread() is not threading.main_thread():
             yield  # signals reach the main thread only (in-process test clients run the app elsewhere)
             return
@@ -141,23 +148,24 @@ class DrainRequests:
             progress.see(message)
             await send(message)
 
-        work = asyncio.ensure_future(self.app(scope, receive, tracked))
-        deadline = asyncio.ensure_future(self.drain.deadline())
-        try:
-            await asyncio.wait((work, deadline), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            work.cancel()
-            raise
-        finally:
-            deadline.cancel()
-        if work.done():
-            work.result()
-            return
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await work
-        if not progress.ended:
+        if self.drain.past_deadline:
             await self._end(scope, progress, send)
+            return
+        # No task of its own per request: the drain cancels this one at the deadline, and only that is caught here.
+        task = asyncio.current_task()
+        assert task is not None
+        self.drain.running.add(task)
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if task not in self.drain.cut:
+                raise
+            task.uncancel()
+            if not progress.ended:
+                await self._end(scope, progress, send)
+        finally:
+            self.drain.running.discard(task)
+            self.drain.cut.discard(task)
 
     async def _end(self, scope: Scope, progress: _Progress, send: Send) -> None:
         progress.ended = True

@@ -141,54 +141,26 @@ def _check(tally: Tally, *, available: bool = True) -> None:
         assert tally.availability >= GOAL, (tally.row(), dict(tally.errors))
 
 
-CLOUD_FAULTS = {
-    "cloud killed mid-stream": "drop-mid",
-    "cloud answers garbage": "garbage",
-    "cloud truncated SSE": "truncated",
-    "cloud answers 500": "error-500",
-    "cloud hangs": "hang",
+# Each fault: how it is injected into the stack, and how it is healed.
+FAULTS: dict[str, tuple[Callable[[Stack], object], Callable[[Stack], object]]] = {
+    "cloud killed mid-stream": (lambda s: s.cloud.force("drop-mid"), lambda s: s.cloud.force(None)),
+    "cloud answers garbage": (lambda s: s.cloud.force("garbage"), lambda s: s.cloud.force(None)),
+    "cloud truncated SSE": (lambda s: s.cloud.force("truncated"), lambda s: s.cloud.force(None)),
+    "cloud answers 500": (lambda s: s.cloud.force("error-500"), lambda s: s.cloud.force(None)),
+    "cloud hangs": (lambda s: s.cloud.force("hang"), lambda s: s.cloud.force(None)),
+    "cloud down, then back": (lambda s: s.cloud.down(), lambda s: s.cloud.up()),
+    "Redis stopped": (lambda s: s.redis.kill(), lambda s: s.redis.start()),
+    "PostgreSQL restarted": (lambda s: s.postgres.stop(), lambda s: s.postgres.start()),
 }
 
 
-@pytest.mark.parametrize("name", list(CLOUD_FAULTS))
-def test_cloud_fault(stack: Stack, name: str) -> None:
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_fault_under_load(stack: Stack, name: str) -> None:
+    inject, heal = FAULTS[name]
     tally = Tally(name)
 
     async def scenario() -> None:
-        await _run(stack, tally, lambda: stack.cloud.force(CLOUD_FAULTS[name]), lambda: stack.cloud.force(None))
-        await _healed(stack, tally)
-
-    asyncio.run(scenario())
-    _check(tally)
-
-
-def test_cloud_down_then_back(stack: Stack) -> None:
-    tally = Tally("cloud down, then back")
-
-    async def scenario() -> None:
-        await _run(stack, tally, stack.cloud.down, stack.cloud.up)
-        await _healed(stack, tally)
-
-    asyncio.run(scenario())
-    _check(tally)
-
-
-def test_redis_stopped(stack: Stack) -> None:
-    tally = Tally("Redis stopped")
-
-    async def scenario() -> None:
-        await _run(stack, tally, stack.redis.kill, stack.redis.start)
-        await _healed(stack, tally)
-
-    asyncio.run(scenario())
-    _check(tally)
-
-
-def test_postgres_restarted(stack: Stack) -> None:
-    tally = Tally("PostgreSQL restarted")
-
-    async def scenario() -> None:
-        await _run(stack, tally, stack.postgres.stop, stack.postgres.start)
+        await _run(stack, tally, lambda: inject(stack), lambda: heal(stack))
         await _healed(stack, tally)
 
     asyncio.run(scenario())
