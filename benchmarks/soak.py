@@ -96,7 +96,7 @@ async def soak(seconds: float, base_url: str, pid: int, database: str, concurren
     samples: list[Sample] = []
     started = time.monotonic()
     # Generous per-request time and short answers: a shared CPU answers slowly, and a slow answer is not an error.
-    async with Load(base_url, tally, concurrency=concurrency, timeout=600, max_tokens=48):
+    async with Load(base_url, tally, concurrency=concurrency, timeout=600, max_tokens=32, settle=60):
         while time.monotonic() - started < seconds:
             samples.append(await asyncio.to_thread(sample, pid, base_url, database, started, tally))
             print(samples[-1], flush=True)
@@ -150,7 +150,8 @@ def section(seconds: float, tally: Tally, samples: list[Sample], verdict: str, m
         "",
         f"**{verdict}**: RSS {warm:.0f} MB after warm-up, {last:.0f} MB at the end ({grown * 100:+.1f} %, limit "
         f"+{RSS_GROWTH_LIMIT * 100:.0f} %); {tally.sent} requests, {tally.ok} answered 2xx, {tally.deliberate} "
-        f"deliberate 429/503, {tally.other} other errors; answered requests without a record: {missing}; audit chain "
+        f"deliberate 429/503, {tally.other} other errors ({tally.unfinished} still running at the end, given up "
+        f"after a minute); answered requests without a record: {missing}; audit chain "
         f"verified: {'yes' if audit_ok else 'no'}.",
         "",
         "| minute | RSS MB | open files | DB connections | queue depth | records pending | sent | 2xx | other errors |",
@@ -175,7 +176,7 @@ def write_doc(text: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_S", "1800")))
-    parser.add_argument("--concurrency", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
     model = fetch(get_entry(DEFAULT_MODEL), Settings().models_dir)
     database = f"upcoach_soak_{secrets.token_hex(4)}"

@@ -51,6 +51,7 @@ class Tally:
     answered_ids: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     missing_records: int | None = None
+    unfinished: int = 0  # still running when the load stopped and given up on (not counted as sent)
     audit_ok: bool | None = None
 
     @property
@@ -114,12 +115,14 @@ class Load:
         concurrency: int = 4,
         timeout: float = PER_REQUEST_TIMEOUT,
         max_tokens: int | None = None,
+        settle: float | None = None,
     ) -> None:
         self.base_url = base_url
         self.tally = tally
         self.concurrency = concurrency
         self.timeout = timeout
         self.limit = {"max_tokens": max_tokens} if max_tokens else {}
+        self.settle = settle  # at the end, how long requests still running may take (None: as long as they need)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._counter = itertools.count()
@@ -131,7 +134,11 @@ class Load:
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
-        await asyncio.gather(*self._tasks)
+        _, pending = await asyncio.wait(self._tasks, timeout=self.settle)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self.tally.unfinished = len(pending)
         await self._client.aclose()
 
     async def _caller(self, index: int) -> None:
