@@ -146,7 +146,8 @@ def section(seconds: float, tally: Tally, samples: list[Sample], verdict: str, m
         f"## Soak: {seconds / 60:.0f} min{short}",
         "",
         f"Command: `make soak SOAK_S={seconds:.0f}` on {machine()}, {dt.date.today().isoformat()}. Real model, mixed "
-        "load (chats local and cloud, streamed and not, journal posts, settings changes).",
+        "load (chats local and cloud, streamed and not, journal posts, settings changes); machine load average at "
+        f"the end: {os.getloadavg()[1]:.1f} (5 min).",
         "",
         f"**{verdict}**: RSS {warm:.0f} MB after warm-up, {last:.0f} MB at the end ({grown * 100:+.1f} %, limit "
         f"+{RSS_GROWTH_LIMIT * 100:.0f} %); {tally.sent} requests, {tally.ok} answered 2xx, {tally.deliberate} "
