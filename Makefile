@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench bench-tools lint clean services model browser lock image-base image node-tools
+.PHONY: install serve test bench bench-tools lint clean services model browser lock image-base image node-tools soak
 
 # llama-cpp-python is compiled once per machine into a wheelhouse of our own, with flags pip's wheel cache would not
 # tell apart: ggml's AMX kernels crash on Intel Sapphire Rapids hosts in their first matrix multiply
@@ -77,6 +77,12 @@ bench-tools: $(LITELLM_VENV)/.installed
 
 bench: $(VENV)/.bench-installed model bench-tools
 	$(BIN)/python benchmarks/run.py
+
+# The soak (docs/reliability.md): the mixed load on the real model for SOAK_S seconds (default 30 min); fails on
+# unbounded growth. `make soak SOAK_S=300` for a short one.
+SOAK_S ?= 1800
+soak: $(VENV)/.bench-installed model services
+	$(BIN)/python benchmarks/soak.py --seconds $(SOAK_S)
 
 # The container image (docs/deploy.md). image-base makes the Debian base from the mirror where no registry is
 # reachable; image reuses the host's compiled llama-cpp-python wheel (portable builds: leave deploy/wheelhouse empty).

@@ -48,6 +48,7 @@ from upcoach.modelstore.catalog import model_id_for
 from upcoach.modelstore.crypto import model_key_provider
 from upcoach.modelstore.fetch import resolve_model
 from upcoach.modelstore.manager import ModelManager, engine_config_for
+from upcoach.modelstore.recovery import recover as recover_models
 from upcoach.modelstore.registry import JobRepository, ModelRegistry
 from upcoach.modelstore.signing import ManifestSigner
 from upcoach.modelstore.store import ModelStore
@@ -72,6 +73,7 @@ from upcoach.security.limits import TokenBucketLimiter
 from upcoach.security.refusals import RefusalLog
 from upcoach.security.vault import UserKeyVault, master_key_from_settings
 from upcoach.services import Services
+from upcoach.shutdown import Drain, DrainRequests
 from upcoach.storage.audit import AuditRepository
 from upcoach.storage.database import Database
 from upcoach.storage.experiments import ExperimentRepository
@@ -218,10 +220,13 @@ async def _load_local(services: Services, backend: SwappableBackend, load: Await
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
+    drain = Drain(settings.shutdown_grace)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         async with AsyncExitStack() as stack:
+            stack.enter_context(drain.listen())  # first in, last out: a signal during shutdown still drains
             stack.callback(tracing.shutdown_tracing)  # last out: spans of the shutdown itself are flushed too
             db = Database(settings.effective_database_url)
             stack.push_async_callback(db.dispose)
@@ -258,7 +263,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             model_store = ModelStore(settings, registry, model_key_provider(settings), audit)
             job_rows = JobRepository(db)
             if settings.workers == 1:  # with several workers `upcoach serve` did it once, before starting them
-                await job_rows.fail_unfinished()
+                await recover_models(db, settings.models_dir)  # what a killed process left half-done
             swappable = SwappableBackend()
             stack.push_async_callback(swappable.aclose)
             metrics.watch_local(lambda: swappable.info().details)
@@ -356,6 +361,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="UpCoach AI", version="0.1.0", lifespan=lifespan)
+    app.state.drain = drain
     tracing.configure_tracing(settings.tracing)
     api_errors.install(app)
     chat_caller = [Depends(caller(*CHAT_ROLES))]
@@ -384,6 +390,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(Idempotency)  # inside BodySizeLimit: it reads whole bodies that the limit has bounded
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DrainRequests, drain=drain)  # inside the observability: a request ended by shutdown counts
     app.add_middleware(RequestObservability)  # request id and status counts for everything inside it
     if settings.trusted_proxies:
         # Outermost, so every part of the app sees the client a trusted proxy forwarded for; from any other peer

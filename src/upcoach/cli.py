@@ -350,9 +350,8 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API; fetches the configured model on first start."""
-    import uvicorn
-
     from upcoach.app import create_app
+    from upcoach.shutdown import GracefulServer
     from upcoach.workers import ServeConfig, serve_workers, uvicorn_options
 
     overrides = {
@@ -397,18 +396,18 @@ def serve(
         serve_workers(settings, log_level=log_level, log_format=log_format, tls_min_version=tls_min_version)
         return
     config = ServeConfig(create_app(settings), tls_min_version=tls_min_version, **uvicorn_options(settings, log_level))
-    uvicorn.Server(config).run()
+    GracefulServer(config).run()  # SIGTERM drains running requests (shutdown.py), then exits 0
 
 
 async def _prepare_shared(settings: Settings) -> None:
     """What one process does before several workers start: the schema, and model jobs a previous run left behind
-    (a worker restarting later must not fail the jobs its siblings are running)."""
-    from upcoach.modelstore.registry import JobRepository
+    (a worker restarting later must not fail the downloads its siblings are running)."""
+    from upcoach.modelstore.recovery import recover
 
     db = Database(settings.effective_database_url)
     try:
         await db.migrate()
-        await JobRepository(db).fail_unfinished()
+        await recover(db, settings.models_dir)
     finally:
         await db.dispose()
 

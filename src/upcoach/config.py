@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # API processes on the one port (docs/scaling.md). With more than one, the local model runs in one engine
     # process the workers reach over a Unix socket, and shared state (breakers, limits, sessions) needs Redis.
     workers: int = Field(default=1, ge=1, le=64)
+    # Seconds running requests and streams get to finish after SIGTERM (below an orchestrator's usual 30 s); a stream
+    # still running then ends with an SSE error event ``shutting_down`` (docs/reliability.md).
+    shutdown_grace: float = Field(default=25.0, ge=0, le=600)
     engine_socket: Path | None = Field(
         default=None,
         description="Set by `upcoach serve` for its workers: the engine process's Unix socket (the local model).",

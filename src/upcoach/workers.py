@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from upcoach.config import Settings
+from upcoach.shutdown import graceful_timeout
 
 log = logging.getLogger("upcoach.workers")
 
@@ -64,6 +65,7 @@ def uvicorn_options(settings: Settings, log_level: str) -> dict[str, Any]:
         "log_level": log_level,
         "log_config": None,  # keep configure_logging's handler (request ids, the JSON format)
         "access_log": False,
+        "timeout_graceful_shutdown": graceful_timeout(settings.shutdown_grace),
         # The app trusts X-Forwarded-For only from UPCOACH_TRUSTED_PROXIES; uvicorn's own default would trust it
         # from 127.0.0.1 (or FORWARDED_ALLOW_IPS) behind the app's back.
         "proxy_headers": False,

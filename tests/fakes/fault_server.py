@@ -13,6 +13,8 @@ error-429           429 with ``Retry-After: 7``
 drop-before-first   starts the 200 SSE response, then closes the connection before any token
 drop-mid            sends 3 content chunks, then closes the connection without finish_reason or [DONE]
 error-event         sends 1 content chunk, then an ``{"error": ...}`` event mid-stream, as some providers do
+garbage             200 with a body that is not JSON (streamed: ``data:`` lines that are not JSON), as a broken proxy
+truncated           streams 2 content chunks, then half of a third JSON line, then closes the connection
 refuse              answers ``REFUSAL``: a small model's refusal of an ordinary question (the answer checks' fault)
 code                answers ``CODE_ANSWER``: a script nobody asked for
 loop                answers ``LOOP_ANSWER``: good first sentences, then the same sentence again and again
@@ -22,7 +24,8 @@ A model may end in ``@SECONDS`` to set the delay where no header can be sent (th
 ``slow-first-token@0.5``. Any other model behaves like ``ok``; without ``stream`` every mode not listed as an error
 answers like ``ok`` (after the delay of ``slow-first-token``). Header ``x-fault-usage: off`` leaves usage out, as
 some servers do. ``POST /fault/down`` makes /v1/models and chat answer 503 until ``POST /fault/up``;
-``GET /fault/health`` tells.
+``GET /fault/health`` tells. ``force(mode)`` makes every chat request behave as ``mode`` whatever its model, until
+``force(None)``: a fault injected into a running server's fixed model setting, and healed.
 
 Every chat request body is recorded (``requests``, ``clear()``) so a test can prove exactly what reached the
 peer; ``disconnects`` counts answers the client walked away from before their end.
@@ -65,6 +68,8 @@ MODES = (
     "refuse",
     "code",
     "loop",
+    "garbage",
+    "truncated",
 )
 # Answers a small local model gives now and then (issue 15), on demand: the answer checks' faults.
 REFUSAL = "I'm sorry, I can't assist with that."
@@ -100,6 +105,7 @@ class FaultServer:
         self._requests: list[dict[str, Any]] = []
         self._disconnects = 0
         self._down = False
+        self._forced: str | None = None
         self._stopping = threading.Event()
         self._ids = itertools.count(1)
         self._server: uvicorn.Server | None = None
@@ -177,6 +183,10 @@ class FaultServer:
         with self._lock:
             return self._down
 
+    def force(self, mode: str | None) -> None:
+        with self._lock:
+            self._forced = mode
+
     def down(self) -> None:
         with self._lock:
             self._down = True
@@ -222,7 +232,12 @@ class FaultServer:
     async def _answer(self, request: Request, body: dict[str, Any]) -> Response:
         if self.is_down:
             return _error(503, "fault server is down", "server_error")
-        mode, _, delay_suffix = str(body.get("model", "ok")).partition("@")
+        mode, _, delay_suffix = str(self._forced or body.get("model", "ok")).partition("@")
+        if mode == "garbage":
+            if body.get("stream"):
+                return StreamingResponse(iter(["data: <html>bad gateway\n\n", "data: }{\n\n"]),
+                                         media_type="text/event-stream")  # fmt: skip
+            return Response(b"<html><body>502 bad gateway</body></html>", media_type="application/json")
         if mode == "error-500":
             return _error(500, "fault server: internal error", "server_error")
         if mode == "error-400":
@@ -302,6 +317,10 @@ class FaultServer:
                     error = {"error": {"message": "overloaded mid-answer", "type": "server_error"}}
                     yield f"data: {json.dumps(error)}\n\n"
                     return
+                if mode == "truncated" and i == 2:
+                    yield event({"content": piece})[:25]
+                    await asyncio.sleep(0.05)
+                    raise _Drop
                 if mode == "drop-mid" and i == 3:
                     await asyncio.sleep(0.05)
                     raise _Drop

@@ -11,11 +11,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from upcoach.errors import UpcoachError
+from upcoach.storage.database import transient
 
 log = logging.getLogger(__name__)
+
+UNAVAILABLE_RETRY_AFTER = 2  # seconds: a restarting database or a model being loaded is back in about that time
 
 _HTTP_CODES = {
     400: ("invalid_request", "invalid_request_error"),
@@ -87,8 +91,10 @@ async def _on_upcoach_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UpcoachError)
     if exc.status >= 500 and exc.status != 503:
         log.error("%s: %s", exc.code, exc.message)
+    # Every 503 is a deliberate "not now": it says when to come back, so clients and load balancers retry.
+    retry_after = exc.retry_after if exc.retry_after is not None or exc.status != 503 else UNAVAILABLE_RETRY_AFTER
     response = error_response(
-        exc.status, exc.message, code=exc.code, type_=exc.type, param=exc.param, retry_after=exc.retry_after
+        exc.status, exc.message, code=exc.code, type_=exc.type, param=exc.param, retry_after=retry_after
     )
     response.headers.update(getattr(exc, "headers", None) or {})
     return response
@@ -128,6 +134,17 @@ async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """Handled here, not by the catch-all: Starlette re-raises what reaches the catch-all after answering, and
+    uvicorn then closes the keep-alive connection under the client's next request."""
+    if transient(exc):
+        # The database went away under the request (restart, failover): unavailable now, not a bug.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return error_response(503, "storage is unavailable now; retry shortly", code="storage_unavailable",
+                              type_="server_error", retry_after=UNAVAILABLE_RETRY_AFTER)  # fmt: skip
+    return await _on_unexpected(request, exc)
+
+
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal error", code="internal_error", type_="server_error")
@@ -144,4 +161,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(UpcoachError, _on_upcoach_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)

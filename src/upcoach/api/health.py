@@ -19,6 +19,7 @@ from upcoach.observability.version import build_id, package_version
 from upcoach.security.auth import Authenticator, presents_credentials, require
 from upcoach.security.keys import Role
 from upcoach.services import Services
+from upcoach.shutdown import Drain
 
 router = APIRouter()
 
@@ -37,9 +38,13 @@ class Readiness:
         return not self.reasons
 
 
-async def readiness(services: Services) -> Readiness:
+async def readiness(services: Services, drain: Drain | None = None) -> Readiness:
     """Every condition of readiness, in one place: a new condition is one more ``reasons.append`` here."""
     result = Readiness()
+    if drain is not None and drain.draining:
+        # First, and without touching anything else: a load balancer must see this the moment SIGTERM arrives.
+        result.reasons.append("shutting down: running requests are finishing")
+        return result
     if services.local is None:
         result.reasons.append(services.local_problem or "local model is not loaded")
     else:
@@ -87,7 +92,7 @@ async def healthz() -> dict[str, str]:
 )
 async def readyz(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
-    result = await readiness(services)
+    result = await readiness(services, getattr(request.app.state, "drain", None))
     status, code = ("ready", 200) if result.ready else ("unavailable", 503)
     if not await _may_see_details(request):
         return JSONResponse({"status": status}, status_code=code)

@@ -13,6 +13,7 @@ closest to the question most.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -23,6 +24,9 @@ from upcoach.coaching.library import Strategy
 from upcoach.coaching.strategies import StrategyRepository
 from upcoach.langtables import LANGUAGES
 from upcoach.llm.base import ChatMessage
+from upcoach.storage.database import transient
+
+log = logging.getLogger(__name__)
 
 MAX_MATERIAL = 2  # strategies given per answer: more crowds a small model's context and gets copied verbatim
 MIN_SCORE = 0.0  # any full-text match counts; the ranking decides which two
@@ -106,6 +110,16 @@ class CoachingPrompts:
                 chosen.setdefault(hit.strategy.id, hit.strategy)
         return list(chosen.values())[:MAX_MATERIAL]
 
+    async def _material(self, messages: tuple[ChatMessage, ...], language: str) -> list[Strategy]:
+        """Grounding material, or none while the database is unreachable: the answer goes on without it."""
+        try:
+            return await self.retrieve(messages, _lang(language))
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            log.warning("strategies library unreachable (%s): answering without material", type(exc).__name__)
+            return []
+
     async def prepare(self, messages: tuple[ChatMessage, ...], language: str) -> Prepared:
         has_system = bool(messages) and messages[0].role in ("system", "developer")
         out = list(messages)
@@ -113,7 +127,7 @@ class CoachingPrompts:
         if self.use_persona and not has_system:
             out.insert(0, ChatMessage("system", persona(language)))
             added_persona = True
-        found = await self.retrieve(messages, _lang(language)) if self.grounding else []
+        found = await self._material(messages, language) if self.grounding else []
         if found and out and out[-1].role == "user":
             # After the question, not before it: everything up to the question stays the same from one turn (and
             # one user) to the next, so the engine's prefix cache keeps serving the system prompt and the history.

@@ -8,6 +8,9 @@ batches. What happens to a record that is not simply written:
 - the database is down: the queue goes to the spool file (observability/spool.py) at every retry (and at once
   when it reaches ``max_queued``), so a crash during an outage loses at most one retry interval of rows; the
   spool is replayed as soon as the database answers;
+- the process is killed: every record is also appended to a write-ahead file the moment it is queued
+  (spool.WriteAhead), which the next start moves into the spool, so an answered request keeps its record;
+- the disk is full too: the rows stay in memory (up to twice ``max_queued``) until the database or the disk is back;
 - shutdown: one last flush, bounded by ``stop_timeout``; whatever is still unwritten goes to the spool, which
   the next start (or the writer, as soon as the database answers) replays. Replays are idempotent on the id;
 - the user was erased after the request started: refused by the erasure fence (storage/fences.py), counted as
@@ -26,11 +29,10 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
 from upcoach.observability.metrics import Metrics
-from upcoach.observability.spool import Pending, Spool
+from upcoach.observability.spool import Pending, Spool, WriteAhead
 from upcoach.routing.engine import Outcome
+from upcoach.storage.database import transient
 from upcoach.storage.requests import RequestRecord, RequestRepository
 
 log = logging.getLogger(__name__)
@@ -41,30 +43,8 @@ RETRY_SECONDS = 1.0
 STOP_SECONDS = 10.0
 
 
-# Failures that say nothing about the row: the database is down, locked or busy. The rows stay and are retried.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError, TimeoutError)
-# PostgreSQL SQLSTATE classes of the same kind: connection (08), rollback (40: deadlock, serialization),
-# resources (53), lock not available (55P03: lock_timeout), operator intervention (57: timeouts, shutdown).
-TRANSIENT_SQLSTATES = ("08", "40", "53", "55P03", "57")
-
-
 class _Outage(Exception):
     """The database did not answer: keep the rows and try later."""
-
-
-def transient(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps: SQLAlchemy's ``orig``, the driver's cause) is one of those."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # the chain is short; a bound instead of trusting it has no cycle
-        if seen is None:
-            break
-        sqlstate = getattr(seen, "sqlstate", None)
-        if isinstance(seen, TRANSIENT_ERRORS):
-            return True
-        if isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATES):
-            return True
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return False
 
 
 def to_pending(outcome: Outcome) -> Pending:
@@ -111,6 +91,12 @@ class RecordWriter:
     ) -> None:
         self._repository = repository
         self._spool = spool
+        self._ahead = WriteAhead(spool.folder)
+        try:
+            # Before anything of this process is noted: what the file holds was queued by one that was killed.
+            self._ahead.recover(spool)
+        except OSError:  # unreadable or a full disk: the file stays for the next start
+            log.exception("could not recover the request record write-ahead file")
         self._metrics = metrics
         self._max_queued = max_queued
         self._stop_timeout = stop_timeout
@@ -131,7 +117,8 @@ class RecordWriter:
         return len(self._queue) + len(self._inflight) + self._spool.count
 
     async def start(self) -> None:
-        """Replay what an earlier run spooled (if the database answers), then write in the background."""
+        """Replay what an earlier run spooled or had queued when it was killed (if the database answers), then
+        write in the background."""
         try:
             await self._replay()
         except _Outage:
@@ -144,7 +131,9 @@ class RecordWriter:
         if len(self._queue) >= self._max_queued:
             # The database has been down for long: move the queue to disk (one write) instead of dropping rows.
             self._spill()
-        self._queue.append(to_pending(outcome))
+        pending = to_pending(outcome)
+        self._ahead.note(pending)
+        self._queue.append(pending)
         self._wakeup.set()
 
     def purge(self, user_id: str) -> int:
@@ -152,6 +141,7 @@ class RecordWriter:
         before = len(self._queue)
         self._queue = deque(item for item in self._queue if item.record.user_id != user_id)
         removed = before - len(self._queue) + self._spool.purge(user_id)
+        self._ahead.purge(user_id)
         self._metrics.records_dropped.labels(reason="erased").inc(removed)
         return removed
 
@@ -181,6 +171,7 @@ class RecordWriter:
                 raise
             finally:
                 self._inflight = []
+        self._ahead.settled()  # queue and flight empty: every record noted ahead is in the database
         return True
 
     async def _replay(self) -> None:
@@ -228,8 +219,17 @@ class RecordWriter:
         try:
             self._spool.append(items)
         except OSError as exc:
-            log.error("could not spool %d request records (%s); dropped", len(items), exc)
-            self._metrics.records_dropped.labels(reason="spool_failed").inc(len(items))
+            # Disk full (or gone) while the database is down: the rows stay in memory until either comes back;
+            # only beyond twice the queue's bound are the oldest given up.
+            excess = len(self._queue) - 2 * self._max_queued
+            log.error("could not spool %d request records (%s); kept in memory", len(items), exc)
+            if excess > 0:
+                for _ in range(excess):
+                    self._queue.popleft()
+                self._metrics.records_dropped.labels(reason="spool_failed").inc(excess)
+            return
+        if not self._inflight:
+            self._ahead.settled()
         self._queue.clear()
 
     async def _run(self) -> None:
@@ -283,3 +283,4 @@ class RecordWriter:
         if self._queue:
             log.warning("spooling %d request records to %s", len(self._queue), self._spool.path)
             self._spill()
+        self._ahead.close()

@@ -160,3 +160,63 @@ class Spool:
                     # A line cut short by a crash while appending: the rest of the file is still good.
                     log.error("spooled request record at %s:%d is unreadable and is skipped", path, number)
         return items
+
+
+class WriteAhead:
+    """Every queued record, appended to ``records.wal.jsonl`` the moment it is queued, so a killed process loses
+    none: the next start moves what the file holds into the spool (``recover``), and the replay writes it (replays
+    are idempotent on the id, so rows that did reach the database before the kill are not doubled).
+
+    Not fsync'd per record: a process killed (SIGKILL, OOM) leaves its written pages to the kernel, which keeps
+    them; only a power loss could take the last ones, and fsync per answered request would cost more than the
+    answer. Emptied whenever the writer has nothing queued or in flight. A write that fails (disk full) is logged
+    once per run and the record stays queued: serving never stops for it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "records.wal.jsonl"
+        self._fd: int | None = None
+        self._warned = False
+
+    def recover(self, spool: Spool) -> int:
+        """Move what a killed process left into ``spool``; returns how many records."""
+        items = Spool._read(self.path)
+        if items:
+            spool.append(items)
+            log.warning("recovered %d request records queued by a process that did not stop cleanly", len(items))
+        self.path.unlink(missing_ok=True)
+        return len(items)
+
+    def note(self, item: Pending) -> None:
+        try:
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(self._fd, (encode(item) + "\n").encode())
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                log.error("request record write-ahead file %s not written (%s); records stay in memory",
+                          self.path, exc)  # fmt: skip
+
+    def settled(self) -> None:
+        """Nothing is queued or in flight: every noted record is in the database or the spool."""
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError:
+                log.exception("could not empty %s", self.path)
+
+    def purge(self, user_id: str) -> None:
+        """Erasure: the user's lines go from the file too (the fence would refuse them anyway)."""
+        items = Spool._read(self.path)
+        keep = [item for item in items if item.record.user_id != user_id]
+        if len(keep) == len(items):
+            return
+        self.close()
+        Spool(self.path.parent)._rewrite(self.path, keep)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

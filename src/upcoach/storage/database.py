@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 _ASYNC_DRIVERS = {
@@ -114,3 +115,28 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# Failures that say nothing about the row: the database is down, locked or busy. The rows stay and are retried.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, OSError, TimeoutError)
+# PostgreSQL SQLSTATE classes of the same kind: connection (08), rollback (40: deadlock, serialization),
+# resources (53), lock not available (55P03: lock_timeout), operator intervention (57: timeouts, shutdown).
+TRANSIENT_SQLSTATES = ("08", "40", "53", "55P03", "57")
+# asyncpg's "cannot switch to state ...; another operation is in progress": a pooled connection the outage broke
+# mid-call, seen right after PostgreSQL restarts (named, so storage needs no asyncpg import).
+TRANSIENT_DRIVER_ERRORS = ("InternalClientError",)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: SQLAlchemy's ``orig``, the driver's cause) is one of those."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain is short; a bound instead of trusting it has no cycle
+        if seen is None:
+            break
+        sqlstate = getattr(seen, "sqlstate", None)
+        if isinstance(seen, TRANSIENT_ERRORS) or type(seen).__name__ in TRANSIENT_DRIVER_ERRORS:
+            return True
+        if isinstance(sqlstate, str) and sqlstate.startswith(TRANSIENT_SQLSTATES):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
