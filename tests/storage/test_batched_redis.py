@@ -16,6 +16,7 @@ from tests.conftest import free_port
 from upcoach.app import _redis
 from upcoach.config import Settings
 from upcoach.security.limits import TokenBucketLimiter
+from upcoach.security.throttle import FailureThrottle
 from upcoach.storage.batched_redis import BatchedRedis
 from upcoach.storage.generation import Generation
 
@@ -59,6 +60,20 @@ async def test_a_thousand_concurrent_requests_share_round_trips_and_keep_their_o
     # Two commands per request; sent one by one they would have taken 2,000 round trips (and connections).
     assert client.round_trips - before <= REQUESTS * 2 // 20, client.round_trips - before
     await client.delete(*[prefix + "keys", *(f"{prefix}limit:caller-{i}" for i in range(10))])
+
+
+async def test_grouped_commands_of_a_thousand_requests_need_no_connection_each(client: BatchedRedis) -> None:
+    # The refused-credential brake groups its commands in a pipeline; each used to check out a connection of its
+    # own, and 1,000 of them ran the pool dry ("No connection available"), lifting the brake to in-process counts.
+    throttle = FailureThrottle(attempts=3, window_seconds=60, redis=client, name=f"t-{uuid.uuid4().hex}")
+    for _ in range(3):
+        await throttle.failed("203.0.113.9")
+    before, sent = client.round_trips, client.commands
+    waits = await asyncio.gather(*(throttle.retry_after("203.0.113.9" if i % 2 else "198.51.100.1")
+                                   for i in range(REQUESTS)))  # fmt: skip
+    assert all(wait is not None and wait >= 1 for wait in waits[1::2]) and all(w is None for w in waits[::2])
+    assert client.commands - sent == REQUESTS * 3  # every grouped command went through the shared batches
+    assert client.round_trips - before <= REQUESTS * 3 // 20, client.round_trips - before
 
 
 async def test_an_error_reply_reaches_only_its_own_caller(client: BatchedRedis) -> None:

@@ -10,8 +10,9 @@ the next loop turn).
 
 Semantics are those of separate commands: a pipeline without MULTI, each reply (or error, such as NOSCRIPT, which
 the caller's script object then handles by loading the script) goes to its own caller, and a connection failure
-fails every command of its batch, as it would have failed each. Commands that block or hold a connection
-(``BLOCKING``), explicit pipelines and pub/sub go straight to the pool as before.
+fails every command of its batch, as it would have failed each. Explicit pipelines without MULTI join the batch
+too (their commands together and in order); MULTI pipelines, commands that block or hold a connection (``BLOCKING``)
+and pub/sub go straight to the pool as before.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
 
 # Commands that wait server-side or change the connection's state: never mixed into a shared pipeline.
 BLOCKING = frozenset(
@@ -51,13 +54,22 @@ class BatchedRedis(aioredis.Redis):
             self.round_trips += 1
             self.commands += 1
             return await super().execute_command(*args, **options)
+        return await self._enqueue(args, options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        """A MULTI pipeline as usual; one without MULTI joins the shared batch (its commands in order, together)."""
+        if transaction:
+            return super().pipeline(transaction, shard_hint)
+        return _SharedPipeline(self, self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+    def _enqueue(self, args: tuple[Any, ...], options: dict[str, Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((args, options, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -74,7 +86,7 @@ class BatchedRedis(aioredis.Redis):
             live = [item for item in batch if not item[2].done()]  # callers cancelled before the send are dropped
             if not live:
                 return
-            pipe = self.pipeline(transaction=False)
+            pipe = Pipeline(self.connection_pool, self.response_callbacks, False, None)
             for args, options, _ in live:
                 pipe.pipeline_execute_command(*args, **options)
             self.round_trips += 1
@@ -107,3 +119,24 @@ class BatchedRedis(aioredis.Redis):
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await super().aclose(close_connection_pool)
+
+
+class _SharedPipeline(Pipeline):
+    """An explicit pipeline without MULTI whose commands go out in the owner's shared batch: a caller that groups
+    its commands (security/throttle.py) needs no connection of its own either."""
+
+    def __init__(self, owner: BatchedRedis, *args: Any) -> None:
+        super().__init__(*args)
+        self._owner = owner
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.is_transaction or self.explicit_transaction or self.watching or self.scripts:
+            return await super().execute(raise_on_error)
+        stack, self.command_stack = self.command_stack, []
+        futures = [self._owner._enqueue(args, options) for args, options in stack]  # one batch, in order
+        replies = await asyncio.gather(*futures, return_exceptions=True)
+        for reply in replies:
+            # A failed connection fails the pipeline, as it does a pipeline of its own; error replies only if asked.
+            if isinstance(reply, BaseException) and (raise_on_error or not isinstance(reply, ResponseError)):
+                raise reply
+        return replies
