@@ -364,19 +364,22 @@ class HybridEngine:
                     await cloud.breaker.record_success()
                 if run.flags and self._on_flag is not None:
                     await self._on_flag(request, run.flags)
-                outcome = await self._finish(request, decision, features, run, started, cloud)
+                answered, cloud_cost = finished(request, decision, features, run, started, cloud, self.prices)
+                await self.budget.add(cloud_cost)
+                await self._settle(answered)
+                outcome = answered
                 yield Event("final", outcome=outcome)
                 return
             raise last_error or LocalUnavailable("; ".join(run.reasons))
         except UpcoachError as exc:
             if run.flags and self._on_flag is not None:
                 await self._on_flag(request, run.flags)
-            await self._record_failure(request, decision, features, run, started, exc, cloud)
+            await self._settle(failed(request, decision, features, run, started, exc, cloud), failure=True)
             raise
         except BaseException:
             # Client gone (cancelled) or a bug: the row is still written, with what we know.
             if outcome is None:
-                await self._record_failure(request, decision, features, run, started, None, cloud)
+                await self._settle(failed(request, decision, features, run, started, None, cloud), failure=True)
             raise
 
     async def _prepare(self, request: HybridRequest, language: str) -> Prepared:
@@ -430,37 +433,16 @@ class HybridEngine:
             run.leak_watch = LeakWatch(self.canary, system)
         return run.leak_watch.feed(piece)
 
-    async def _finish(
-        self,
-        request: HybridRequest,
-        decision: Decision,
-        features: RequestFeatures,
-        run: Run,
-        started: float,
-        cloud: Cloud,
-    ) -> Outcome:
-        outcome, cloud_cost = finished(request, decision, features, run, started, cloud, self.prices)
-        await self.budget.add(cloud_cost)
+    async def _settle(self, outcome: Outcome, *, failure: bool = False) -> None:
+        """Observe and record a request's outcome; a failure's record may fail without hiding the failure."""
         observe(self.metrics, outcome)
-        await self._record(outcome)
-        return outcome
-
-    async def _record_failure(
-        self,
-        request: HybridRequest,
-        decision: Decision,
-        features: RequestFeatures,
-        run: Run,
-        started: float,
-        exc: UpcoachError | None,
-        cloud: Cloud,
-    ) -> None:
-        outcome = failed(request, decision, features, run, started, exc, cloud)
-        observe(self.metrics, outcome)
+        if not failure:
+            await self._record(outcome)
+            return
         try:
             await self._record(outcome)
         except Exception:  # recording must never turn one failure into another
-            log.exception("could not record failed request %s", request.request_id)
+            log.exception("could not record failed request %s", outcome.request_id)
 
 
 def _forced(decision: Decision, target: Target, state: LiveState) -> Decision:
