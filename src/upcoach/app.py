@@ -100,11 +100,15 @@ def _redis(settings: Settings) -> object | None:
         return None
     import redis.asyncio as aioredis
 
-    # A blocking pool: under bursts callers wait for a connection instead of failing with "too many connections".
+    from upcoach.storage.batched_redis import BatchedRedis
+
+    # A blocking pool: under bursts callers wait for a connection instead of failing with "too many connections";
+    # the client pipelines concurrent requests' commands together (storage/batched_redis.py), so a burst needs a
+    # few connections, not one per command in flight.
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=64, timeout=2, socket_timeout=1, socket_connect_timeout=1
     )
-    return aioredis.Redis(connection_pool=pool)
+    return BatchedRedis(connection_pool=pool)
 
 
 def _register_core_rights(

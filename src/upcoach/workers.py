@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import ssl
 import tempfile
@@ -29,6 +30,7 @@ from fastapi import FastAPI
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from upcoach.config import Settings
+from upcoach.observability.metrics import MULTIPROC_DIR_ENV
 from upcoach.shutdown import graceful_timeout
 
 log = logging.getLogger("upcoach.workers")
@@ -149,7 +151,8 @@ class EngineProcess:
 
 
 class Supervisor(Multiprocess):
-    """uvicorn's worker supervisor plus the engine process (None when no local model is loaded)."""
+    """uvicorn's worker supervisor plus the engine process (None when no local model is loaded), and the metrics
+    files of workers that were replaced (observability/metrics.py)."""
 
     def __init__(self, config: uvicorn.Config, sockets: list[socket], engine: EngineProcess | None) -> None:
         super().__init__(config, sockets)
@@ -161,9 +164,28 @@ class Supervisor(Multiprocess):
         super().init_processes()
 
     def keep_subprocess_alive(self) -> None:
+        before = self._worker_pids()
         super().keep_subprocess_alive()
+        self._forget_metrics(before)
         if self.engine is not None and not self.should_exit.is_set():
             self.engine.keep_alive()
+
+    def restart_all(self) -> None:
+        before = self._worker_pids()
+        super().restart_all()
+        self._forget_metrics(before)
+
+    def _worker_pids(self) -> set[int]:
+        return {process.pid for process in self.processes if process.pid is not None}
+
+    def _forget_metrics(self, before: set[int]) -> None:
+        """A replaced worker's live gauges leave the scrape; its counters stay (what it counted happened)."""
+        if not os.environ.get(MULTIPROC_DIR_ENV):
+            return
+        from prometheus_client import multiprocess
+
+        for pid in before - self._worker_pids():
+            multiprocess.mark_process_dead(pid)
 
     def join_all(self) -> None:
         super().join_all()
@@ -181,6 +203,11 @@ def serve_workers(settings: Settings, *, log_level: str, log_format: str, tls_mi
         # Workers are started with spawn and read their settings from the environment, as uvicorn's factory does.
         os.environ["UPCOACH_ENGINE_SOCKET"] = engine.socket_path
     os.environ["UPCOACH_LOG_LEVEL"], os.environ["UPCOACH_LOG_FORMAT"] = log_level, log_format  # for worker_app
+    # Before any worker starts: prometheus_client picks its storage when a process first imports it. A fresh
+    # folder per run, so no counts of an earlier run are added in (observability/metrics.py).
+    metrics_dir = runtime / "metrics"
+    metrics_dir.mkdir()
+    os.environ[MULTIPROC_DIR_ENV] = str(metrics_dir)
     for name, value in {"HOST": settings.host, "PORT": settings.port, "LOCAL_MODEL": settings.local_model,
                         "WORKERS": settings.workers, "DATA_DIR": settings.data_dir}.items():  # fmt: skip
         os.environ[f"UPCOACH_{name}"] = str(value)
@@ -198,6 +225,5 @@ def serve_workers(settings: Settings, *, log_level: str, log_format: str, tls_mi
         Supervisor(config, [sock], engine).run()
     finally:
         sock.close()
-        for leftover in runtime.iterdir():
-            leftover.unlink(missing_ok=True)
-        runtime.rmdir()
+        os.environ.pop(MULTIPROC_DIR_ENV, None)
+        shutil.rmtree(runtime, ignore_errors=True)

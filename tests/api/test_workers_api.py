@@ -103,7 +103,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Itera
 def _pid_of(client: httpx.Client, headers: dict[str, str]) -> int | None:
     """The worker on this connection; None while it is not ready (its engine probe has not succeeded yet)."""
     details = client.get("/readyz", headers=headers).json()  # details (the worker) only for an admin
-    return int(details["worker"]) if "worker" in details else None
+    return int(details["worker"]) if details["status"] == "ready" and "worker" in details else None
+
+
+def _worker(client: httpx.Client) -> int:
+    """The worker on this connection, ready or not (a server without a local model is never ready)."""
+    return int(client.get("/readyz").json()["worker"])
 
 
 def on_each_worker(cluster: Cluster, action: Callable[[httpx.Client], Any], count: int = 2) -> dict[int, Any]:
@@ -312,3 +317,29 @@ async def test_a_burst_through_two_workers_gets_only_200s_and_429s(
     ok = statuses.count(200)
     # Each worker caps its own calls: never more than CAP per worker reach the peer at once.
     assert 1 <= ok <= BURST and len(peer.requests) == ok
+
+
+def _served(text: str, route: str) -> float:
+    """The responses ``route`` got, in a Prometheus text exposition (summed over status codes)."""
+    pattern = rf'^upcoach_http_responses_total\{{[^}}]*route="{re.escape(route)}"[^}}]*\}} (\S+)$'
+    return sum(float(value) for value in re.findall(pattern, text, flags=re.MULTILINE))
+
+
+def test_one_scrape_counts_the_requests_of_every_worker(overload_server: tuple[LiveServer, FaultServer]) -> None:
+    server, _ = overload_server
+    per_worker, answered, scrapes = 7, set(), {}
+    for _ in range(400):
+        with httpx.Client(base_url=server.base_url, timeout=60, limits=httpx.Limits(max_connections=1)) as client:
+            pid = _worker(client)
+            if pid in answered:
+                continue
+            for _ in range(per_worker):
+                assert client.get("/v1/models").status_code == 200
+            answered.add(pid)
+            scrapes[pid] = client.get("/metrics").text
+            assert _worker(client) == pid
+        if len(answered) == 2:
+            break
+    assert len(answered) == 2, f"met only workers {sorted(answered)}"
+    # The second worker's scrape counts the first worker's requests too; the first scraped before the second's.
+    assert sorted(_served(text, "/v1/models") for text in scrapes.values()) == [per_worker, 2 * per_worker]

@@ -7,6 +7,7 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -289,7 +290,24 @@ async def test_connection_refused_fails_fast_and_marks_the_backend_down() -> Non
     assert type(caught.value) is BackendError
     assert caught.value.before_first_token is True
     assert is_peer_failure(caught.value)
-    assert "connection to http://127.0.0.1:" in caught.value.message
+    # The kind of failure, never the peer's address (exception texts name hosts, ports and socket paths).
+    assert caught.value.message == "fault-ok: connection failed: connection refused", caught.value.message
+    assert "127.0.0.1" not in health.reason
+
+
+async def test_a_missing_engine_socket_is_reported_without_its_path(tmp_path: Path) -> None:
+    socket_path = str(tmp_path / "engine.sock")
+    engine = OpenAICompatBackend("engine", "http://engine/v1", "m", kind="pool", socket_path=socket_path)
+    try:
+        with pytest.raises(BackendError) as caught:
+            await engine.chat(REQUEST)
+        assert await engine.probe() is False
+        reason = (await engine.health()).reason
+    finally:
+        await engine.aclose()
+    for text in (caught.value.message, reason, engine.info().details["last_error"]):
+        assert str(tmp_path) not in str(text) and "engine.sock" not in str(text), text
+    assert caught.value.message == "engine: connection failed: connection refused"
 
 
 async def test_probe_follows_the_peer_state(server: FaultServer) -> None:

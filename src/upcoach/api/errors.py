@@ -12,9 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as DatabasePoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from upcoach.errors import UpcoachError
+from upcoach.errors import Overloaded, UpcoachError
 from upcoach.storage.database import transient
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,16 @@ async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
     return await _on_unexpected(request, exc)
 
 
-async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DatabasePoolTimeout):
+        # Every database connection stayed in use for the pool's whole wait: a burst beyond what the database takes,
+        # answered like any other overload (429 with Retry-After), not as a fault. Caught here because it can come
+        # from the middleware (the API key check), where route-level handlers do not reach.
+        log.warning("database connection pool exhausted: request refused as overloaded")
+        busy = Overloaded("the server is busy: every database connection is in use; try again shortly", retry_after=1)
+        return await _on_upcoach_error(request, busy)
+    if isinstance(exc, DBAPIError) and transient(exc):  # from a middleware (the API key check): same as a route's
+        return await _on_database_error(request, exc)
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal error", code="internal_error", type_="server_error")
 

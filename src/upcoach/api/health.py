@@ -62,10 +62,10 @@ async def readiness(services: Services, drain: Drain | None = None) -> Readiness
         )
     if not os.access(services.settings.data_dir, os.W_OK):
         result.reasons.append(f"data folder {services.settings.data_dir} is not writable")
+    # The worker's process id: which of `serve --workers N` answered (for operators and the workers' tests).
+    result.details = {"worker": os.getpid()}
     if result.ready and services.local is not None:
-        # The worker's process id: which of `serve --workers N` answered (for operators and the workers' tests).
-        result.details = {"model": services.local_model_id, "local": services.local.info().details,
-                          "worker": os.getpid()}  # fmt: skip
+        result.details |= {"model": services.local_model_id, "local": services.local.info().details}
     return result
 
 
@@ -97,7 +97,7 @@ async def readyz(request: Request) -> JSONResponse:
     if not await _may_see_details(request):
         return JSONResponse({"status": status}, status_code=code)
     if not result.ready:
-        return JSONResponse({"status": status, "reasons": result.reasons}, status_code=code)
+        return JSONResponse({"status": status, "reasons": result.reasons, **result.details}, status_code=code)
     return JSONResponse({"status": status, **result.details}, status_code=code)
 
 

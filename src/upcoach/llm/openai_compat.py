@@ -362,14 +362,16 @@ class OpenAICompatBackend:
         name = self.name
         error: BackendError
         if isinstance(exc, aiohttp.ServerTimeoutError):
-            self._mark_down(f"timed out reaching {self.base_url}")
+            log.warning("%s: timed out reaching the peer: %r", name, exc)
+            self._mark_down("timed out connecting")
             error = BackendTimeout(
-                f"{name}: timed out reaching {self.base_url}", backend=name, before_first_token=before_first_token
+                f"{name}: timed out connecting to the peer", backend=name, before_first_token=before_first_token
             )
         elif isinstance(exc, _CONNECTION_ERRORS):
+            log.warning("%s: connection failed: %r", name, exc)
             self._mark_down(f"connection failed: {_describe(exc)}")
             error = BackendError(
-                f"{name}: connection to {self.base_url} failed: {_describe(exc)}",
+                f"{name}: connection failed: {_describe(exc)}",
                 backend=name,
                 before_first_token=before_first_token,
             )
@@ -399,6 +401,7 @@ class OpenAICompatBackend:
                 before_first_token=before_first_token,
             )
         else:
+            log.warning("%s: unusable answer from the peer: %r", name, exc)
             error = BackendError(
                 f"{name}: unusable answer from the peer: {_describe(exc)}",
                 backend=name,
@@ -463,13 +466,33 @@ def _gather_calls(calls: dict[int, dict[str, str]], deltas: object) -> None:
         call["arguments"] += function.get("arguments") or ""
 
 
+# What a connection failure was, in words that name no host, address or socket path: exception texts do (aiohttp's
+# "Cannot connect to unix socket /tmp/upcoach-…/engine.sock", "…host gpu-1:8000…"), and these words reach callers in
+# error messages and routing reasons. The exception's own text goes to the log only. First match wins.
+_FAILURE_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (aiohttp.ClientConnectorDNSError, "host name not resolved"),
+    (ConnectionRefusedError, "connection refused"),
+    (FileNotFoundError, "connection refused"),  # a Unix socket that is not there (yet)
+    (ConnectionResetError, "connection reset"),
+    (aiohttp.ServerDisconnectedError, "the peer closed the connection"),
+    (aiohttp.ClientPayloadError, "the answer was cut short"),
+    (aiohttp.ClientConnectorError, "cannot connect"),
+    (TimeoutError, "timed out"),
+    (aiohttp.ClientConnectionError, "connection error"),
+    (OSError, "network error"),
+)
+
+
 def _describe(exc: BaseException) -> str:
-    """The error's own words, and its cause's (refused, reset, incomplete body) when it has one."""
-    text = str(exc) or type(exc).__name__
-    cause = exc.__cause__
-    if cause is not None and str(cause):
-        return f"{text} ({cause})"
-    return text
+    """The kind of failure (``_FAILURE_KINDS``), from the error, its OS error or its cause; else its type's name.
+    A peer's error status keeps the peer's own words (it chose them for its callers)."""
+    if isinstance(exc, PeerStatusError):
+        return str(exc)
+    chain = [item for item in (getattr(exc, "os_error", None), exc, exc.__cause__) if item is not None]
+    for kind, words in _FAILURE_KINDS:
+        if any(isinstance(item, kind) for item in chain):
+            return words
+    return type(exc).__name__
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -1,7 +1,16 @@
-"""Prometheus metrics, prefixed ``upcoach_``, in a registry of the app's own (one per create_app)."""
+"""Prometheus metrics, prefixed ``upcoach_``, in a registry of the app's own (one per create_app).
+
+With ``serve --workers N`` the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh folder) before it starts the
+workers: prometheus_client then keeps every worker's counters, histograms and gauges in memory-mapped files there,
+and ``render()`` sums the files of all workers (and those of workers that died: their counts happened), so one
+scrape of any worker counts every request. Gauges say how they combine (``multiprocess_mode``); the supervisor drops
+a dead worker's live gauges. Collectors read at scrape time (this process's CPU and memory, the local engine's
+batch) describe the worker that answers the scrape.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
@@ -12,6 +21,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -19,6 +29,7 @@ from prometheus_client.registry import Collector
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 60)
 _PER_TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1)
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -44,10 +55,13 @@ class Metrics:
             "upcoach_fallbacks", "Requests answered by another backend than decided", ["source", "target", "reason"],
             registry=r,
         )  # fmt: skip
+        # Breakers are shared through Redis: the latest reading of any live worker is the state.
         self.breaker_state = Gauge(
-            "upcoach_breaker_state", "Circuit breaker state (0 closed, 1 half-open, 2 open)", ["backend"], registry=r
-        )
-        self.queue_depth = Gauge("upcoach_local_queue_depth", "Local requests running or waiting", registry=r)
+            "upcoach_breaker_state", "Circuit breaker state (0 closed, 1 half-open, 2 open)", ["backend"], registry=r,
+            multiprocess_mode="livemostrecent",
+        )  # fmt: skip
+        self.queue_depth = Gauge("upcoach_local_queue_depth", "Local requests running or waiting", registry=r,
+                                 multiprocess_mode="livemostrecent")  # fmt: skip
         self.decision_seconds = Histogram(
             "upcoach_routing_decision_seconds", "Time to compute a routing decision",
             buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005), registry=r,
@@ -63,18 +77,20 @@ class Metrics:
         )
 
         # Request records (observability/records.py): rows not yet in the database, and rows given up, by reason.
-        self.records_pending = Gauge("upcoach_records_pending", "Request records queued or being written", registry=r)
+        self.records_pending = Gauge("upcoach_records_pending", "Request records queued or being written", registry=r,
+                                     multiprocess_mode="livesum")  # fmt: skip
         self.records_spooled = Gauge(
-            "upcoach_records_spooled", "Request records in the local spool file, waiting for the database", registry=r
-        )
+            "upcoach_records_spooled", "Request records in the local spool file, waiting for the database", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.records_dropped = Counter(
             "upcoach_records_dropped", "Request records not written: rejected, erased, spool_failed", ["reason"],
             registry=r,
         )  # fmt: skip
 
         # Operations (#18): what an operator's dashboard and alerts read besides the routing figures above.
-        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds...
-        PlatformCollector(registry=r)  # python_info
+        # Read at scrape time, in this process: process_cpu_seconds_total, process_resident_memory_bytes, python_info.
+        self._scraped: list[Collector] = [ProcessCollector(registry=r), PlatformCollector(registry=r)]
         self.http_responses = Counter(
             "upcoach_http_responses", "HTTP responses by method, route template and status code",
             ["method", "route", "status"], registry=r,
@@ -93,7 +109,7 @@ class Metrics:
         )  # fmt: skip
         self.build_info = Gauge(
             "upcoach_build_info", "Always 1; the labels say which build and schema revision serve",
-            ["version", "build", "schema_revision"], registry=r,
+            ["version", "build", "schema_revision"], registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
 
     def observe_output_tokens(self, mode: str, latency_s: float, first_token_s: float | None, tokens: int) -> None:
@@ -103,10 +119,19 @@ class Metrics:
 
     def watch_local(self, details: Callable[[], Mapping[str, object]]) -> None:
         """Expose the local engine's batch (llm/scheduler.py), read from ``details`` at every scrape."""
-        self.registry.register(LocalBatchCollector(details))
+        collector = LocalBatchCollector(details)
+        self.registry.register(collector)
+        self._scraped.append(collector)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        directory = os.environ.get(MULTIPROC_DIR_ENV)
+        if not directory:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=directory)
+        for collector in self._scraped:
+            combined.register(collector)
+        return generate_latest(combined)
 
 
 # (engine detail, metric name, help, kind): the scheduler's live state as Prometheus series, one row per series.

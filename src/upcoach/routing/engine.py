@@ -1,8 +1,8 @@
 """The hybrid engine: decide (pure policy), run on the chosen side, fall back, account, record.
 
-Fallback directions are asymmetric on purpose: the cloud may always fall back to our local side (nothing
-leaves), but local falls back to the cloud only when the decision said the content may go there. A cloud
-answer that breaks off mid-stream is finished by the local model from where it stopped ("hybrid").
+Where a request may run and in which order is ``routing/sides.py``; what it produced (the outcome that is observed
+and recorded) is ``routing/outcome.py``. A cloud answer that breaks off mid-stream is finished by the local model
+from where it stopped ("hybrid").
 
 Each request is decided with its user's privacy settings (looked up per request; a failed lookup refuses the
 request, like any failed security check) and may only use the cloud endpoint of the user's residency region: the
@@ -15,176 +15,57 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from dataclasses import replace
 
-from upcoach.coaching.answer_checks import AnswerWatch, Failure
-from upcoach.coaching.offline import OFFLINE_BACKEND, offline_answer
+from upcoach.coaching.answer_checks import AnswerWatch
+from upcoach.coaching.offline import offline_answer
 from upcoach.coaching.prompts import PROMPT_VERSION, CoachingPrompts, Prepared
 from upcoach.errors import BackendError, LocalUnavailable, Overloaded, PromptInjection, Unavailable, UpcoachError
-from upcoach.llm.base import (
-    Backend,
-    ChatMessage,
-    ChatRequest,
-    Chunk,
-    Completion,
-    GenerationParams,
-    ResponseFormat,
-    Tools,
-    Usage,
-    follows_grammar,
-)
+from upcoach.llm.base import Backend, ChatMessage, ChatRequest, Chunk, follows_grammar
 from upcoach.llm.structured import for_local
-from upcoach.modelstore.catalog import decoding_for
 from upcoach.observability import tracing
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
 from upcoach.privacy.settings import PrivacySettings
+from upcoach.routing import sides
 from upcoach.routing.answer_gate import AnswerRejected, gated
 from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.features import RequestFeatures, extract
+from upcoach.routing.outcome import (
+    WITHHELD,
+    Event,
+    HybridRequest,
+    Outcome,
+    ProcessingMode,
+    Run,
+    account,
+    failed,
+    finished,
+    observe,
+)
 from upcoach.routing.policy import (
     Decision,
-    Device,
-    Hints,
     LiveState,
     PolicyConfig,
     Target,
     decide,
     special_categories_may_leave,
 )
+from upcoach.routing.sides import Breaker, Cloud, RegionalCloud, Side
 from upcoach.security.canary import LeakWatch, guard_system_prompt, make_canary
 from upcoach.security.guard import Guard, Inspection, Refusal, StreamRehydrator
 
+# Re-exported: callers import the request and outcome types from the engine they use.
+__all__ = ["Event", "HybridEngine", "HybridRequest", "Outcome", "ProcessingMode", "RegionalCloud"]
+
 log = logging.getLogger(__name__)
 
-ProcessingMode = Literal["local", "cloud", "hybrid", "none"]
 DEFAULT_LOCAL_TTFT_MS = 300.0
 DEFAULT_CLOUD_TTFT_MS = 800.0
 DEFAULT_ANSWER_TOKENS = 150
 
-
-class Breaker(Protocol):
-    async def allow(self) -> bool: ...
-    async def record_success(self) -> None: ...
-    async def record_failure(self) -> None: ...
-    async def state(self) -> object: ...
-
-
-@dataclass(frozen=True)
-class RegionalCloud:
-    """The cloud endpoint of one residency region, with its own breaker (one region failing leaves others)."""
-
-    backend: Backend
-    breaker: Breaker | None
-    model: str
-
-
-@dataclass(frozen=True, eq=False)
-class _Cloud:
-    """The cloud a request may use: ``backend`` None when the user's region has no endpoint."""
-
-    name: str
-    backend: Backend | None
-    breaker: Breaker | None
-    model: str
-    region: str | None
-
-
 PrivacyLookup = Callable[[str], Awaitable[PrivacySettings]]
-
-
-@dataclass(frozen=True)
-class HybridRequest:
-    messages: tuple[ChatMessage, ...]
-    params: GenerationParams
-    hints: Hints
-    request_id: str
-    endpoint: Literal["hybrid", "openai"] = "hybrid"
-    user_id: str | None = None
-    device: Device | None = None
-    force: Target | None = None  # a caller that named a concrete model
-    response_format: ResponseFormat | None = None
-    tools: Tools | None = None
-    # Legacy text completion: the last message's content is raw text to continue (llm/base.py ChatRequest.prompt).
-    raw_prompt: bool = False
-
-
-@dataclass
-class Outcome:
-    request_id: str
-    text: str
-    processing_mode: ProcessingMode
-    decision: Target | None
-    backend: str
-    model: str
-    reasons: list[str]
-    fallback_used: bool
-    finish_reason: str
-    latency_ms: float
-    first_token_ms: float | None
-    usage: Usage
-    cost_usd: float
-    cloud_equivalent_usd: float
-    privacy_level: str
-    user_id: str | None = None
-    endpoint: str = "hybrid"
-    outcome: Literal["ok", "error", "cancelled"] = "ok"
-    error_code: str | None = None
-    complexity: float = 0.0
-    redactions: dict[str, int] | None = None
-    flags: list[str] = field(default_factory=list)
-    region: str | None = None  # residency region of the cloud endpoint that served (part of) the answer
-    started_at: datetime | None = None  # wall-clock start: erasure fences refuse records of earlier requests
-    strategy_ids: list[str] = field(default_factory=list)  # library strategies given to the model as material
-    prompt_version: str | None = None  # our built-in prompts' version, when persona or material was added
-
-
-@dataclass
-class Event:
-    """What stream() yields: ``admitted`` once, then ``text`` pieces, then one ``final``."""
-
-    kind: Literal["admitted", "text", "final"]
-    text: str = ""
-    outcome: Outcome | None = None
-
-
-@dataclass(eq=False)
-class _Side:
-    name: str
-    backend: Backend
-    is_cloud: bool
-    strict: bool = False  # the one regeneration after a failed answer check, with a stricter prompt
-
-
-@dataclass
-class _Run:
-    text: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    fallback_used: bool = False
-    sides_used: list[_Side] = field(default_factory=list)
-    first_token_at: float | None = None
-    cloud_usage: Usage = field(default_factory=Usage)
-    local_usage: Usage = field(default_factory=Usage)
-    finish_reason: str = "stop"
-    model: str = ""
-    flags: list[str] = field(default_factory=list)
-    redactions: dict[str, int] | None = None
-    redacted: bool = False
-    withheld: bool = False
-    preamble: str = ""
-    leak_watch: LeakWatch | None = None  # the answer so far, checked piece by piece for a system-prompt leak
-    strategy_ids: list[str] = field(default_factory=list)
-    rejected: list[Failure] = field(default_factory=list)  # failed answer checks so far
-    cut: list[Failure] = field(default_factory=list)  # failures that ended a released answer early
-    library: bool = False  # answered from the strategies library after failed checks
-    prompt_version: str | None = None  # our built-in prompts' version, when any of their text was added
-    coaching: bool = True  # persona, material and answer checks apply (``_coaching``)
-
-
 RecordFn = Callable[[Outcome], Awaitable[None]]
-FlagFn = Callable[["HybridRequest", list[str]], Awaitable[None]]
-WITHHELD = "I can't share that. Let's get back to your coaching goals."
+FlagFn = Callable[[HybridRequest, list[str]], Awaitable[None]]
 
 
 def _crisis_preamble(language: str, region: str | None) -> str:
@@ -241,14 +122,14 @@ class HybridEngine:
                 await close()
 
     # ---- state and decision ------------------------------------------------------------------------------------
-    def _cloud_for(self, user: PrivacySettings | None) -> _Cloud:
+    def _cloud_for(self, user: PrivacySettings | None) -> Cloud:
         region = user.region if user is not None else None
         if region is None:
-            return _Cloud("cloud", self.cloud, self.cloud_breaker, self.cloud_model, None)
+            return Cloud("cloud", self.cloud, self.cloud_breaker, self.cloud_model, None)
         regional = self.regions.get(region)
         if regional is None:
-            return _Cloud(f"cloud-{region}", None, None, self.cloud_model, region)
-        return _Cloud(f"cloud-{region}", regional.backend, regional.breaker, regional.model, region)
+            return Cloud(f"cloud-{region}", None, None, self.cloud_model, region)
+        return Cloud(f"cloud-{region}", regional.backend, regional.breaker, regional.model, region)
 
     async def _settings_for(self, request: HybridRequest) -> PrivacySettings | None:
         """The user's settings (anonymous requests have the defaults); a failed lookup refuses the request."""
@@ -262,7 +143,7 @@ class HybridEngine:
                 Refusal("settings", type(exc).__name__, request.request_id, request.user_id, request.endpoint)
             ) from None
 
-    async def live_state(self, cloud: _Cloud | None = None) -> LiveState:
+    async def live_state(self, cloud: Cloud | None = None) -> LiveState:
         cloud = cloud or self._cloud_for(None)
         available, full, reason = False, True, "no local backend configured"
         ttft = DEFAULT_LOCAL_TTFT_MS
@@ -303,7 +184,7 @@ class HybridEngine:
         decision, features, state, inspection, _ = await self._route(request)
         return decision, features, state, inspection
 
-    async def _route(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection, _Cloud]:
+    async def _route(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection, Cloud]:
         with tracing.span("upcoach.routing", **{"upcoach.request_id": request.request_id}) as span:
             routed = await self._decide(request)
             if span is not None:
@@ -312,7 +193,7 @@ class HybridEngine:
                                      "upcoach.privacy_level": request.hints.privacy_level})  # fmt: skip
             return routed
 
-    async def _decide(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection, _Cloud]:
+    async def _decide(self, request: HybridRequest) -> tuple[Decision, RequestFeatures, LiveState, Inspection, Cloud]:
         inspection = await self.guard.check(
             request.messages, request_id=request.request_id, user_id=request.user_id, endpoint=request.endpoint
         )
@@ -357,8 +238,8 @@ class HybridEngine:
     async def stream(self, request: HybridRequest) -> AsyncIterator[Event]:
         started = time.perf_counter()
         decision, features, _, inspection, cloud = await self._route(request)
-        run = _Run(reasons=list(decision.reasons), flags=list(inspection.flags), coaching=_coaching(request))
-        plan = self._plan(decision, cloud)
+        run = Run(reasons=list(decision.reasons), flags=list(inspection.flags), coaching=_coaching(request))
+        plan = sides.plan(decision, cloud, self.local)
         admitted = False
         outcome: Outcome | None = None
         last_error: UpcoachError | None = None
@@ -395,7 +276,7 @@ class HybridEngine:
                         raise await self.guard.refuse(
                             Refusal("pii", type(exc).__name__, request.request_id, request.user_id, request.endpoint)
                         ) from None
-                params = request.params if side.is_cloud else _local_params(request.params, side.backend)
+                params = request.params if side.is_cloud else sides.local_params(request.params, side.backend)
                 chat = ChatRequest(
                     side_messages, params, request.request_id, continuation, request.user_id,
                     response_format=request.response_format, tools=request.tools,
@@ -432,7 +313,7 @@ class HybridEngine:
                             else:
                                 yield Event("text", piece)
                         if chunk.final is not None:
-                            self._account(run, side, chunk.final)
+                            account(run, side, chunk.final, self.metrics)
                     side_outcome = "ok"
                 except AnswerRejected as exc:
                     run.rejected += exc.failures
@@ -483,19 +364,22 @@ class HybridEngine:
                     await cloud.breaker.record_success()
                 if run.flags and self._on_flag is not None:
                     await self._on_flag(request, run.flags)
-                outcome = await self._finish(request, decision, features, run, started, cloud)
+                answered, cloud_cost = finished(request, decision, features, run, started, cloud, self.prices)
+                await self.budget.add(cloud_cost)
+                await self._settle(answered)
+                outcome = answered
                 yield Event("final", outcome=outcome)
                 return
             raise last_error or LocalUnavailable("; ".join(run.reasons))
         except UpcoachError as exc:
             if run.flags and self._on_flag is not None:
                 await self._on_flag(request, run.flags)
-            await self._record_failure(request, decision, features, run, started, exc, cloud)
+            await self._settle(failed(request, decision, features, run, started, exc, cloud), failure=True)
             raise
         except BaseException:
             # Client gone (cancelled) or a bug: the row is still written, with what we know.
             if outcome is None:
-                await self._record_failure(request, decision, features, run, started, None, cloud)
+                await self._settle(failed(request, decision, features, run, started, None, cloud), failure=True)
             raise
 
     async def _prepare(self, request: HybridRequest, language: str) -> Prepared:
@@ -504,16 +388,16 @@ class HybridEngine:
             return Prepared(request.messages)
         return await self.prompts.prepare(request.messages, language)
 
-    def _checked(self, side: _Side, chat: ChatRequest, prepared: Prepared, run: _Run) -> AsyncIterator[Chunk]:
+    def _checked(self, side: Side, chat: ChatRequest, prepared: Prepared, run: Run) -> AsyncIterator[Chunk]:
         """The side's stream, through the answer checks when it is a local model starting a new answer."""
         stream = side.backend.stream(chat)
-        if side.is_cloud or not self.answer_checks or not run.coaching or chat.continuation or _constrained(chat):
+        if side.is_cloud or not self.answer_checks or not run.coaching or chat.continuation or sides.constrained(chat):
             return stream
         question = next((m.content for m in reversed(prepared.messages) if m.role == "user"), "")
         watch = AnswerWatch(question, prepared.topic)
         return gated(stream, watch, self.metrics, side.backend.info().model, run.cut)
 
-    async def _library(self, request: HybridRequest, run: _Run, self_harm: bool) -> str | None:
+    async def _library(self, request: HybridRequest, run: Run, self_harm: bool) -> str | None:
         """The strategies library's answer after the checks failed everywhere (None: no library here)."""
         if self.prompts is None or self.prompts.strategies is None:
             return None
@@ -534,7 +418,7 @@ class HybridEngine:
         first = messages[0]
         return (ChatMessage(first.role, guard_system_prompt(first.content, self.canary)), *messages[1:])
 
-    def _redact(self, messages: tuple[ChatMessage, ...], run: _Run) -> tuple[tuple[ChatMessage, ...], StreamRehydrator]:
+    def _redact(self, messages: tuple[ChatMessage, ...], run: Run) -> tuple[tuple[ChatMessage, ...], StreamRehydrator]:
         redactor = self.guard.redactor()
         redacted = redactor.redact_messages([m.content for m in messages])  # type: ignore[attr-defined]
         run.redactions = dict(redactor.counts)  # type: ignore[attr-defined]
@@ -543,154 +427,22 @@ class HybridEngine:
             redactor
         )
 
-    def _leaked(self, run: _Run, original: tuple[ChatMessage, ...], piece: str) -> bool:
+    def _leaked(self, run: Run, original: tuple[ChatMessage, ...], piece: str) -> bool:
         if run.leak_watch is None:
             system = original[0].content if original and original[0].role in ("system", "developer") else ""
             run.leak_watch = LeakWatch(self.canary, system)
         return run.leak_watch.feed(piece)
 
-    def _plan(self, decision: Decision, cloud: _Cloud) -> list[_Side]:
-        local_sides = [_Side(_backend_name(b), b, False) for b in self.local]
-        cloud_side = [_Side(cloud.name, cloud.backend, True)] if cloud.backend is not None else []
-        if decision.target == "cloud":
-            return cloud_side + local_sides
-        return local_sides + (cloud_side if decision.cloud_allowed else [])
-
-    def _account(self, run: _Run, side: _Side, final: Completion) -> None:
-        if side not in run.sides_used:
-            run.sides_used.append(side)
-        run.finish_reason = final.finish_reason
-        run.model = final.model
-        target = run.cloud_usage if side.is_cloud else run.local_usage
-        if not side.is_cloud and final.queue_ms:
-            self.metrics.queue_wait.observe(final.queue_ms / 1000)
-        target.prompt_tokens += final.usage.prompt_tokens
-        target.completion_tokens += final.usage.completion_tokens
-        target.cached_tokens += final.usage.cached_tokens
-
-    async def _finish(
-        self,
-        request: HybridRequest,
-        decision: Decision,
-        features: RequestFeatures,
-        run: _Run,
-        started: float,
-        cloud: _Cloud,
-    ) -> Outcome:
-        ended = time.perf_counter()
-        started_at = datetime.now(UTC) - timedelta(seconds=ended - started)
-        if run.cut:
-            run.reasons.append(
-                f"answer check failed ({', '.join(map(str, run.cut))}): answer ended at the last sentence that passed"
-            )
-        used_cloud = any(s.is_cloud for s in run.sides_used)
-        used_local = any(not s.is_cloud for s in run.sides_used)
-        mode: ProcessingMode = (
-            "hybrid"
-            if (used_cloud and used_local) or (used_cloud and run.redacted)
-            else "cloud"
-            if used_cloud
-            else "local"
-        )
-        # A cloud stream that broke off still produced tokens we pay for: count what reached the user.
-        if used_local and run.fallback_used and used_cloud and run.cloud_usage.completion_tokens == 0:
-            run.cloud_usage.completion_tokens = max(1, len("".join(run.text)) // 4)
-        price = self.prices.cloud(cloud.model)
-        cost = price.cost(run.cloud_usage.prompt_tokens, run.cloud_usage.completion_tokens)
-        cost += self.prices.local_cost(run.local_usage.prompt_tokens, run.local_usage.completion_tokens)
-        prompt = max(run.cloud_usage.prompt_tokens, run.local_usage.prompt_tokens)
-        completion = run.cloud_usage.completion_tokens + run.local_usage.completion_tokens
-        usage = Usage(prompt, completion, run.local_usage.cached_tokens)
-        await self.budget.add(price.cost(run.cloud_usage.prompt_tokens, run.cloud_usage.completion_tokens))
-        outcome = Outcome(
-            request_id=request.request_id,
-            text=run.preamble + (WITHHELD if run.withheld else "".join(run.text)),
-            processing_mode=mode,
-            decision=decision.target,
-            backend="+".join(
-                dict.fromkeys([*(s.name for s in run.sides_used), *([OFFLINE_BACKEND] if run.library else [])])
-            )
-            or "none",
-            model=run.model,
-            reasons=run.reasons,
-            fallback_used=run.fallback_used,
-            finish_reason=run.finish_reason,
-            latency_ms=(ended - started) * 1000,
-            first_token_ms=(run.first_token_at - started) * 1000 if run.first_token_at else None,
-            usage=usage,
-            cost_usd=cost,
-            cloud_equivalent_usd=price.cost(prompt, completion),
-            privacy_level=request.hints.privacy_level,
-            user_id=request.user_id,
-            endpoint=request.endpoint,
-            complexity=features.complexity,
-            redactions=run.redactions if run.redacted else None,
-            flags=list(run.flags),
-            region=cloud.region if used_cloud else None,
-            started_at=started_at,
-            strategy_ids=run.strategy_ids,
-            prompt_version=run.prompt_version,
-        )
-        self._observe(outcome)
-        await self._record(outcome)
-        return outcome
-
-    async def _record_failure(
-        self,
-        request: HybridRequest,
-        decision: Decision,
-        features: RequestFeatures,
-        run: _Run,
-        started: float,
-        exc: UpcoachError | None,
-        cloud: _Cloud,
-    ) -> None:
-        elapsed = time.perf_counter() - started
-        outcome = Outcome(
-            request_id=request.request_id,
-            text="",
-            processing_mode="none" if not run.text else "hybrid" if run.fallback_used else "local",
-            decision=decision.target,
-            backend="+".join(dict.fromkeys(s.name for s in run.sides_used)) or "none",
-            model=run.model,
-            reasons=run.reasons + ([exc.message] if exc else ["client disconnected"]),
-            fallback_used=run.fallback_used,
-            finish_reason="error" if exc else "cancelled",
-            latency_ms=elapsed * 1000,
-            first_token_ms=(run.first_token_at - started) * 1000 if run.first_token_at else None,
-            usage=Usage(run.local_usage.prompt_tokens, len(run.text)),
-            cost_usd=0.0,
-            cloud_equivalent_usd=0.0,
-            privacy_level=request.hints.privacy_level,
-            user_id=request.user_id,
-            endpoint=request.endpoint,
-            outcome="error" if exc else "cancelled",
-            error_code=exc.code if exc else None,
-            complexity=features.complexity,
-            redactions=run.redactions if run.redacted else None,
-            flags=list(run.flags),
-            region=cloud.region if any(s.is_cloud for s in run.sides_used) else None,
-            started_at=datetime.now(UTC) - timedelta(seconds=elapsed),
-        )
-        self._observe(outcome)
+    async def _settle(self, outcome: Outcome, *, failure: bool = False) -> None:
+        """Observe and record a request's outcome; a failure's record may fail without hiding the failure."""
+        observe(self.metrics, outcome)
+        if not failure:
+            await self._record(outcome)
+            return
         try:
             await self._record(outcome)
         except Exception:  # recording must never turn one failure into another
-            log.exception("could not record failed request %s", request.request_id)
-
-    def _observe(self, outcome: Outcome) -> None:
-        m = self.metrics
-        mode = outcome.processing_mode
-        m.requests.labels(mode=mode, decision=outcome.decision or "none", outcome=outcome.outcome).inc()
-        m.latency.labels(mode=mode).observe(outcome.latency_ms / 1000)
-        if outcome.first_token_ms is not None:
-            m.first_token.labels(mode=mode).observe(outcome.first_token_ms / 1000)
-        first_token_s = outcome.first_token_ms / 1000 if outcome.first_token_ms is not None else None
-        m.observe_output_tokens(mode, outcome.latency_ms / 1000, first_token_s, outcome.usage.completion_tokens)
-        m.tokens.labels(mode=mode, kind="prompt").inc(outcome.usage.prompt_tokens)
-        m.tokens.labels(mode=mode, kind="completion").inc(outcome.usage.completion_tokens)
-        m.cost.labels(mode=mode).inc(outcome.cost_usd)
-        m.cost_avoided.inc(max(0.0, outcome.cloud_equivalent_usd - outcome.cost_usd))
+            log.exception("could not record failed request %s", outcome.request_id)
 
 
 def _forced(decision: Decision, target: Target, state: LiveState) -> Decision:
@@ -725,24 +477,3 @@ def _coaching(request: HybridRequest) -> bool:
     model's id or ``default``): they asked for that model as it is, like any OpenAI-compatible server serves it."""
     structured = request.response_format is not None or request.tools is not None or request.raw_prompt
     return not structured and request.force is None
-
-
-def _constrained(chat: ChatRequest) -> bool:
-    """Answers a grammar or the caller's format shapes are not coaching prose: the answer checks do not apply."""
-    return (
-        chat.grammar is not None
-        or chat.prompt is not None
-        or chat.response_format is not None
-        or (chat.tools is not None and chat.tools.active)
-    )
-
-
-def _local_params(params: GenerationParams, backend: Backend) -> GenerationParams:
-    """The serving model's decoding settings from the catalog (temperature only when the caller chose none)."""
-    decoding = decoding_for(backend.info().model)
-    temperature = decoding.temperature if params.model_temperature else params.temperature
-    return replace(params, temperature=temperature, repeat_penalty=decoding.repeat_penalty)
-
-
-def _backend_name(backend: Backend) -> str:
-    return backend.info().name
