@@ -40,6 +40,7 @@ from upcoach.modelstore.catalog import decoding_for
 from upcoach.observability import tracing
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
 from upcoach.privacy.settings import PrivacySettings
+from upcoach.routing import learned
 from upcoach.routing.answer_gate import AnswerRejected, gated
 from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.features import RequestFeatures, extract
@@ -49,6 +50,7 @@ from upcoach.routing.policy import (
     Hints,
     LiveState,
     PolicyConfig,
+    RoutingLog,
     Target,
     decide,
     special_categories_may_leave,
@@ -138,6 +140,7 @@ class Outcome:
     started_at: datetime | None = None  # wall-clock start: erasure fences refuse records of earlier requests
     strategy_ids: list[str] = field(default_factory=list)  # library strategies given to the model as material
     prompt_version: str | None = None  # our built-in prompts' version, when persona or material was added
+    routing: dict[str, object] | None = None  # how the side was chosen, no text (routing/learned.py record_fields)
 
 
 @dataclass
@@ -337,8 +340,14 @@ class HybridEngine:
         features = extract(request.messages)
         state = await self.live_state(cloud)
         started = time.perf_counter()
-        decision = decide(features, hints, state, self.policy, request.device, user)
+        # The learned router and the exploration draw (issue 20): inputs of the policy's free step only.
+        explorable = keep_local is None and not inspection.special_categories and not inspection.self_harm
+        free = learned.for_request(self.policy, features, request.messages, request.device, explorable)
+        decision = decide(features, hints, state, self.policy, request.device, user, free.free)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        if decision.routing is not None:
+            keep = user is not None and user.analytics_opt_in  # the vector serves learning: opted-in users only
+            decision = replace(decision, routing=learned.with_inputs(decision.routing, free, request.messages, keep))
         if keep_local or opted_in:
             decision = replace(decision, reasons=(keep_local or opted_in or "", *decision.reasons))
         # A pin never overrides a user's "no cloud" (only local pins exist on the API today).
@@ -628,6 +637,7 @@ class HybridEngine:
             flags=list(run.flags),
             region=cloud.region if used_cloud else None,
             started_at=started_at,
+            routing=learned.record_fields(decision.routing),
             strategy_ids=run.strategy_ids,
             prompt_version=run.prompt_version,
         )
@@ -671,6 +681,7 @@ class HybridEngine:
             flags=list(run.flags),
             region=cloud.region if any(s.is_cloud for s in run.sides_used) else None,
             started_at=datetime.now(UTC) - timedelta(seconds=elapsed),
+            routing=learned.record_fields(decision.routing),
         )
         self._observe(outcome)
         try:
@@ -698,7 +709,8 @@ def _forced(decision: Decision, target: Target, state: LiveState) -> Decision:
     if target == "local" and not state.local_available:
         return Decision(None, (*reasons, state.local_unavailable_reason), False, decision.complexity,
                         error_code="local_unavailable")  # fmt: skip
-    return Decision(target, reasons, False, decision.complexity, decision.on_device, decision.device_reasons)
+    return Decision(target, reasons, False, decision.complexity, decision.on_device, decision.device_reasons,
+                    routing=RoutingLog(target, forced=True, propensity=1.0))  # fmt: skip
 
 
 def _estimate_local_ttft(backend: Backend, queue_depth: int) -> float:
