@@ -140,7 +140,7 @@ def evaluate_cmd(
     active = store.active()
     if simulate_requests:
         log = simulate(load_labelled(labelled, split), simulate_requests, router=active, explore=explore, seed=seed)
-        rows = free_rows(log)
+        rows = free_rows(log, keep_text=True)
     else:
         rows = asyncio.run(_db_rows(settings))
     try:

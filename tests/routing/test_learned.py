@@ -234,12 +234,12 @@ def test_off_policy_estimates_cover_the_simulators_hidden_truth() -> None:
     rows = free_rows(log)
     policy = rules_policy()
     explorable = [r for r in log if not r.log.forced and r.user.analytics_opt_in and 0 < r.log.propensity < 1]
-    truth = np.mean([quality("local" if policy(r.logged.vector, 0.0) else "cloud", r.difficulty) for r in explorable])
+    truth = np.mean([quality("local" if policy(r.logged) else "cloud", r.difficulty) for r in explorable])
     result = evaluate("rules", policy, rows, rounds=300)
     assert result.rows == len(explorable)
     for estimate in (result.ips, result.dr):
         assert estimate.low <= truth <= estimate.high, (estimate, truth)
-    always_local = evaluate("all local", lambda v, t: True, rows, rounds=300)
+    always_local = evaluate("all local", lambda row: True, rows, rounds=300)
     assert always_local.local_share.value == 1.0 and always_local.dr.value < result.dr.value
 
 

@@ -114,6 +114,8 @@ class LearnedRouter:
         self.dense_coef = np.asarray(payload["dense_coef"], dtype=np.float64)
         self.text_coef = np.asarray(payload["text_coef"], dtype=np.float64)
         self.text_scale = float(payload.get("text_scale", 1.0))
+        # The weight of a logged text logit (computed by the version this one was trained on top of).
+        self.logged_text_scale = float(payload.get("logged_text_scale", 1.0))
         self.intercept = float(payload["intercept"])
         self.threshold = float(payload["threshold"])
         self.meta: dict[str, Any] = dict(payload.get("meta", {}))
@@ -133,7 +135,7 @@ class LearnedRouter:
 
     def score_logged(self, vector: np.ndarray, text_logit: float) -> float:
         """``p_local`` of a logged request (its vector and text logit, no text): what off-policy evaluation uses."""
-        return _sigmoid(float(vector @ self.dense_coef) + text_logit + self.intercept)
+        return _sigmoid(float(vector @ self.dense_coef) + self.logged_text_scale * text_logit + self.intercept)
 
 
 def _sigmoid(z: float) -> float:

@@ -11,8 +11,10 @@ rows of users without analytics opt-in never have it, and are never stored with 
   (ridge regression on the vector and text logit; plain numpy);
 - intervals: percentile bootstrap over rows (``rounds`` resamples, a seeded generator: reproducible).
 
-A policy is ``local?(vector, text_logit) -> bool``: a router version at its threshold, or the rules (the vector's
-complexity entry against the complexity threshold).
+A policy is ``local?(row) -> bool``: a router version at its threshold, or the rules (the vector's complexity entry
+against the complexity threshold). A router scores a row's text when the row has it (the simulator's); a logged
+row has only the logging version's text logit, which is exact for a version trained from logs on top of that one
+and an approximation for a version with a text block of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from upcoach.routing.learned import LearnedRouter, dense_names
 
-Policy = Callable[[np.ndarray, float], bool]
+Policy = Callable[["Logged"], bool]
 COMPLEXITY = dense_names().index("complexity")
 
 
@@ -59,11 +61,17 @@ class Evaluation:
 
 def router_policy(router: LearnedRouter, threshold: float | None = None) -> Policy:
     cut = router.threshold if threshold is None else threshold
-    return lambda vector, text_logit: router.score_logged(vector, text_logit) >= cut
+    return lambda row: p_local(router, row) >= cut
+
+
+def p_local(router: LearnedRouter, row: Logged) -> float:
+    if row.text is not None:
+        return router.score(row.vector, row.text).p_local
+    return router.score_logged(row.vector, row.text_logit)
 
 
 def rules_policy(complexity_threshold: float = 0.5) -> Policy:
-    return lambda vector, text_logit: float(vector[COMPLEXITY]) < complexity_threshold
+    return lambda row: float(row.vector[COMPLEXITY]) < complexity_threshold
 
 
 def _design(rows: Sequence[Logged]) -> np.ndarray:
@@ -98,7 +106,7 @@ def evaluate(
     if not rows:
         raise ValueError("no explorable logged rows: nothing supports an off-policy estimate")
     design = _design(rows)
-    local = np.array([policy(r.vector, r.text_logit) for r in rows])
+    local = np.array([policy(r) for r in rows])
     taken_local = np.array([r.side == "local" for r in rows])
     match = local == taken_local
     rewards = np.array([r.reward for r in rows])

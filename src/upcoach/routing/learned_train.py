@@ -23,6 +23,7 @@ import numpy as np
 
 from upcoach.routing.learned import FORMAT, LearnedRouter, dense_names, hashed
 from upcoach.routing.learned_eval import Logged
+from upcoach.routing.learned_eval import p_local as score
 
 BUCKETS = 4096
 C = 8.0  # 5-fold CV on the labelled dev split: 2 loses hard requests at low thresholds, 8 and 32 tie
@@ -91,13 +92,14 @@ def train(
     if with_text:
         x = hstack([dense, _sparse([r.text or "" for r in local], BUCKETS)]).tocsr()
         coef, _ = _fit(x, y, weights)
-        dense_coef, text_coef, text_scale = coef[:n_dense], coef[n_dense:], 1.0
+        dense_coef, text_coef, text_scale, logged_scale = coef[:n_dense], coef[n_dense:], 1.0, 1.0
     else:
         x = np.column_stack([dense, [r.text_logit for r in local]])
         coef, _ = _fit(x, y, weights)
         dense_coef = coef[:n_dense]
         text_coef = base.text_coef if base is not None else np.zeros(0)
-        text_scale = float(coef[n_dense]) * (base.text_scale if base is not None else 1.0)
+        logged_scale = float(coef[n_dense])
+        text_scale = logged_scale * (base.text_scale if base is not None else 1.0)
     created = dt.datetime.now(dt.UTC)
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -107,6 +109,7 @@ def train(
         "dense_coef": [round(float(v), 6) for v in dense_coef],
         "text_coef": [round(float(v), 6) for v in text_coef],
         "text_scale": text_scale,
+        "logged_text_scale": logged_scale,
         "intercept": 0.0,
         "threshold": DEFAULT_FLOOR,
         "meta": {
@@ -121,8 +124,7 @@ def train(
     }
     payload["version"] = "tmp"
     router = LearnedRouter(payload)
-    p_local = np.array([router.score_logged(r.vector, r.text_logit) if r.text is None else
-                        router.score(r.vector, r.text).p_local for r in rows])  # fmt: skip
+    p_local = np.array([score(router, r) for r in rows])
     payload["threshold"] = round(threshold_for(p_local, target_local, quality_floor), 6)
     payload["meta"]["target_local"] = target_local
     payload["meta"]["quality_floor"] = quality_floor
