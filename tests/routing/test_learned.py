@@ -19,7 +19,7 @@ from upcoach.router_cli import DEFAULT_LABELLED, labelled_rows, load_labelled
 from upcoach.routing.features import extract
 from upcoach.routing.learned import LearnedRouter, dense, prepare, record_fields, rephrases, with_inputs
 from upcoach.routing.learned_eval import evaluate, rules_policy
-from upcoach.routing.learned_sim import HEALTHY, Ask, free_rows, quality, simulate
+from upcoach.routing.learned_sim import HEALTHY, Ask, free_rows, simulate
 from upcoach.routing.learned_store import RouterStore, RouterTampered, load_active
 from upcoach.routing.learned_train import train
 from upcoach.routing.policy import FreeStep, Hints, LiveState, PolicyConfig, decide
@@ -228,13 +228,13 @@ def test_versions_are_signed_and_a_tampered_one_is_refused(tmp_path: Path, paylo
 
 
 def test_off_policy_estimates_cover_the_simulators_hidden_truth() -> None:
-    """IPS and DR from an exploring log (ratings only) against the exact expected quality from hidden difficulty."""
+    """IPS and DR from an exploring log (ratings only) against the exact expected reward from hidden difficulty."""
     pool = load_labelled(LABELLED, "held")
     log = simulate(pool, 1500, explore=0.3, seed=5)
     rows = free_rows(log)
     policy = rules_policy()
     explorable = [r for r in log if not r.log.forced and r.user.analytics_opt_in and 0 < r.log.propensity < 1]
-    truth = np.mean([quality("local" if policy(r.logged) else "cloud", r.difficulty) for r in explorable])
+    truth = np.mean([r.expected_reward("local" if policy(r.logged) else "cloud") for r in explorable])
     result = evaluate("rules", policy, rows, rounds=300)
     assert result.rows == len(explorable)
     for estimate in (result.ips, result.dr):

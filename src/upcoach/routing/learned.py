@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from upcoach.llm.base import ChatMessage
 from upcoach.routing.features import RequestFeatures, tables
@@ -131,18 +132,11 @@ class LearnedRouter:
     def score(self, vector: np.ndarray, text: str) -> Score:
         text_logit = self.text_logit(text)
         z = float(vector @ self.dense_coef) + text_logit + self.intercept
-        return Score(_sigmoid(z), text_logit)
+        return Score(float(expit(z)), text_logit)
 
     def score_logged(self, vector: np.ndarray, text_logit: float) -> float:
         """``p_local`` of a logged request (its vector and text logit, no text): what off-policy evaluation uses."""
-        return _sigmoid(float(vector @ self.dense_coef) + self.logged_text_scale * text_logit + self.intercept)
-
-
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
+        return float(expit(float(vector @ self.dense_coef) + self.logged_text_scale * text_logit + self.intercept))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ scoring a policy exactly (``expected quality``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,6 +57,22 @@ class SimRecord:
 
     def quality(self, side: str) -> float:
         return quality(side, self.difficulty)
+
+    def expected_reward(self, side: str) -> float:
+        """The exact chance of a 4-5 rating on ``side`` (what off-policy estimates of the reward converge to)."""
+        good = quality(side, self.difficulty)
+        return good * _rated_high(GOOD_RATING, self.user.leniency) + (1 - good) * _rated_high(BAD_RATING,
+                                                                                              self.user.leniency)
+
+
+GOOD_RATING = 4.5  # a good answer's rating before leniency and noise; a poor one's is BAD_RATING
+BAD_RATING = 2.0
+RATING_NOISE = 0.6
+
+
+def _rated_high(center: float, leniency: float) -> float:
+    """P(round(center + leniency + N(0, RATING_NOISE)) >= 4)."""
+    return 0.5 * math.erfc((3.5 - center - leniency) / (RATING_NOISE * math.sqrt(2)))
 
 
 def quality(side: str, difficulty: float) -> float:
@@ -105,7 +122,8 @@ def simulate(
         assert decision.routing is not None and decision.target is not None
         side = decision.target
         good = rng.random() < quality(side, d)
-        rating = int(np.clip(round((4.5 if good else 2.0) + user.leniency + rng.normal(0.0, 0.6)), 1, 5))
+        center = GOOD_RATING if good else BAD_RATING
+        rating = int(np.clip(round(center + user.leniency + rng.normal(0.0, RATING_NOISE)), 1, 5))
         logged = Logged(prepared.vector, prepared.text_logit, side, 1.0 if rating >= 4 else 0.0,
                         decision.routing.propensity, ask.text)  # fmt: skip
         out.append(SimRecord(user, ask, d, decision.routing, logged, rating))
