@@ -39,8 +39,16 @@ def reward(rating: int | None, fallback: bool, outcome: str, finish: str | None,
 async def logged_rows(db: Database, since: datetime | None = None) -> list[Logged]:
     record, feedback = RequestRecordRow, AnswerFeedbackRow
     query = (
-        select(record.id, record.user_id, record.created_at, record.routing, record.fallback_used, record.outcome,
-               record.finish_reason, feedback.rating)  # fmt: skip
+        select(
+            record.id,
+            record.user_id,
+            record.created_at,
+            record.routing,
+            record.fallback_used,
+            record.outcome,
+            record.finish_reason,
+            feedback.rating,
+        )  # fmt: skip
         .outerjoin(feedback, feedback.request_id == record.id)
         .where(record.routing.is_not(None))
         .order_by(record.user_id, record.created_at)

@@ -98,9 +98,7 @@ def reward_model(rows: Sequence[Logged], ridge: float = 1.0) -> Callable[[np.nda
     return predict
 
 
-def evaluate(
-    name: str, policy: Policy, rows: Sequence[Logged], *, rounds: int = 500, seed: int = 0
-) -> Evaluation:
+def evaluate(name: str, policy: Policy, rows: Sequence[Logged], *, rounds: int = 500, seed: int = 0) -> Evaluation:
     """IPS and DR estimates of ``policy``'s mean reward on ``rows``, and its local share, with 95 % intervals."""
     rows = [r for r in rows if 0.0 < r.propensity < 1.0]
     if not rows:

@@ -61,8 +61,9 @@ class SimRecord:
     def expected_reward(self, side: str) -> float:
         """The exact chance of a 4-5 rating on ``side`` (what off-policy estimates of the reward converge to)."""
         good = quality(side, self.difficulty)
-        return good * _rated_high(GOOD_RATING, self.user.leniency) + (1 - good) * _rated_high(BAD_RATING,
-                                                                                              self.user.leniency)
+        return good * _rated_high(GOOD_RATING, self.user.leniency) + (1 - good) * _rated_high(
+            BAD_RATING, self.user.leniency
+        )
 
 
 GOOD_RATING = 4.5  # a good answer's rating before leniency and noise; a poor one's is BAD_RATING
@@ -85,8 +86,7 @@ def users(count: int, seed: int = 0) -> list[SimUser]:
     rng = np.random.default_rng(seed)
     levels = rng.choice(["public", "private", "sensitive"], size=count, p=[0.6, 0.3, 0.1])
     return [
-        SimUser(f"sim-{i}", float(rng.normal(0.0, 0.4)), bool(rng.random() < 0.7), str(levels[i]))
-        for i in range(count)
+        SimUser(f"sim-{i}", float(rng.normal(0.0, 0.4)), bool(rng.random() < 0.7), str(levels[i])) for i in range(count)
     ]
 
 
