@@ -179,3 +179,67 @@ def list_cmd() -> None:
         meta = r.meta
         typer.echo(f"{'*' if r.active else ' '} {r.version}  {meta.get('created_at', '')}  "
                    f"{meta.get('source', '')}  rows {meta.get('rows', '?')}")  # fmt: skip
+
+
+ab_app = typer.Typer(help="A/B between the active router and a candidate (sticky per user).", no_args_is_help=True)
+router_app.add_typer(ab_app, name="ab")
+
+
+@ab_app.command("start")
+def ab_start(
+    version: Annotated[str, typer.Argument(help="the candidate router version")],
+    share: Annotated[float, typer.Option(help="share of users routed by the candidate")] = 0.1,
+) -> None:
+    """Route a sticky share of users with the candidate (from the engine's next start); the rest keep the active."""
+    store = RouterStore.from_settings(Settings())
+    try:
+        ab = store.start_ab(version, share)
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"router A/B {ab.key}: {share:.0%} of users on {version}")
+
+
+@ab_app.command("stop")
+def ab_stop() -> None:
+    """End the A/B: the active router routes everyone again (promote with `router use VERSION` first if it won)."""
+    stopped = RouterStore.from_settings(Settings()).stop_ab()
+    typer.echo("router A/B stopped" if stopped else "no router A/B running")
+
+
+@ab_app.command("status")
+def ab_status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Each arm's free choices (analytics opt-in users): good-outcome rate and local share, candidate vs control."""
+    from upcoach.experiments.stats import compare_rates, rate_summary
+    from upcoach.routing.learned_data import arm_outcomes
+    from upcoach.storage.database import Database
+
+    settings = Settings()
+    spec = RouterStore.from_settings(settings).ab_spec()
+    if spec is None:
+        raise _fail("no router A/B running")
+
+    async def fetch() -> list:
+        db = Database(settings.effective_database_url)
+        try:
+            await db.migrate()
+            return await arm_outcomes(db, [spec["control"], spec["candidate"]])
+        finally:
+            await db.dispose()
+
+    control, candidate = asyncio.run(fetch())
+    report: dict[str, object] = {"key": spec["key"], "share": spec["share"]}
+    for metric, attr in (("good_rate", "good"), ("local_share", "local")):
+        a, b = rate_summary(getattr(control, attr), control.n), rate_summary(getattr(candidate, attr), candidate.n)
+        diff = compare_rates(a, b)
+        report[metric] = {"control": vars(a), "candidate": vars(b), "difference": diff.difference, "ci": diff.ci,
+                          "p_value": diff.p_value}  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=list))
+        return
+    typer.echo(f"{spec['key']}: control {spec['control']} ({control.n} choices), candidate {spec['candidate']} "
+               f"({candidate.n} choices)")  # fmt: skip
+    for metric in ("good_rate", "local_share"):
+        entry = report[metric]
+        assert isinstance(entry, dict)
+        typer.echo(f"  {metric}: control {entry['control']['rate']}, candidate {entry['candidate']['rate']}, "
+                   f"difference {entry['difference']} (95% CI {entry['ci']}, p {entry['p_value']})")  # fmt: skip

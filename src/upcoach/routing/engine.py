@@ -342,7 +342,8 @@ class HybridEngine:
         started = time.perf_counter()
         # The learned router and the exploration draw (issue 20): inputs of the policy's free step only.
         explorable = keep_local is None and not inspection.special_categories and not inspection.self_harm
-        free = learned.for_request(self.policy, features, request.messages, request.device, explorable)
+        free = learned.for_request(self.policy, features, request.messages, request.device, explorable,
+                                   request.user_id)  # fmt: skip
         decision = decide(features, hints, state, self.policy, request.device, user, free.free)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         if decision.routing is not None:

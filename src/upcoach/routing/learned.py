@@ -174,11 +174,14 @@ def for_request(
     messages: Sequence[ChatMessage],
     device: Device | None,
     explorable: bool,
+    user_id: str | None = None,
 ) -> Prepared:
-    """The engine's free-step inputs: the active router's score of the latest ask and a fresh exploration draw."""
+    """The engine's free-step inputs: the router's score of the latest ask (the user's A/B arm while an A/B runs,
+    else the active version) and a fresh exploration draw."""
     text = _latest_user(messages)
     tier = 1 if device is not None and device.capabilities & ON_DEVICE_CAPABILITIES else 0
-    return prepare(config.router, features, text, explore=config.explore, draw=random.random(),
+    router = config.ab.pick(user_id) if config.ab is not None else config.router
+    return prepare(router, features, text, explore=config.explore, draw=random.random(),
                    explorable=explorable, device_tier=tier, hour=dt.datetime.now(dt.UTC).hour)  # fmt: skip
 
 

@@ -14,6 +14,8 @@ reads or needs message text.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -36,7 +38,8 @@ def reward(rating: int | None, fallback: bool, outcome: str, finish: str | None,
     return 1.0
 
 
-async def logged_rows(db: Database, since: datetime | None = None) -> list[Logged]:
+async def _joined(db: Database, since: datetime | None) -> list[tuple[dict[str, Any], float]]:
+    """Every record with a routing log, with its reward (rating, else the signals and the next record's rephrase)."""
     record, feedback = RequestRecordRow, AnswerFeedbackRow
     query = (
         select(
@@ -48,7 +51,7 @@ async def logged_rows(db: Database, since: datetime | None = None) -> list[Logge
             record.outcome,
             record.finish_reason,
             feedback.rating,
-        )  # fmt: skip
+        )
         .outerjoin(feedback, feedback.request_id == record.id)
         .where(record.routing.is_not(None))
         .order_by(record.user_id, record.created_at)
@@ -60,17 +63,51 @@ async def logged_rows(db: Database, since: datetime | None = None) -> list[Logge
     by_user: dict[str | None, list[Any]] = defaultdict(list)
     for row in rows:
         by_user[row.user_id].append(row)
-    size = len(dense_names())
     out = []
     for user_rows in by_user.values():
         for i, row in enumerate(user_rows):
-            routing = row.routing or {}
-            vector = routing.get("vector")
-            if routing.get("forced", True) or not vector or len(vector) != size or routing.get("side") is None:
-                continue
             following = user_rows[i + 1].routing if i + 1 < len(user_rows) else None
             rephrased = bool(following and following.get("rephrase"))
             value = reward(row.rating, row.fallback_used, row.outcome, row.finish_reason, rephrased)
-            out.append(Logged(np.asarray(vector, dtype=np.float64), float(routing.get("text_logit", 0.0)),
-                              str(routing["side"]), value, float(routing.get("propensity", 1.0))))  # fmt: skip
+            out.append((row.routing or {}, value))
     return out
+
+
+async def logged_rows(db: Database, since: datetime | None = None) -> list[Logged]:
+    size = len(dense_names())
+    out = []
+    for routing, value in await _joined(db, since):
+        vector = routing.get("vector")
+        if routing.get("forced", True) or not vector or len(vector) != size or routing.get("side") is None:
+            continue
+        out.append(
+            Logged(
+                np.asarray(vector, dtype=np.float64),
+                float(routing.get("text_logit", 0.0)),
+                str(routing["side"]),
+                value,
+                float(routing.get("propensity", 1.0)),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Arm:
+    version: str
+    good: int  # free choices whose outcome was good (the reward above)
+    local: int  # free choices kept local
+    n: int
+
+
+async def arm_outcomes(db: Database, versions: Sequence[str], since: datetime | None = None) -> list[Arm]:
+    """Per router version: the free choices it made for users who opted in to analytics, and how they went."""
+    rows = await _joined(db, since)
+    counts = {version: [0, 0, 0] for version in versions}
+    for routing, value in rows:
+        version = routing.get("router")
+        if version in counts and not routing.get("forced", True) and routing.get("vector"):
+            counts[version][0] += int(value >= 0.5)
+            counts[version][1] += int(routing.get("side") == "local")
+            counts[version][2] += 1
+    return [Arm(version, *counts[version]) for version in versions]

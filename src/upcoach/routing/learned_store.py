@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from upcoach.config import Settings
+from upcoach.experiments.assignment import Variant, assign
 from upcoach.modelstore.signing import ManifestSigner, SignedManifest
 from upcoach.routing.learned import LearnedRouter
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 NAME = "router"
 FOLDER = "routers"
 ACTIVE = "ACTIVE"
+AB_FILE = "AB.json"
 
 
 class RouterTampered(ValueError):
@@ -37,6 +39,21 @@ class StoredRouter:
     manifest: SignedManifest
     meta: dict[str, Any]
     active: bool
+
+
+@dataclass(frozen=True)
+class RouterAB:
+    """An A/B between the active version (control) and a candidate: each user sticks to one arm, by the experiments
+    framework's assignment (a hash of key and user id, experiments/assignment.py); anonymous requests get control.
+    The arm shows in every record (``routing.router``), which is what ``upcoach router ab status`` compares."""
+
+    key: str
+    variants: tuple[Variant, ...]
+    routers: dict[str, LearnedRouter]
+
+    def pick(self, user_id: str | None) -> LearnedRouter:
+        variant = self.variants[0] if user_id is None else assign(self.key, user_id, self.variants)
+        return self.routers[str(variant.config["router"])]
 
 
 class RouterStore:
@@ -114,6 +131,47 @@ class RouterStore:
             log.error("active router %s refused (%s): routing by the rules", version, exc)
             return None
 
+    def start_ab(self, candidate: str, share: float) -> RouterAB:
+        control = self.active_version()
+        if control is None:
+            raise ValueError("an A/B compares a candidate with the active router: run `upcoach router use` first")
+        if control == candidate or not 0.0 < share < 1.0:
+            raise ValueError("the candidate must differ from the active router and its share be in (0, 1)")
+        self.load(candidate)
+        spec = {"key": f"router-ab-{control}-{candidate}", "control": control, "candidate": candidate, "share": share}
+        _write(self.folder / AB_FILE, json.dumps(spec).encode())
+        ab = self.ab()
+        assert ab is not None
+        return ab
+
+    def stop_ab(self) -> bool:
+        path = self.folder / AB_FILE
+        if not path.exists():
+            return False
+        path.unlink()
+        return True
+
+    def ab_spec(self) -> dict[str, Any] | None:
+        path = self.folder / AB_FILE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def ab(self) -> RouterAB | None:
+        """The running A/B, or None (none, or an arm refused: the active router alone then, and the log says why)."""
+        spec = self.ab_spec()
+        if spec is None:
+            return None
+        try:
+            routers = {version: self.load(version) for version in (spec["control"], spec["candidate"])}
+        except (OSError, ValueError) as exc:
+            log.error("router A/B %s refused (%s): the active router alone routes", spec.get("key"), exc)
+            return None
+        share = float(spec["share"])
+        variants = (
+            Variant("control", 1.0 - share, {"router": spec["control"]}),
+            Variant("candidate", share, {"router": spec["candidate"]}),
+        )
+        return RouterAB(spec["key"], variants, routers)
+
     def list(self) -> list[StoredRouter]:
         if not self.folder.exists():
             return []
@@ -140,3 +198,10 @@ def load_active(settings: Settings) -> LearnedRouter | None:
     if not (settings.data_dir / FOLDER / ACTIVE).exists():
         return None
     return RouterStore.from_settings(settings).active()
+
+
+def load_ab(settings: Settings) -> RouterAB | None:
+    """The engine's router A/B at start, if ``upcoach router ab start`` began one."""
+    if not (settings.data_dir / FOLDER / AB_FILE).exists():
+        return None
+    return RouterStore.from_settings(settings).ab()

@@ -59,10 +59,12 @@ class LiveState:
 @dataclass(frozen=True)
 class PolicyConfig:
     complexity_threshold: float = 0.5
-    # The engine's free-step inputs (the policy itself reads neither): the active learned router version
-    # (routing/learned.py LearnedRouter; None: the complexity score decides) and the exploration share.
+    # The engine's free-step inputs (the policy itself reads none): the active learned router version
+    # (routing/learned.py LearnedRouter; None: the complexity score decides), the exploration share, and a running
+    # A/B between router versions (routing/learned_store.py RouterAB), which picks the version per user.
     router: Any = None
     explore: float = 0.0
+    ab: Any = None
 
 
 @dataclass(frozen=True)
