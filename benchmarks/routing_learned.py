@@ -215,8 +215,8 @@ def section_lines() -> list[str]:
         "",
         READING,
         "",
-        "Not measured here: A/B between router versions on live traffic (not wired to the experiments framework yet) "
-        "and the admin dashboard's trade-off curve (not built).",
+        "Not measured here: an A/B between router versions on live traffic (`upcoach router ab`, which needs real "
+        "users' ratings) and the admin dashboard's trade-off curve (not built).",
     ]
 
 
