@@ -166,6 +166,8 @@ def use(version: Annotated[str, typer.Argument(help="router version to make acti
     except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"active router: {version}")
+    if (spec := store.ab_spec()) is not None:
+        typer.echo(f"note: the A/B {spec['key']} still runs (control {spec['control']}); `router ab stop` ends it")
 
 
 @router_app.command("list")
