@@ -6,6 +6,10 @@ then the caller's latency preference, then complexity vs cost. The user's own pr
 everything: ``local_only`` and ``do_not_share`` keep every request off the cloud, including fallback and
 spill-over (a 429 or 503 is better than a leak). A settings lookup that failed never reaches the policy: the
 engine refuses such a request (503 ``security_check_failed``).
+
+The last step is the only free one (issue 20): a learned router's score may replace the complexity score there, and
+a share of those free choices may be explored, with the engine's random draw passed in (``FreeStep``). Every
+decision says how it was made (``RoutingLog``: forced or free, propensity) for the request record.
 """
 
 from __future__ import annotations
