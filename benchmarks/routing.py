@@ -7,6 +7,7 @@ create_app serves with (routing/factory.py: guard, features, policy). Nothing is
 
     .venv/bin/python -m benchmarks.routing --errors    # prints the table and the misrouted requests
     benchmarks/run.py --only routing                    # writes the docs/benchmarks.md section
+                                                        # (with the learned router's: benchmarks/routing_learned.py)
 
 Goal (issue 20): on held-out requests, simple kept local >= 0.90 and hard sent to the cloud >= 0.90.
 """
@@ -23,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import routing_learned
 from benchmarks.common import COACH_SYSTEM_PROMPT, machine
 from upcoach.config import Settings
 from upcoach.llm.base import BackendInfo, ChatMessage, ChatRequest, Chunk, Completion, GenerationParams, Health
@@ -237,6 +239,8 @@ def section(command: str) -> str:
             '"a thorough analysis of whether to ..."), which is what the learned router of issue 20 is for.',
             "",
             HISTORY,
+            "",
+            *routing_learned.section_lines(),
             "",
         ]
     )

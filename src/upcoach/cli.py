@@ -51,6 +51,9 @@ app.add_typer(privacy_app, name="privacy")
 from upcoach.eval_cli import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
+from upcoach.router_cli import router_app  # noqa: E402
+
+app.add_typer(router_app, name="router")
 ab_app = typer.Typer(help="Model-version A/B on a running server (needs an admin key).", no_args_is_help=True)
 models_app.add_typer(ab_app, name="ab")
 

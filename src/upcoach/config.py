@@ -113,6 +113,9 @@ class Settings(BaseSettings):
 
     # Routing
     complexity_threshold: float = Field(default=0.5, ge=0, le=1)
+    # Share of free routing choices (public requests of analytics opt-in users) that take the other side, so the
+    # logged outcomes support off-policy evaluation of router versions (issue 20). 0 turns exploration off.
+    router_explore: float = Field(default=0.05, ge=0, le=0.5)
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
     breaker_window_seconds: float = Field(default=30.0, gt=0)
     breaker_min_requests: int = Field(default=4, ge=1)

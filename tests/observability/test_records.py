@@ -20,7 +20,7 @@ from upcoach.llm.base import Usage
 from upcoach.observability.audit import AuditLog
 from upcoach.observability.metrics import Metrics
 from upcoach.observability.records import RecordWriter, to_pending, to_record
-from upcoach.observability.spool import Spool
+from upcoach.observability.spool import Spool, decode, encode
 from upcoach.privacy.rights import DataRights
 from upcoach.privacy.settings import PrivacyService
 from upcoach.routing.engine import Outcome
@@ -254,3 +254,22 @@ async def test_fence_refuses_a_write_from_another_process_after_the_erasure(migr
     await elsewhere.flush()
     assert await RequestRepository(migrated_db).all_for_user("u1") == []
     assert dropped(metrics, "erased") == 1
+
+
+@on_session_loop
+async def test_routing_log_and_finish_reason_reach_the_table_and_survive_the_spool(migrated_db: Database,
+                                                                                  tmp_path: Path) -> None:  # fmt: skip
+    """Issue 20: the durable writer keeps how the side was chosen (numbers and flags, no text), also via the spool."""
+    routing = {"side": "cloud", "forced": False, "propensity": 0.05, "explored": True, "router": "v1", "score": 0.31,
+               "rephrase": False, "vector": [1.0, 0.25], "text_logit": -0.5}  # fmt: skip
+    item = to_pending(outcome("routed", routing=routing, finish_reason="length"))
+    assert decode(encode(item)).record.routing == routing
+    writer = writer_for(migrated_db, tmp_path)
+    await writer.start()
+    try:
+        await writer.submit(outcome("routed", routing=routing, finish_reason="length"))
+        await writer.flush()
+    finally:
+        await writer.stop()
+    record = await RequestRepository(migrated_db).get("routed")
+    assert record is not None and record.routing == routing and record.finish_reason == "length"

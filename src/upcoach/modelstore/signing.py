@@ -14,6 +14,7 @@ import json
 import logging
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -67,6 +68,19 @@ class ManifestSigner:
     def sign(self, name: str, version: str, sha256: str, size: int) -> SignedManifest:
         signature = self._key.sign(canonical_manifest(name, version, sha256, size))
         return SignedManifest(name, version, sha256, size, base64.b64encode(signature).decode(), self.key_id)
+
+    def verify(self, manifest: SignedManifest) -> bool:
+        """Whether ``manifest`` carries this key's valid signature over its fields."""
+        if manifest.key_id != self.key_id:
+            return False
+        try:
+            signature = base64.b64decode(manifest.signature, validate=True)
+            self.public_key.verify(
+                signature, canonical_manifest(manifest.name, manifest.version, manifest.sha256, manifest.size)
+            )
+        except (ValueError, InvalidSignature):
+            return False
+        return True
 
     def public_pem(self) -> str:
         return self.public_key.public_bytes(

@@ -75,6 +75,8 @@ def to_record(outcome: Outcome, user_id: str | None, endpoint: str) -> RequestRe
         cloud_cost_equivalent_usd=outcome.cloud_equivalent_usd,
         redactions=outcome.redactions,
         region=outcome.region,
+        routing=outcome.routing,
+        finish_reason=outcome.finish_reason[:32] if outcome.finish_reason else None,
     )
 
 

@@ -26,7 +26,7 @@ from upcoach.llm.structured import for_local
 from upcoach.observability import tracing
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
 from upcoach.privacy.settings import PrivacySettings
-from upcoach.routing import sides
+from upcoach.routing import learned, sides
 from upcoach.routing.answer_gate import AnswerRejected, gated
 from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.features import RequestFeatures, extract
@@ -46,6 +46,7 @@ from upcoach.routing.policy import (
     Decision,
     LiveState,
     PolicyConfig,
+    RoutingLog,
     Target,
     decide,
     special_categories_may_leave,
@@ -218,8 +219,15 @@ class HybridEngine:
         features = extract(request.messages)
         state = await self.live_state(cloud)
         started = time.perf_counter()
-        decision = decide(features, hints, state, self.policy, request.device, user)
+        # The learned router and the exploration draw (issue 20): inputs of the policy's free step only.
+        explorable = keep_local is None and not inspection.special_categories and not inspection.self_harm
+        free = learned.for_request(self.policy, features, request.messages, request.device, explorable,
+                                   request.user_id)  # fmt: skip
+        decision = decide(features, hints, state, self.policy, request.device, user, free.free)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        if decision.routing is not None:
+            keep = user is not None and user.analytics_opt_in  # the vector serves learning: opted-in users only
+            decision = replace(decision, routing=learned.with_inputs(decision.routing, free, request.messages, keep))
         if keep_local or opted_in:
             decision = replace(decision, reasons=(keep_local or opted_in or "", *decision.reasons))
         # A pin never overrides a user's "no cloud" (only local pins exist on the API today).
@@ -450,7 +458,8 @@ def _forced(decision: Decision, target: Target, state: LiveState) -> Decision:
     if target == "local" and not state.local_available:
         return Decision(None, (*reasons, state.local_unavailable_reason), False, decision.complexity,
                         error_code="local_unavailable")  # fmt: skip
-    return Decision(target, reasons, False, decision.complexity, decision.on_device, decision.device_reasons)
+    return Decision(target, reasons, False, decision.complexity, decision.on_device, decision.device_reasons,
+                    routing=RoutingLog(target, forced=True, propensity=1.0))  # fmt: skip
 
 
 def _estimate_local_ttft(backend: Backend, queue_depth: int) -> float:

@@ -17,6 +17,7 @@ from upcoach.privacy import special_category
 from upcoach.routing.breaker import BreakerStore, CircuitBreaker, breaker_config_from_settings
 from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.engine import HybridEngine, HybridRequest, PrivacyLookup, RecordFn, RegionalCloud
+from upcoach.routing.learned_store import load_ab, load_active
 from upcoach.routing.policy import PolicyConfig
 from upcoach.security.guard import Guard, Refusal
 
@@ -94,7 +95,9 @@ def build_hybrid_engine(
         cloud_model=settings.cloud_model,
         prices=PriceTable.from_settings(settings),
         budget=CloudBudget(settings.cloud_budget_usd_per_day, redis),
-        policy=PolicyConfig(settings.complexity_threshold),
+        policy=PolicyConfig(
+            settings.complexity_threshold, load_active(settings), settings.router_explore, load_ab(settings)
+        ),
         metrics=metrics,
         record=record,
         guard=build_guard(metrics, audit),

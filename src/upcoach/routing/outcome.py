@@ -13,6 +13,7 @@ from upcoach.coaching.offline import OFFLINE_BACKEND
 from upcoach.errors import UpcoachError
 from upcoach.llm.base import ChatMessage, Completion, GenerationParams, ResponseFormat, Tools, Usage
 from upcoach.observability.metrics import Metrics
+from upcoach.routing import learned
 from upcoach.routing.costs import PriceTable
 from upcoach.routing.features import RequestFeatures
 from upcoach.routing.policy import Decision, Device, Hints, Target
@@ -67,6 +68,7 @@ class Outcome:
     started_at: datetime | None = None  # wall-clock start: erasure fences refuse records of earlier requests
     strategy_ids: list[str] = field(default_factory=list)  # library strategies given to the model as material
     prompt_version: str | None = None  # our built-in prompts' version, when persona or material was added
+    routing: dict[str, object] | None = None  # how the side was chosen, no text (routing/learned.py record_fields)
 
 
 @dataclass
@@ -138,11 +140,7 @@ def finished(
     used_cloud = any(s.is_cloud for s in run.sides_used)
     used_local = any(not s.is_cloud for s in run.sides_used)
     mode: ProcessingMode = (
-        "hybrid"
-        if (used_cloud and used_local) or (used_cloud and run.redacted)
-        else "cloud"
-        if used_cloud
-        else "local"
+        "hybrid" if (used_cloud and used_local) or (used_cloud and run.redacted) else "cloud" if used_cloud else "local"
     )
     # A cloud stream that broke off still produced tokens we pay for: count what reached the user.
     if used_local and run.fallback_used and used_cloud and run.cloud_usage.completion_tokens == 0:
@@ -179,6 +177,7 @@ def finished(
         flags=list(run.flags),
         region=cloud.region if used_cloud else None,
         started_at=started_at,
+        routing=learned.record_fields(decision.routing),
         strategy_ids=run.strategy_ids,
         prompt_version=run.prompt_version,
     )
@@ -221,6 +220,7 @@ def failed(
         flags=list(run.flags),
         region=cloud.region if any(s.is_cloud for s in run.sides_used) else None,
         started_at=datetime.now(UTC) - timedelta(seconds=elapsed),
+        routing=learned.record_fields(decision.routing),
     )
 
 

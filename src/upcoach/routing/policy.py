@@ -6,12 +6,16 @@ then the caller's latency preference, then complexity vs cost. The user's own pr
 everything: ``local_only`` and ``do_not_share`` keep every request off the cloud, including fallback and
 spill-over (a 429 or 503 is better than a leak). A settings lookup that failed never reaches the policy: the
 engine refuses such a request (503 ``security_check_failed``).
+
+The last step is the only free one (issue 20): a learned router's score may replace the complexity score there, and
+a share of those free choices may be explored, with the engine's random draw passed in (``FreeStep``). Every
+decision says how it was made (``RoutingLog``: forced or free, propensity) for the request record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from upcoach.privacy.settings import PrivacySettings
 from upcoach.routing.features import RequestFeatures
@@ -59,6 +63,49 @@ class LiveState:
 @dataclass(frozen=True)
 class PolicyConfig:
     complexity_threshold: float = 0.5
+    # The engine's free-step inputs (the policy itself reads none): the active learned router version
+    # (routing/learned.py LearnedRouter; None: the complexity score decides), the exploration share, and a running
+    # A/B between router versions (routing/learned_store.py RouterAB), which picks the version per user.
+    router: Any = None
+    explore: float = 0.0
+    ab: Any = None
+
+
+@dataclass(frozen=True)
+class FreeStep:
+    """What the free step (4) needs beyond the features, computed by the engine before deciding (the policy itself
+    draws no random number and loads no model).
+
+    ``p_local``: the learned router's chance that the local answer is good enough (None: the complexity score
+    decides, as before). ``explore``: the share of free choices that take the other side
+    (``UPCOACH_ROUTER_EXPLORE``); ``draw`` a uniform number in [0, 1) the engine drew for this request;
+    ``explorable``: the engine's verdict that this request may be explored (public, no special-category data, the
+    user opted in to analytics). Exploration never touches a forced choice: privacy, settings, residency,
+    availability and the caller's preference all return before step 4.
+    """
+
+    p_local: float | None = None
+    threshold: float = 0.5
+    router: str | None = None
+    explore: float = 0.0
+    draw: float = 1.0
+    explorable: bool = False
+
+
+@dataclass(frozen=True)
+class RoutingLog:
+    """How the side was chosen, for the request record (no text): forced or free, and with what probability."""
+
+    side: Target | None
+    forced: bool
+    propensity: float  # probability that this policy picks ``side`` for this request (1.0 when forced)
+    explored: bool = False
+    router: str | None = None  # the learned router version that scored the free step, None: the rules
+    score: float | None = None  # p_local of that router, or the complexity score under the rules
+    # Filled in by the engine (routing/learned.py with_inputs), kept only for analytics opt-in users:
+    vector: tuple[float, ...] = ()
+    text_logit: float = 0.0
+    rephrase: bool = False  # the latest ask restates the previous one (the previous answer did not help)
 
 
 @dataclass(frozen=True)
@@ -72,6 +119,7 @@ class Decision:
     error_code: str | None = None
     redact: bool = False  # personal data must be redacted before the cloud sees this request
     region: str | None = None  # residency region of the cloud endpoint this decision may use
+    routing: RoutingLog | None = None
 
 
 def _cloud_block_reason(state: LiveState) -> str:
@@ -114,15 +162,20 @@ def decide(
     config: PolicyConfig,
     device: Device | None = None,
     user: PrivacySettings | None = None,
+    free: FreeStep | None = None,
 ) -> Decision:
-    """``user``: the requesting user's privacy settings (None: anonymous, the defaults)."""
+    """``user``: the requesting user's privacy settings (None: anonymous, the defaults); ``free``: the learned
+    router's score and the exploration draw for step 4 (None: the complexity score, no exploration)."""
     reasons: list[str] = []
     complexity = features.complexity
+    free = free or FreeStep()
+    log = RoutingLog(None, forced=True, propensity=1.0)
 
     redact = hints.privacy_level == "private"
 
     def done(target: Target | None, cloud_allowed: bool, error: str | None = None) -> Decision:
         on_device, device_reasons = _device(device, target, hints.privacy_level)
+        routing = replace(log, side=target)
         return Decision(
             target,
             tuple(reasons),
@@ -133,6 +186,7 @@ def decide(
             error,
             redact and cloud_allowed,
             state.cloud_region if cloud_allowed or target == "cloud" else None,
+            routing,
         )
 
     def local_or_fail(cloud_allowed: bool) -> Decision:
@@ -180,20 +234,47 @@ def decide(
         reasons.append("caller prefers local")
         return done("local", True)
 
-    # 4. Complexity against cost: simple requests are free locally, complex ones get the bigger model.
-    explained = features.explain()
-    if complexity >= config.complexity_threshold:
-        reasons.append(
-            f"complex request ({complexity:.2f} >= {config.complexity_threshold:.2f}: {explained}): {cloud_words}"
-        )
-        target: Target = "cloud"
-    else:
-        reasons.append(f"simple request ({complexity:.2f} < {config.complexity_threshold:.2f}: {explained}): local")
-        target = "local"
+    # 4. The free choice: the learned router's score, or the complexity score, against cost.
+    # Exploration only where a wrong side costs no privacy: public requests of users who opted in to analytics (the
+    # engine adds: no special-category data). Checked here as well, so a careless caller cannot widen it.
+    explorable = free.explorable and hints.privacy_level == "public" and user is not None and user.analytics_opt_in
+    target, log = _free_choice(features, config, replace(free, explorable=explorable), reasons, cloud_words)
     if target == "local" and not local_fits and cloud_fits:
         reasons.append(f"local ~{state.local_ttft_ms:.0f} ms misses the {budget:.0f} ms budget: {cloud_words}")
         target = "cloud"
+        log = RoutingLog(None, forced=True, propensity=1.0, router=log.router, score=log.score)
     elif target == "cloud" and not cloud_fits and local_fits:
         reasons.append(f"cloud ~{state.cloud_ttft_ms:.0f} ms misses the {budget:.0f} ms budget: local")
         target = "local"
+        log = RoutingLog(None, forced=True, propensity=1.0, router=log.router, score=log.score)
     return done(target, True)
+
+
+def _free_choice(
+    features: RequestFeatures, config: PolicyConfig, free: FreeStep, reasons: list[str], cloud_words: str
+) -> tuple[Target, RoutingLog]:
+    if free.p_local is not None:
+        score = free.p_local
+        target: Target = "cloud" if score < free.threshold else "local"
+        side = "local" if target == "local" else cloud_words
+        relation = "<" if target == "cloud" else ">="
+        reasons.append(
+            f"router {free.router}: local answer good with p={score:.2f} {relation} {free.threshold:.2f}: {side}"
+        )
+    else:
+        score = features.complexity
+        explained = features.explain()
+        if score >= config.complexity_threshold:
+            reasons.append(
+                f"complex request ({score:.2f} >= {config.complexity_threshold:.2f}: {explained}): {cloud_words}"
+            )
+            target = "cloud"
+        else:
+            reasons.append(f"simple request ({score:.2f} < {config.complexity_threshold:.2f}: {explained}): local")
+            target = "local"
+    rate = min(max(free.explore, 0.0), 0.5) if free.explorable else 0.0
+    if rate and free.draw < rate:
+        target = "local" if target == "cloud" else "cloud"
+        reasons.append(f"exploration ({rate:.2f} of free choices take the other side): {target}")
+        return target, RoutingLog(None, forced=False, propensity=rate, explored=True, router=free.router, score=score)
+    return target, RoutingLog(None, forced=False, propensity=1.0 - rate, router=free.router, score=score)

@@ -52,6 +52,8 @@ class RequestRecord:
     cloud_cost_equivalent_usd: float = 0.0
     region: str | None = None
     redactions: dict[str, int] | None = None
+    routing: dict[str, object] | None = None  # routing/learned.py record_fields: numbers and flags only
+    finish_reason: str | None = None
 
 
 @dataclass

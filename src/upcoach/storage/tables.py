@@ -98,6 +98,10 @@ class RequestRecordRow(Base):
     region: Mapped[str | None] = mapped_column(String(32))
     # none_as_null: "no redaction data" is SQL NULL, not the JSON value null.
     redactions: Mapped[dict[str, int] | None] = mapped_column(JSON(none_as_null=True))
+    # How the side was chosen (issue 20, migration 0010): forced or free, propensity, the dense feature vector and
+    # the text block's logit (routing/learned.py record_fields), never text. NULL for records from before.
+    routing: Mapped[dict[str, object] | None] = mapped_column(JSON(none_as_null=True))
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class ApiKeyRow(Base):
