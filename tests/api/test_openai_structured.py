@@ -170,9 +170,6 @@ def test_tool_results_pass_the_guard_like_any_message(client: OpenAI) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("n", 2),
-        ("logprobs", True),
-        ("top_logprobs", 3),
         ("store", True),
         ("functions", [{"name": "f", "parameters": {}}]),
         ("audio", {"voice": "alloy", "format": "mp3"}),

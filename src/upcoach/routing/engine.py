@@ -31,16 +31,18 @@ from upcoach.llm.base import (
     Completion,
     GenerationParams,
     ResponseFormat,
+    TokenLogprob,
     Tools,
     Usage,
     follows_grammar,
 )
-from upcoach.llm.structured import for_local
+from upcoach.llm.structured import for_local, keeps_format
 from upcoach.modelstore.catalog import decoding_for
 from upcoach.observability import tracing
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
 from upcoach.privacy.settings import PrivacySettings
 from upcoach.routing.answer_gate import AnswerRejected, gated
+from upcoach.routing.choices import OtherChoices
 from upcoach.routing.costs import CloudBudget, PriceTable
 from upcoach.routing.features import RequestFeatures, extract
 from upcoach.routing.policy import (
@@ -137,6 +139,8 @@ class Outcome:
     region: str | None = None  # residency region of the cloud endpoint that served (part of) the answer
     started_at: datetime | None = None  # wall-clock start: erasure fences refuse records of earlier requests
     strategy_ids: list[str] = field(default_factory=list)  # library strategies given to the model as material
+    # Crisis resources given beside a JSON or tool-call answer rather than prepended to it (routing/choices.py).
+    notice: str = ""
     prompt_version: str | None = None  # our built-in prompts' version, when persona or material was added
 
 
@@ -147,6 +151,10 @@ class Event:
     kind: Literal["admitted", "text", "final"]
     text: str = ""
     outcome: Outcome | None = None
+    index: int = 0  # the choice of an n > 1 request the text belongs to
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish: str | None = None  # a choice after the first ended (choice 0's ends with the outcome)
+    notice: str = ""  # on ``admitted``: crisis resources to show beside a constrained answer
 
 
 @dataclass(eq=False)
@@ -180,6 +188,8 @@ class _Run:
     library: bool = False  # answered from the strategies library after failed checks
     prompt_version: str | None = None  # our built-in prompts' version, when any of their text was added
     coaching: bool = True  # persona, material and answer checks apply (``_coaching``)
+    notice: str = ""
+    others: OtherChoices = field(default_factory=OtherChoices)  # choices 1.. of an n > 1 request
 
 
 RecordFn = Callable[[Outcome], Awaitable[None]]
@@ -411,14 +421,27 @@ class HybridEngine:
                     async for chunk in self._checked(side, chat, prepared, run):
                         if not admitted:
                             admitted = True
-                            yield Event("admitted")
-                            if inspection.self_harm:
-                                run.preamble = _crisis_preamble(features.language, cloud.region)
-                                yield Event("text", run.preamble)
+                            help_ = _crisis_preamble(features.language, cloud.region) if inspection.self_harm else ""
+                            if help_ and keeps_format(request.response_format, request.tools):
+                                run.notice = help_.strip()  # JSON or tool calls stay valid: resources go beside
+                                yield Event("admitted", notice=run.notice)
+                            else:
+                                yield Event("admitted")
+                                run.preamble = help_
+                                for index in range(request.params.n) if help_ else ():
+                                    yield Event("text", help_, index=index)
+                        if chunk.index:  # another choice of an n > 1 request, checked on its own
+                            other = run.others.feed(chunk, rehydrator, lambda: self._watch(request.messages))
+                            if other is not None:
+                                if other.leaked:
+                                    run.flags.append("system_prompt_leak_withheld")
+                                yield Event("text", WITHHELD if other.leaked else other.text, index=chunk.index,
+                                            logprobs=other.logprobs, finish=chunk.finish)  # fmt: skip
+                            continue
                         piece = rehydrator.feed(chunk.text) if rehydrator and chunk.text else chunk.text
                         if chunk.final is not None and rehydrator is not None:
                             piece += rehydrator.flush()
-                        if piece and not run.withheld:
+                        if (piece or chunk.logprobs) and not run.withheld:
                             if run.first_token_at is None:
                                 run.first_token_at = time.perf_counter()
                             if side not in run.sides_used:
@@ -430,7 +453,7 @@ class HybridEngine:
                                 run.reasons.append("answer withheld: it revealed the system prompt")
                                 yield Event("text", WITHHELD)
                             else:
-                                yield Event("text", piece)
+                                yield Event("text", piece, logprobs=chunk.logprobs)
                         if chunk.final is not None:
                             self._account(run, side, chunk.final)
                     side_outcome = "ok"
@@ -509,6 +532,8 @@ class HybridEngine:
         stream = side.backend.stream(chat)
         if side.is_cloud or not self.answer_checks or not run.coaching or chat.continuation or _constrained(chat):
             return stream
+        if chat.params.n > 1 or chat.params.logprobs is not None:
+            return stream  # n choices and token log probabilities pass as generated: the checks re-chunk text
         question = next((m.content for m in reversed(prepared.messages) if m.role == "user"), "")
         watch = AnswerWatch(question, prepared.topic)
         return gated(stream, watch, self.metrics, side.backend.info().model, run.cut)
@@ -545,9 +570,12 @@ class HybridEngine:
 
     def _leaked(self, run: _Run, original: tuple[ChatMessage, ...], piece: str) -> bool:
         if run.leak_watch is None:
-            system = original[0].content if original and original[0].role in ("system", "developer") else ""
-            run.leak_watch = LeakWatch(self.canary, system)
+            run.leak_watch = self._watch(original)
         return run.leak_watch.feed(piece)
+
+    def _watch(self, original: tuple[ChatMessage, ...]) -> LeakWatch:
+        system = original[0].content if original and original[0].role in ("system", "developer") else ""
+        return LeakWatch(self.canary, system)
 
     def _plan(self, decision: Decision, cloud: _Cloud) -> list[_Side]:
         local_sides = [_Side(_backend_name(b), b, False) for b in self.local]
@@ -630,6 +658,7 @@ class HybridEngine:
             started_at=started_at,
             strategy_ids=run.strategy_ids,
             prompt_version=run.prompt_version,
+            notice=run.notice,
         )
         self._observe(outcome)
         await self._record(outcome)
