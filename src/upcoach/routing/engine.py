@@ -139,7 +139,7 @@ class Outcome:
     region: str | None = None  # residency region of the cloud endpoint that served (part of) the answer
     started_at: datetime | None = None  # wall-clock start: erasure fences refuse records of earlier requests
     strategy_ids: list[str] = field(default_factory=list)  # library strategies given to the model as material
-    # Crisis resources given beside a JSON or tool-call answer rather than prepended to it (routing/choices.py).
+    # Crisis resources given beside a JSON or tool-call answer rather than prepended to it (api/openai_routes.py).
     notice: str = ""
     prompt_version: str | None = None  # our built-in prompts' version, when persona or material was added
 
