@@ -90,8 +90,11 @@ async def _sse(chunks: AsyncIterator[Chunk], first: Chunk, completion_id: str, m
                 yield _event(chunk_dict(completion_id, model, created, finish_reason=final.finish_reason))
                 yield _event(chunk_dict(completion_id, model, created, usage=final.usage, with_choice=False))
                 break
-            if chunk.text:
-                yield _event(chunk_dict(completion_id, model, created, delta={"content": chunk.text}))
+            if chunk.text or chunk.logprobs:  # every choice (n > 1) under its index, with its log probabilities
+                yield _event(chunk_dict(completion_id, model, created, delta={"content": chunk.text},
+                                        index=chunk.index, logprobs=chunk.logprobs or None))  # fmt: skip
+            if chunk.finish is not None:
+                yield _event(chunk_dict(completion_id, model, created, finish_reason=chunk.finish, index=chunk.index))
             chunk = await anext(chunks, None)
     except UpcoachError as exc:
         # The 200 is on the wire already: an error event, which the workers' client raises as the peer's error.

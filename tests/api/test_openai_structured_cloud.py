@@ -99,3 +99,26 @@ def test_tool_calls_through_the_cloud_streamed_and_not(client: OpenAI) -> None:
     )  # fmt: skip
     assert follow_up.model == "default"
     assert follow_up.choices[0].message.content or follow_up.choices[0].message.tool_calls
+
+
+def test_logprobs_and_n_through_the_cloud_streamed_and_not(client: OpenAI) -> None:
+    messages = [{"role": "user", "content": "Name one healthy snack."}]
+    result = client.chat.completions.create(
+        model="auto", messages=messages, max_tokens=10, temperature=0.9, seed=5, n=2, logprobs=True, top_logprobs=2
+    )
+    assert result.model == "default"  # the cloud peer answered, with the fields passed on
+    assert [c.index for c in result.choices] == [0, 1]
+    for choice in result.choices:
+        entries = choice.logprobs.content if choice.logprobs else None
+        assert entries and all(e.logprob <= 0 and len(e.top_logprobs) == 2 for e in entries)
+        assert b"".join(bytes(e.bytes or []) for e in entries).decode() == choice.message.content
+
+    texts: dict[int, str] = {0: "", 1: ""}
+    counted: dict[int, int] = {0: 0, 1: 0}
+    for chunk in client.chat.completions.create(
+        model="auto", messages=messages, max_tokens=10, temperature=0.9, seed=5, n=2, logprobs=True, stream=True
+    ):
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+            counted[c.index] += len(c.logprobs.content or []) if c.logprobs else 0
+    assert all(texts.values()) and all(counted.values())

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from upcoach.llm.base import ChatMessage, Function, GenerationParams, ResponseFormat, Tools, Usage
+from upcoach.llm.base import ChatMessage, Function, GenerationParams, ResponseFormat, TokenLogprob, Tools, Usage
+from upcoach.llm.sampling import MAX_CHOICES, MAX_TOP_LOGPROBS
 from upcoach.llm.structured import ToolCall, call_text, check_schema
 
 
@@ -138,9 +139,6 @@ class WireResponseFormat(OpenAIWire):
 
 # Fields refused unless they hold the value that means "not used" (OpenAI's default): 400 unsupported_parameter.
 REFUSED_UNLESS: dict[str, tuple[object, ...]] = {
-    "n": (None, 1),
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
     "store": (None, False),
     "modalities": (None, ["text"]),
     "audio": (None,),
@@ -178,10 +176,10 @@ class ChatCompletionRequest(OpenAIWire):
     reasoning_effort: str | None = None
     verbosity: str | None = None
     prediction: dict[str, Any] | None = None
-    # Refused unless unused (REFUSED_UNLESS).
-    n: int | None = None
+    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    # Refused unless unused (REFUSED_UNLESS).
     store: bool | None = None
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None
@@ -194,14 +192,25 @@ class ChatCompletionRequest(OpenAIWire):
     def _refused(cls, value: object, info: ValidationInfo) -> object:
         if value not in REFUSED_UNLESS[info.field_name or ""]:
             reasons = {
-                "n": "n > 1 (one choice per request)",
-                "logprobs": "logprobs",
-                "top_logprobs": "top_logprobs",
                 "store": "store (completions are not stored for later retrieval)",
                 "functions": "functions (use tools)",
                 "function_call": "function_call (use tool_choice)",
             }
             raise unsupported(reasons.get(info.field_name or "", info.field_name or "this field"))
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
+
+    @field_validator("n")
+    @classmethod
+    def _one_set_of_calls(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if (value or 1) > 1 and info.data.get("tools") and info.data.get("tool_choice") != "none":
+            raise unsupported("n > 1 with tools (one set of tool calls per request)")
         return value
 
     @field_validator("stop")
@@ -243,6 +252,8 @@ class ChatCompletionRequest(OpenAIWire):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             logit_bias=tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items()),
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            n=self.n or 1,
         )
 
     def output_format(self) -> ResponseFormat | None:
@@ -308,6 +319,40 @@ def tool_calls_wire(calls: list[ToolCall]) -> list[dict[str, Any]]:
     ]
 
 
+def logprobs_wire(entries: list[TokenLogprob] | tuple[TokenLogprob, ...] | None) -> dict[str, Any] | None:
+    """OpenAI's ``choices[].logprobs`` of a chat completion: ``{"content": [...]}`` (None when not asked)."""
+    if entries is None:
+        return None
+    return {"content": [_token_wire(e) for e in entries], "refusal": None}
+
+
+def _token_wire(entry: TokenLogprob) -> dict[str, Any]:
+    return {
+        "token": entry.token,
+        "logprob": entry.logprob,
+        "bytes": list(entry.raw),
+        "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.raw)} for t in entry.top],
+    }
+
+
+def choice_dict(
+    index: int,
+    text: str | None,
+    finish_reason: str,
+    tool_calls: list[ToolCall] | None = None,
+    logprobs: list[TokenLogprob] | None = None,
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"] = tool_calls_wire(tool_calls)
+    return {
+        "index": index,
+        "message": message,
+        "finish_reason": _finish(finish_reason, bool(tool_calls)),
+        "logprobs": logprobs_wire(logprobs),
+    }
+
+
 def completion_dict(
     completion_id: str,
     model: str,
@@ -315,23 +360,16 @@ def completion_dict(
     finish_reason: str,
     usage: Usage,
     tool_calls: list[ToolCall] | None = None,
+    *,
+    choices: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if tool_calls:
-        message["tool_calls"] = tool_calls_wire(tool_calls)
+    """A chat completion: one choice from ``text`` (and ``tool_calls``), or the given ``choices`` (n > 1)."""
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": _finish(finish_reason, bool(tool_calls)),
-                "logprobs": None,
-            }
-        ],
+        "choices": choices if choices is not None else [choice_dict(0, text, finish_reason, tool_calls)],
         "usage": usage_dict(usage),
     }
 
@@ -346,10 +384,13 @@ def chunk_dict(
     usage: Usage | None = None,
     with_choice: bool = True,
     tool_calls: bool = False,
+    index: int = 0,
+    logprobs: tuple[TokenLogprob, ...] | None = None,
 ) -> dict[str, Any]:
     choices = (
-        [{"index": 0, "delta": delta or {},
-          "finish_reason": _finish(finish_reason, tool_calls) if finish_reason else None, "logprobs": None}]
+        [{"index": index, "delta": delta or {},
+          "finish_reason": _finish(finish_reason, tool_calls) if finish_reason else None,
+          "logprobs": logprobs_wire(logprobs)}]
         if with_choice
         else []
     )  # fmt: skip

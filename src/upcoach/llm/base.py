@@ -41,6 +41,13 @@ class GenerationParams:
     # Token id -> bias added to its logit (OpenAI's -100..100; -100 bans the token, 100 all but forces it).
     logit_bias: tuple[tuple[int, float], ...] = ()
 
+    # Log probabilities of the chosen tokens (None: not asked), with this many most likely alternatives each
+    # (OpenAI's top_logprobs, 0..20). Computed by the local engine; remote peers pass them on.
+    logprobs: int | None = None
+    # Independent answers to the same prompt (OpenAI's n): the local engine decodes them side by side from one
+    # prefilled prompt, each choice with its own seed (``seed + index``); their chunks carry ``Chunk.index``.
+    n: int = 1
+
     # Penalty on tokens already in the context (1.0: none). Honoured by the llama.cpp engine.
     repeat_penalty: float = 1.0
     # The caller chose no temperature: the serving model's own default applies (modelstore/catalog.py Decoding).
@@ -127,10 +134,34 @@ class Completion:
     queue_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    raw: bytes  # the token's bytes (``token`` is them decoded, with U+FFFD where a character is split)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log probability under the model, with the most likely alternatives (best first)."""
+
+    token: str
+    logprob: float
+    raw: bytes
+    top: tuple[TopLogprob, ...] = ()
+
+
 @dataclass
 class Chunk:
     text: str = ""
     final: Completion | None = None
+    # Which choice of an n > 1 request the text belongs to; only choice 0 carries ``final``.
+    index: int = 0
+    # The generated tokens this text came from, when ``GenerationParams.logprobs`` asked for them. A piece held
+    # back by the stop-sequence matcher arrives later as text: a chunk may carry logprobs and no text yet.
+    logprobs: tuple[TokenLogprob, ...] = ()
+    # Another choice (index > 0) ended: its finish reason; choice 0's is ``final.finish_reason``.
+    finish: FinishReason | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +192,7 @@ class Backend(Protocol):
 
 
 async def collect(chunks: AsyncIterator[Chunk]) -> Completion | None:
-    """Consume a ``stream()`` into one Completion (its text joined); None if it ended without a final chunk.
+    """Consume a ``stream()`` into one Completion (choice 0's text joined); None if it ended without a final chunk.
 
     The stream is closed on every way out, so an abandoned generation frees its backend's slot.
     """
@@ -171,7 +202,8 @@ async def collect(chunks: AsyncIterator[Chunk]) -> Completion | None:
             if chunk.final is not None:
                 chunk.final.text = "".join(text)
                 return chunk.final
-            text.append(chunk.text)
+            if chunk.index == 0:
+                text.append(chunk.text)
     return None
 
 

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from upcoach.llm.base import (
 from upcoach.llm.channel import Channel
 from upcoach.llm.prefix_cache import PrefixCache
 from upcoach.llm.prompt import PromptFormatter, RenderedPrompt
+from upcoach.llm.sampling import MAX_CHOICES
 from upcoach.llm.scheduler import Scheduler, Sequence, drain_seconds, new_sequence, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,9 @@ class LlamaCppEngine:
             logits_all=False,
             verbose=False,
         )
-        # Sequence 0 holds the shared system prompt; each running conversation has one, chips up to MAX_BRANCHES.
-        extra = MAX_BRANCHES - 1
+        # Sequence 0 holds the shared system prompt; each running conversation has one, chips up to MAX_BRANCHES,
+        # a request for n choices up to MAX_CHOICES.
+        extra = max(MAX_BRANCHES, MAX_CHOICES) - 1
         n_seqs = 1 + config.parallel + extra
         kv_cells = config.context_size * (config.parallel + 1)
         batch = max(config.batch_size, config.prefill_chunk + config.parallel + extra)
@@ -293,16 +295,16 @@ class LlamaCppEngine:
         try:
             while True:
                 batch = await job.channel.get_batch()
-                # When the consumer lags behind the decoder, hand over the text decoded meanwhile as one chunk:
-                # fewer events to encode and send, so the API never slows the decode thread down.
-                text = "".join(item.text for item in batch if isinstance(item, Chunk))
+                # When the consumer lags behind the decoder, hand over the text decoded meanwhile as one chunk per
+                # choice: fewer events to encode and send, so the API never slows the decode thread down.
+                merged = _merged(item for item in batch if isinstance(item, Chunk) and item.final is None)
                 last = batch[-1]
                 if isinstance(last, UpcoachError):
-                    if text:
-                        yield Chunk(text)
+                    for chunk in merged:
+                        yield chunk
                     raise last
-                if text or last.final is None:
-                    yield Chunk(text)
+                for chunk in merged or ([Chunk()] if last.final is None else []):
+                    yield chunk
                 if last.final is not None:
                     yield Chunk(final=last.final)
                     return
@@ -347,6 +349,9 @@ class LlamaCppEngine:
             raise InvalidRequest(
                 f"branches needs a grammar and is at most {MAX_BRANCHES} (got {request.branches})", param="branches"
             )
+        n = request.params.n
+        if not 1 <= n <= MAX_CHOICES or (n > 1 and request.branches > 1):
+            raise InvalidRequest(f"n is 1..{MAX_CHOICES} and not combined with branches (got {n})", param="n")
         loop = asyncio.get_running_loop()
         job = _Job(request, Channel(loop))
         self._pending += 1
@@ -376,6 +381,11 @@ class LlamaCppEngine:
                 f"the prompt is {len(tokens)} tokens; this model's context is {n_ctx} tokens", param="messages"
             )
         max_tokens = min(request.params.max_tokens or self.config.default_max_tokens, n_ctx - len(tokens))
+        scheduler = self._scheduler
+        n = request.params.n
+        if n > 1 and scheduler is not None and len(tokens) + n * max_tokens > scheduler.kv_cells:
+            # Each choice holds its own answer's cells: n of them must fit beside the prompt.
+            max_tokens = max(1, (scheduler.kv_cells - len(tokens)) // n)
         grammar = self._checked_grammar(request.grammar) if request.grammar else None
         return new_sequence(job, tokens, prompt.boundary, max_tokens, request.params.stop + prompt.stops, grammar)
 
@@ -419,6 +429,20 @@ class LlamaCppEngine:
                 self._grammars.clear()
             self._grammars.add(text)
         return text
+
+
+def _merged(chunks: Iterable[Chunk]) -> list[Chunk]:
+    """Consecutive text chunks of the same choice joined into one (their log probabilities too), in order; a
+    chunk that ends a choice (``finish``) stays last of its run."""
+    out: list[Chunk] = []
+    for chunk in chunks:
+        previous = out[-1] if out else None
+        if previous is not None and previous.index == chunk.index and previous.finish is None:
+            out[-1] = Chunk(previous.text + chunk.text, index=chunk.index, logprobs=previous.logprobs + chunk.logprobs,
+                            finish=chunk.finish)  # fmt: skip
+        else:
+            out.append(chunk)
+    return out
 
 
 def _allow_sequences(llama: object, n_seq_max: int, kv_cells: int, n_batch: int) -> None:

@@ -32,6 +32,8 @@ from upcoach.llm.base import (
     Completion,
     FinishReason,
     Health,
+    TokenLogprob,
+    TopLogprob,
     Usage,
     collect,
 )
@@ -227,20 +229,24 @@ class OpenAICompatBackend:
                 self._progress_at = time.monotonic()
                 if event.get("usage"):
                     usage = event["usage"]
-                choices = event.get("choices")
-                if not choices:
-                    continue
-                choice = choices[0]
-                delta = choice.get("delta") or {}
-                _gather_calls(calls, delta.get("tool_calls"))
-                content = delta.get("content")
-                if content:
-                    if first_at is None:
-                        first_at = loop.time()
-                    pieces += 1
-                    yield Chunk(content)
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
+                for choice in event.get("choices") or ():
+                    # n > 1: every choice streams under its own index; only choice 0 may carry tool calls.
+                    index = int(choice.get("index") or 0)
+                    delta = choice.get("delta") or {}
+                    if index == 0:
+                        _gather_calls(calls, delta.get("tool_calls"))
+                    content = delta.get("content") or ""
+                    logprobs = _logprobs(choice.get("logprobs"))
+                    if content or logprobs:
+                        if first_at is None:
+                            first_at = loop.time()
+                        pieces += 1
+                        yield Chunk(content, index=index, logprobs=logprobs)
+                    if choice.get("finish_reason"):
+                        if index == 0:
+                            finish = choice["finish_reason"]
+                        else:
+                            yield Chunk(index=index, finish="length" if choice["finish_reason"] == "length" else "stop")
             if calls:
                 # Tool calls travel inside the service as text in the template's format (llm/structured.py).
                 if first_at is None:
@@ -301,6 +307,11 @@ class OpenAICompatBackend:
             body["frequency_penalty"] = params.frequency_penalty
         if params.logit_bias:
             body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
+        if params.logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = params.logprobs
+        if params.n > 1:
+            body["n"] = params.n
         body.update(_structure(request))
         return body
 
@@ -455,6 +466,27 @@ def _structure(request: ChatRequest) -> dict[str, Any]:
         body["tool_choice"] = {"type": "function", "function": {"name": tools.choice}} if named else tools.choice
         body["parallel_tool_calls"] = tools.parallel
     return body
+
+
+def _logprobs(wire: object) -> tuple[TokenLogprob, ...]:
+    """A streamed choice's ``logprobs.content`` as the service carries it (empty when the peer sent none)."""
+    content = wire.get("content") if isinstance(wire, dict) else None
+    if not isinstance(content, list):
+        return ()
+    return tuple(
+        TokenLogprob(str(e.get("token", "")), float(e.get("logprob", 0.0)), _raw(e),
+                     tuple(TopLogprob(str(t.get("token", "")), float(t.get("logprob", 0.0)), _raw(t))
+                           for t in e.get("top_logprobs") or () if isinstance(t, dict)))
+        for e in content
+        if isinstance(e, dict)
+    )  # fmt: skip
+
+
+def _raw(entry: dict[str, Any]) -> bytes:
+    raw = entry.get("bytes")
+    if isinstance(raw, list) and all(isinstance(b, int) and 0 <= b < 256 for b in raw):
+        return bytes(raw)
+    return str(entry.get("token", "")).encode()
 
 
 def _gather_calls(calls: dict[int, dict[str, str]], deltas: object) -> None:

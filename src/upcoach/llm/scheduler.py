@@ -10,7 +10,9 @@ Sequences live in one unified KV buffer (``kv_unified``), so cells copied betwee
 prompt, and a new conversation behind it starts from a copy of those cells and prefills only its own tokens.
 Longer prefixes (whole finished conversations) come from the byte LRU ``PrefixCache``, restored straight into
 the new sequence. Suggestion chips (``branches``) are ordinary sequences: the prompt is prefilled once, then
-forked into one lane per chip, each with its own grammar sampler, decoded side by side with everyone else.
+forked into one lane per chip, each with its own grammar sampler, decoded side by side with everyone else. OpenAI's
+``n`` works the same way: the prompt is prefilled once and copied into one lane per choice, each with its own
+seed, stop matcher and finish reason (llm/sampling.py holds the per-lane samplers and the log probabilities).
 
 Everything here runs on the engine thread, the only one that touches the llama context.
 """
@@ -31,17 +33,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from upcoach.errors import Unavailable, UpcoachError
-from upcoach.llm.base import Chunk, Completion, Usage
+from upcoach.llm.base import Chunk, Completion, FinishReason, TokenLogprob, Usage
 from upcoach.llm.constrained import GrammarSampler
 from upcoach.llm.prefix_cache import PrefixCache, Tokens, common_prefix
+from upcoach.llm.sampling import make_sampler, sample, token_logprob
 from upcoach.llm.stops import StopMatcher
 
 if TYPE_CHECKING:
     from upcoach.llm.llamacpp import EngineStats, _Job
 
 log = logging.getLogger(__name__)
-
-PENALTY_LAST_N = 64  # generated tokens the repeat/presence/frequency penalties look back over
 
 # A cached prefix must beat what sequence 0 already shares by this many tokens to be worth a restore.
 RESTORE_MARGIN = 16
@@ -54,7 +55,7 @@ PREFIX_SEQ = 0
 
 @dataclass
 class Lane:
-    """One decoding stream inside the KV buffer: a plain answer has one, suggestion chips one per chip."""
+    """One decoding stream inside the KV buffer: a plain answer has one, ``n`` choices and chips one each."""
 
     seq_id: int
     sampler: object  # LlamaSampler or GrammarSampler
@@ -64,6 +65,13 @@ class Lane:
     text: bytes = b""  # branch lanes: the line so far
     done: bool = False
     row: int = -1
+    index: int = 0  # the choice this lane answers (OpenAI's ``choices[].index``)
+    finish: FinishReason = "length"
+    matcher: StopMatcher | None = None
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+    logprob: TokenLogprob | None = None  # of the token just sampled, when the request asked for them
 
 
 @dataclass
@@ -83,14 +91,15 @@ class Sequence:
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     finish: str = "length"
-    matcher: StopMatcher | None = None
-    decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
-    )
 
     @property
     def branches(self) -> int:
         return self.job.request.branches
+
+    @property
+    def width(self) -> int:
+        """Lanes (and sequence ids) this sequence decodes with: one per chip or per choice."""
+        return max(1, self.branches, self.job.request.params.n)
 
     @property
     def decoding(self) -> bool:
@@ -194,7 +203,7 @@ class Scheduler:
                 self.waiting.popleft()
                 self._finish_cancelled(sequence)
                 continue
-            need_ids = max(1, sequence.branches)
+            need_ids = sequence.width
             over_budget = self.step.kv_cells + sequence.reserved_cells > self.kv_cells - len(self._prefix)
             if len(self.active) >= self.parallel or len(self._free_ids) < need_ids or (self.active and over_budget):
                 return  # in order: nobody overtakes the head of the queue, so nobody starves
@@ -319,7 +328,7 @@ class Scheduler:
             self.fail(sequence, Unavailable(f"local generation failed: {exc}"))
 
     def _advance_lane(self, sequence: Sequence, lane: Lane) -> None:
-        self._advance(sequence, lane, self._sample(lane, lane.row))
+        self._advance(sequence, lane, self._sample(sequence, lane, lane.row))
 
     def _put(self, row: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         batch = self._batch
@@ -329,21 +338,28 @@ class Scheduler:
         batch.seq_id[row][0] = seq_id
         batch.logits[row] = 1 if logits else 0
 
-    def _sample(self, lane: Lane, row: int) -> int:
-        sampler = lane.sampler
-        if isinstance(sampler, GrammarSampler):
-            return sampler.sample(row)
-        return int(sampler.sample(self.llama._ctx, row))  # type: ignore[attr-defined]
+    def _sample(self, sequence: Sequence, lane: Lane, row: int) -> int:
+        token = sample(self.llama, lane.sampler, row)
+        top = sequence.job.request.params.logprobs
+        if top is not None:
+            logits = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
+            lane.logprob = token_logprob(logits, token, top, self.piece)
+        return token
 
     def _start_decoding(self, sequence: Sequence, row: int) -> None:
-        """The prompt is in: sample the first token (or, for chips, fork one lane per distinct first token)."""
+        """The prompt is in: sample the first token of each choice (for chips, fork one lane per distinct first
+        token). Every choice's lane starts from a copy of the prompt's cells and its own seed."""
         sequence.first_token_at = time.perf_counter()
         position = len(sequence.tokens)
         params = sequence.job.request.params
         if sequence.branches <= 1:
-            lane = Lane(sequence.seq_ids[0], self._sampler(sequence, sequence.seed), pos=position)
-            sequence.lanes.append(lane)
-            self._advance(sequence, lane, self._sample(lane, row))
+            for index, seq_id in enumerate(sequence.seq_ids):
+                if index > 0:
+                    self._lib.llama_memory_seq_cp(self._memory, sequence.seq_ids[0], seq_id, 0, position)
+                sampler = make_sampler(self.llama, params, sequence.grammar, sequence.seed + index)
+                lane = Lane(seq_id, sampler, pos=position, index=index, matcher=StopMatcher(sequence.stops))
+                sequence.lanes.append(lane)
+                self._advance(sequence, lane, self._sample(sequence, lane, row))
             return
         assert sequence.grammar is not None
         first = GrammarSampler(self.llama, sequence.grammar, temperature=params.temperature, top_p=params.top_p,
@@ -366,35 +382,6 @@ class Scheduler:
             self._advance(sequence, lane, firsts[index])
         sequence.seq_ids = sequence.seq_ids[: len(firsts)]
 
-    def _sampler(self, sequence: Sequence, seed: int) -> object:
-        params = sequence.job.request.params
-        if sequence.grammar is not None:
-            return GrammarSampler(
-                self.llama, sequence.grammar, temperature=params.temperature, top_p=params.top_p, seed=seed,
-                presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
-                logit_bias=params.logit_bias,
-            )  # fmt: skip
-        from llama_cpp._internals import LlamaSampler
-
-        sampler = LlamaSampler()
-        n_vocab = int(self.llama.n_vocab())  # type: ignore[attr-defined]
-        if params.logit_bias:
-            sampler.add_logit_bias(n_vocab, dict(params.logit_bias))
-        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
-            # Over the tokens this sequence generated (the sampler sees each one it picks), the last 64 of them.
-            sampler.add_penalties(
-                n_vocab, PENALTY_LAST_N, params.repeat_penalty, params.frequency_penalty, params.presence_penalty
-            )
-        sampler.add_top_k(40)
-        if params.temperature <= 0:
-            sampler.add_greedy()
-        else:
-            sampler.add_top_p(params.top_p, 1)
-            sampler.add_min_p(0.05, 1)
-            sampler.add_temp(params.temperature)
-            sampler.add_dist(seed)
-        return sampler
-
     def _advance(self, sequence: Sequence, lane: Lane, token: int) -> None:
         """Take the lane's newly sampled token: emit its text, or end the lane (end of text, stop, limit)."""
         channel = sequence.job.channel
@@ -405,33 +392,40 @@ class Scheduler:
                 lane.text += self.piece(token)
             line, newline, _ = lane.text.partition(b"\n")
             if ended or newline or len(lane.generated) >= sequence.max_tokens:
-                self._end_lane(lane)
+                lane.done = True
                 if line:
                     channel.put(Chunk(line.decode("utf-8", errors="replace") + "\n"))
                 return
             lane.token, lane.pos = token, lane.pos + (1 if lane.token >= 0 else 0)
             return
         if ended:
-            sequence.finish = "stop"
-            self._end_lane(lane)
+            self._end_lane(sequence, lane, "stop")
             return
         lane.generated.append(token)
-        assert sequence.matcher is not None
-        emit, stopped = sequence.matcher.feed(sequence.decoder.decode(self.piece(token)))
-        if emit:
-            channel.put(Chunk(emit))
+        assert lane.matcher is not None
+        emit, stopped = lane.matcher.feed(lane.decoder.decode(self.piece(token)))
+        logprobs = (lane.logprob,) if lane.logprob is not None else ()
+        if emit or logprobs:
+            channel.put(Chunk(emit, index=lane.index, logprobs=logprobs))
         if stopped:
-            sequence.finish = "stop"
-            self._end_lane(lane)
+            self._end_lane(sequence, lane, "stop")
         elif len(lane.generated) >= sequence.max_tokens:
-            sequence.finish = "length"
-            self._end_lane(lane)
+            self._end_lane(sequence, lane, "length")
         else:
             lane.pos += 1 if lane.token >= 0 else 0
             lane.token = token
 
-    def _end_lane(self, lane: Lane) -> None:
+    def _end_lane(self, sequence: Sequence, lane: Lane, finish: FinishReason) -> None:
+        """A choice ended: the rest of its text (held back by the stop matcher) and, for choices after the first,
+        its finish reason go out now; choice 0's finish reason is the final chunk's."""
         lane.done = True
+        lane.finish = finish
+        if lane.index == 0:
+            sequence.finish = finish
+        assert lane.matcher is not None
+        tail = lane.matcher.flush(lane.decoder.decode(b"", final=True))
+        if tail or lane.index > 0:
+            sequence.job.channel.put(Chunk(tail, index=lane.index, finish=finish if lane.index > 0 else None))
 
     def _first_tokens(self, sampler: GrammarSampler, row: int, n: int) -> list[int]:
         """Up to ``n`` distinct first tokens for the branches, most likely first, each allowed by the grammar.
@@ -463,10 +457,6 @@ class Scheduler:
         cancelled = sequence.finish == "cancelled"
         if sequence.branches > 1:
             sequence.finish = "cancelled" if cancelled else "stop"
-        elif not cancelled and sequence.matcher is not None:
-            tail = sequence.matcher.flush(sequence.decoder.decode(b"", final=True))
-            if tail:
-                sequence.job.channel.put(Chunk(tail))
         if not cancelled and sequence.grammar is None and sequence.lanes:
             # A constrained answer (chips, JSON) is a one-shot: nobody continues it, so it is not remembered.
             lane = sequence.lanes[0]
@@ -481,7 +471,7 @@ class Scheduler:
         prefill = len(sequence.tokens) - sequence.cached
         self.stats.observe(
             ttft_ms if sequence.cached > 0 else None,
-            (n_generated - 1) / decode_s if n_generated > 8 and decode_s > 0 and sequence.branches <= 1 else None,
+            (n_generated - 1) / decode_s if n_generated > 8 and decode_s > 0 and sequence.width == 1 else None,
             prefill / (ttft_ms / 1000) if ttft_ms and prefill > 64 else None,
             (ended - sequence.started) * 1000 if not cancelled else None,
         )
@@ -564,7 +554,7 @@ def new_sequence(job: _Job, tokens: Tokens, boundary: int, max_tokens: int, stop
                  grammar: str | None) -> Sequence:  # fmt: skip
     """A sequence for ``job``, not admitted yet; its KV reservation covers the prompt and every lane's answer."""
     params = job.request.params
-    lanes = max(1, job.request.branches)
+    lanes = max(1, job.request.branches, params.n)
     seed = params.seed if params.seed is not None else random.getrandbits(31)
     return Sequence(
         job=job,
@@ -576,7 +566,6 @@ def new_sequence(job: _Job, tokens: Tokens, boundary: int, max_tokens: int, stop
         seq_ids=[],
         reserved_cells=len(tokens) + lanes * max_tokens,
         seed=seed,
-        matcher=StopMatcher(stops),
     )
 
 

@@ -197,6 +197,11 @@ def _walk(node: object, param: str, depth: int = 0) -> Iterator[tuple[str, objec
 
 
 # ---- the local engine ----------------------------------------------------------------------------------------
+def keeps_format(response_format: ResponseFormat | None, tools: Tools | None) -> bool:
+    """Whether the answer must keep a machine-read shape (JSON, tool calls): nothing may be added to its text."""
+    return response_format is not None or (tools is not None and tools.active)
+
+
 def for_local(chat: ChatRequest) -> ChatRequest:
     """``chat`` as the local engine runs it: tool signatures and the JSON instruction in the system prompt, and a
     grammar the answer must follow. Requests without structure are returned as they are."""

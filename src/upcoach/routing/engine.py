@@ -22,7 +22,7 @@ from upcoach.coaching.offline import offline_answer
 from upcoach.coaching.prompts import PROMPT_VERSION, CoachingPrompts, Prepared
 from upcoach.errors import BackendError, LocalUnavailable, Overloaded, PromptInjection, Unavailable, UpcoachError
 from upcoach.llm.base import Backend, ChatMessage, ChatRequest, Chunk, follows_grammar
-from upcoach.llm.structured import for_local
+from upcoach.llm.structured import for_local, keeps_format
 from upcoach.observability import tracing
 from upcoach.observability.metrics import BREAKER_VALUES, Metrics
 from upcoach.privacy.settings import PrivacySettings
@@ -300,14 +300,27 @@ class HybridEngine:
                     async for chunk in self._checked(side, chat, prepared, run):
                         if not admitted:
                             admitted = True
-                            yield Event("admitted")
-                            if inspection.self_harm:
-                                run.preamble = _crisis_preamble(features.language, cloud.region)
-                                yield Event("text", run.preamble)
+                            help_ = _crisis_preamble(features.language, cloud.region) if inspection.self_harm else ""
+                            if help_ and keeps_format(request.response_format, request.tools):
+                                run.notice = help_.strip()  # JSON or tool calls stay valid: resources go beside
+                                yield Event("admitted", notice=run.notice)
+                            else:
+                                yield Event("admitted")
+                                run.preamble = help_
+                                for index in range(request.params.n) if help_ else ():
+                                    yield Event("text", help_, index=index)
+                        if chunk.index:  # another choice of an n > 1 request, checked on its own
+                            other = run.others.feed(chunk, rehydrator, lambda: self._watch(request.messages))
+                            if other is not None:
+                                if other.leaked:
+                                    run.flags.append("system_prompt_leak_withheld")
+                                yield Event("text", WITHHELD if other.leaked else other.text, index=chunk.index,
+                                            logprobs=other.logprobs, finish=chunk.finish)  # fmt: skip
+                            continue
                         piece = rehydrator.feed(chunk.text) if rehydrator and chunk.text else chunk.text
                         if chunk.final is not None and rehydrator is not None:
                             piece += rehydrator.flush()
-                        if piece and not run.withheld:
+                        if (piece or chunk.logprobs) and not run.withheld:
                             if run.first_token_at is None:
                                 run.first_token_at = time.perf_counter()
                             if side not in run.sides_used:
@@ -319,7 +332,7 @@ class HybridEngine:
                                 run.reasons.append("answer withheld: it revealed the system prompt")
                                 yield Event("text", WITHHELD)
                             else:
-                                yield Event("text", piece)
+                                yield Event("text", piece, logprobs=chunk.logprobs)
                         if chunk.final is not None:
                             account(run, side, chunk.final, self.metrics)
                     side_outcome = "ok"
@@ -401,6 +414,8 @@ class HybridEngine:
         stream = side.backend.stream(chat)
         if side.is_cloud or not self.answer_checks or not run.coaching or chat.continuation or sides.constrained(chat):
             return stream
+        if chat.params.n > 1 or chat.params.logprobs is not None:
+            return stream  # n choices and token log probabilities pass as generated: the checks re-chunk text
         question = next((m.content for m in reversed(prepared.messages) if m.role == "user"), "")
         watch = AnswerWatch(question, prepared.topic)
         return gated(stream, watch, self.metrics, side.backend.info().model, run.cut)
@@ -437,9 +452,12 @@ class HybridEngine:
 
     def _leaked(self, run: Run, original: tuple[ChatMessage, ...], piece: str) -> bool:
         if run.leak_watch is None:
-            system = original[0].content if original and original[0].role in ("system", "developer") else ""
-            run.leak_watch = LeakWatch(self.canary, system)
+            run.leak_watch = self._watch(original)
         return run.leak_watch.feed(piece)
+
+    def _watch(self, original: tuple[ChatMessage, ...]) -> LeakWatch:
+        system = original[0].content if original and original[0].role in ("system", "developer") else ""
+        return LeakWatch(self.canary, system)
 
     async def _settle(self, outcome: Outcome, *, failure: bool = False) -> None:
         """Observe and record a request's outcome; a failure's record may fail without hiding the failure."""

@@ -11,9 +11,10 @@ from typing import Literal
 from upcoach.coaching.answer_checks import Failure
 from upcoach.coaching.offline import OFFLINE_BACKEND
 from upcoach.errors import UpcoachError
-from upcoach.llm.base import ChatMessage, Completion, GenerationParams, ResponseFormat, Tools, Usage
+from upcoach.llm.base import ChatMessage, Completion, GenerationParams, ResponseFormat, TokenLogprob, Tools, Usage
 from upcoach.observability.metrics import Metrics
 from upcoach.routing import learned
+from upcoach.routing.choices import OtherChoices
 from upcoach.routing.costs import PriceTable
 from upcoach.routing.features import RequestFeatures
 from upcoach.routing.policy import Decision, Device, Hints, Target
@@ -68,6 +69,8 @@ class Outcome:
     started_at: datetime | None = None  # wall-clock start: erasure fences refuse records of earlier requests
     strategy_ids: list[str] = field(default_factory=list)  # library strategies given to the model as material
     prompt_version: str | None = None  # our built-in prompts' version, when persona or material was added
+    # Crisis resources given beside a JSON or tool-call answer rather than prepended to it (api/openai_routes.py).
+    notice: str = ""
     routing: dict[str, object] | None = None  # how the side was chosen, no text (routing/learned.py record_fields)
 
 
@@ -78,6 +81,10 @@ class Event:
     kind: Literal["admitted", "text", "final"]
     text: str = ""
     outcome: Outcome | None = None
+    index: int = 0  # the choice of an n > 1 request the text belongs to
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish: str | None = None  # a choice after the first ended (choice 0's ends with the outcome)
+    notice: str = ""  # on ``admitted``: crisis resources to show beside a constrained answer
 
 
 @dataclass
@@ -105,6 +112,8 @@ class Run:
     library: bool = False  # answered from the strategies library after failed checks
     prompt_version: str | None = None  # our built-in prompts' version, when any of their text was added
     coaching: bool = True  # persona, material and answer checks apply (engine's ``_coaching``)
+    notice: str = ""
+    others: OtherChoices = field(default_factory=OtherChoices)  # choices 1.. of an n > 1 request
 
 
 def account(run: Run, side: Side, final: Completion, metrics: Metrics) -> None:
@@ -180,6 +189,7 @@ def finished(
         routing=learned.record_fields(decision.routing),
         strategy_ids=run.strategy_ids,
         prompt_version=run.prompt_version,
+        notice=run.notice,
     )
     return outcome, cloud_cost
 

@@ -221,6 +221,10 @@ class StreamRehydrator:
         held, self._held = self._held, ""
         return self._rehydrate("x" if self._glued else "", held)
 
+    def fresh(self) -> StreamRehydrator:
+        """A rehydrator of the same redaction for another stream (another choice of the same answer)."""
+        return StreamRehydrator(self._redactor)
+
     def _rehydrate(self, lead: str, text: str) -> str:
         if not text:
             return ""
