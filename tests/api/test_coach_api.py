@@ -135,7 +135,7 @@ def test_without_a_model_chips_come_from_the_matching_strategies(offline_server:
 def test_library_chips_follow_the_experiment_style(offline_server: LiveServer) -> None:
     """With the model out, a chip-wording experiment still compares wordings: the library's chips that read like
     the assigned style come first."""
-    messages = [{"role": "user", "content": "I keep putting off my report and my goal feels too big"}]
+    messages = [{"role": "user", "content": "I keep putting off my report and my goal feels too big to start"}]
     by_style = {
         style: [s["text"] for s in chips(offline_server, messages, count=3, style=style).json()["suggestions"]]
         for style in ("default", "question", "action")
