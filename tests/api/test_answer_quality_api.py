@@ -62,8 +62,9 @@ def test_persona_and_grounding_reach_the_local_model_and_the_response_names_the_
         german = ask(client, "Wie kann ich tagsüber mehr Wasser trinken?")
         assert local.requests[-1]["messages"][0]["content"].startswith(persona("de"))
         assert german["response"]["content"]
-        # The library is written in English: a German conversation gets no (mismatched) material.
-        assert german["strategyIds"] == [] and len(local.requests[-1]["messages"]) == 2
+        # A German conversation gets material from the German library, never English material.
+        assert german["strategyIds"] and all(sid.endswith("-de") for sid in german["strategyIds"])
+        assert len(local.requests[-1]["messages"]) == 3
 
         # A caller's own system prompt is kept as it is (only the canary is added); no persona then.
         response = client.post("/api/ai/hybrid/process", json={"messages": [

@@ -135,7 +135,7 @@ def test_without_a_model_chips_come_from_the_matching_strategies(offline_server:
 def test_library_chips_follow_the_experiment_style(offline_server: LiveServer) -> None:
     """With the model out, a chip-wording experiment still compares wordings: the library's chips that read like
     the assigned style come first."""
-    messages = [{"role": "user", "content": "I keep putting off my report and my goal feels too big"}]
+    messages = [{"role": "user", "content": "I keep putting off my report and my goal feels too big to start"}]
     by_style = {
         style: [s["text"] for s in chips(offline_server, messages, count=3, style=style).json()["suggestions"]]
         for style in ("default", "question", "action")
@@ -186,6 +186,16 @@ def test_strategy_search_endpoint(offline_server: LiveServer) -> None:
     assert sleep["count"] >= 5 and {s["category"] for s in sleep["data"]} == {"sleep"}
     assert httpx.get(url, params={"limit": 0}).status_code == 400
     assert httpx.get(url, params={"category": "sleep\x00"}).status_code == 400
+    # Every language: a query is read in its own language, ?locale= picks one (pt-BR reads as pt), a listing
+    # without it has them all.
+    assert {s["locale"] for s in sleep["data"]} >= {"en", "de", "fr", "es", "it"}
+    german = httpx.get(url, params={"q": "Ich kann nachts nicht schlafen", "limit": 3}).json()
+    assert german["count"] and {s["locale"] for s in german["data"]} == {"de"}
+    assert german["data"][0]["category"] == "sleep"
+    italian = httpx.get(url, params={"category": "sleep", "locale": "it-IT", "limit": 100}).json()
+    assert italian["count"] >= 5 and {s["locale"] for s in italian["data"]} == {"it"}
+    assert httpx.get(url, params={"locale": "not a locale"}).status_code == 400
+    assert httpx.get(url + "/sleep-nap-fr").json()["title"] == "Faire une sieste intelligente"
     one = httpx.get(url + "/stress-box-breathing")
     assert one.status_code == 200 and one.json()["title"] == "Box breathing"
     missing = httpx.get(url + "/no-such-strategy")

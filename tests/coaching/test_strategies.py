@@ -79,3 +79,39 @@ async def test_publish_is_idempotent_and_updates_search_and_history(repo: Strate
     assert back.version == first.version and back.created_at >= second.created_at
     assert [hit.strategy.id for hit in await repo.search("pomodoro", limit=1)] == ["focus-pomodoro"]
     assert await repo.search("zebra keepers") == []
+
+
+@pytest.mark.parametrize(
+    ("language", "query", "expected_category"),
+    [
+        ("de", "Ich kann nachts nicht einschlafen, weil meine Gedanken kreisen", "sleep"),
+        ("de", "Mein Kollege und ich hatten einen Konflikt", "relationships"),
+        ("fr", "je repousse toujours tout au lendemain, procrastination", "motivation"),
+        ("fr", "je veux demander une promotion à mon manager", "career"),
+        ("es", "me siento un impostor en el trabajo", "confidence"),
+        ("es", "necesito respirar para calmar la ansiedad", "stress"),
+        ("it", "non riesco a dormire, la mente corre di notte", "sleep"),
+        ("it", "ho troppe riunioni in agenda", "time-management"),
+    ],
+)
+async def test_search_in_each_language_finds_that_languages_strategy(
+    repo: StrategyRepository, language: str, query: str, expected_category: str
+) -> None:
+    hits = await repo.search(query, limit=3, language=language)
+    assert hits, query
+    assert {h.strategy.locale for h in hits} == {language}  # only the conversation's language is searched
+    assert expected_category in {h.strategy.category for h in hits[:2]}, [(h.strategy.id, h.score) for h in hits]
+
+
+async def test_languages_are_searched_with_their_own_stems_and_stop_words(repo: StrategyRepository) -> None:
+    # Stems: "schläft"/"Schlafens" and "Pausen"/"Pause" meet; accents may be left out ("estres" finds "estrés").
+    assert any(h.strategy.category == "sleep" for h in await repo.search("Schlafens", limit=5, language="de"))
+    assert any("estrés agudo" in h.strategy.tags for h in await repo.search("estres agudo", limit=3, language="es"))
+    # Only stop words of the language: nothing to search for.
+    assert await repo.search("und die der ich mit", limit=5, language="de") == []
+    assert await repo.search("et le la je de", limit=5, language="fr-CA") == []
+    # An English query word inside a German question does not reach English material.
+    assert all(h.strategy.locale == "de" for h in await repo.search("Pomodoro bitte", limit=5, language="de"))
+    # No language: a listing across all of them.
+    every = await repo.search(None, category="sleep", limit=100, language=None)
+    assert {h.strategy.locale for h in every} >= {"en", "de", "fr", "es", "it"}

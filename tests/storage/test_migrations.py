@@ -111,7 +111,7 @@ def test_history_is_one_line_ending_at_head() -> None:
     assert script.get_heads() == [HEAD]
     revisions = [rev.revision for rev in script.walk_revisions()]
     assert revisions == [f"{n:04d}" for n in range(len(revisions), 0, -1)]
-    assert HEAD == "0011"
+    assert HEAD == "0012"
 
 
 @on_session_loop

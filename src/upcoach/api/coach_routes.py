@@ -130,9 +130,19 @@ async def search_strategies(
     category: Annotated[str | None, Query(max_length=32, pattern=NO_NUL)] = None,
     tag: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    locale: Annotated[
+        str | None,
+        Query(
+            max_length=16,
+            pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
+            description="only strategies in this locale's language (pt-BR: pt); without it, a query is read in "
+            "its own language and a listing has every language",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     coach = _coach(request)
-    hits = await coach.strategies.search(q, category=category, tag=tag, limit=limit)
+    language = locale if locale else (identify(q) if q else None)
+    hits = await coach.strategies.search(q, category=category, tag=tag, limit=limit, language=language)
     current = coach.strategies.current
     return {
         "data": [{**strategy_body(hit.strategy), "score": round(hit.score, 6)} for hit in hits],

@@ -1,6 +1,8 @@
 """The offline strategies library as shipped in the package: load, validate, hash, version.
 
-Content lives in ``data/strategies.json`` (hand-written, English). Each strategy's content hash is the SHA-256 of
+Content lives in ``data/strategies.json`` (hand-written, English) and ``data/strategies/<lang>.json`` (the same
+strategies written natively in each other language, in the same order: id = the English id + "-" + lang, same
+category, same number of steps). Each strategy's content hash is the SHA-256 of
 its canonical JSON, and the library version is a hash over all of them: the same content gives the same version on
 every server, so bundle ETags and deltas agree across workers and restarts without any coordination.
 """
@@ -95,6 +97,35 @@ def parse(document: object) -> list[Strategy]:
     return strategies
 
 
+def translations(english: Sequence[Strategy], language: str, document: object) -> list[Strategy]:
+    """Validate one language file against the English library it translates: every English strategy has its
+    counterpart, in the same order, with the same category and number of steps, written in ``language``."""
+    strategies = parse(document)
+    expected = [f"{s.id}-{language}" for s in english]
+    if [s.id for s in strategies] != expected:
+        missing = sorted(set(expected) - {s.id for s in strategies})
+        extra = sorted({s.id for s in strategies} - set(expected))
+        raise ValueError(f"strategies/{language}.json: ids must be the English ids + -{language} in the English "
+                         f"order (missing {missing[:3]}, unknown {extra[:3]})")  # fmt: skip
+    for source, strategy in zip(english, strategies, strict=True):
+        if strategy.locale != language:
+            raise ValueError(f"{strategy.id}: locale must be {language!r}, the file's language")
+        if strategy.category != source.category or len(strategy.steps) != len(source.steps):
+            raise ValueError(f"{strategy.id}: category and number of steps must be those of {source.id}")
+    return strategies
+
+
 def load_builtin() -> list[Strategy]:
-    text = resources.files("upcoach.coaching").joinpath("data/strategies.json").read_text("utf-8")
-    return parse(json.loads(text))
+    """The whole shipped library: English first, then every language file in name order; ids unique across all."""
+    data = resources.files("upcoach.coaching").joinpath("data")
+    english = parse(json.loads(data.joinpath("strategies.json").read_text("utf-8")))
+    if any(s.locale != "en" for s in english):
+        raise ValueError("strategies.json holds the English library: every locale must be 'en'")
+    library = list(english)
+    files = sorted((f for f in data.joinpath("strategies").iterdir() if f.name.endswith(".json")), key=lambda f: f.name)
+    for file in files:
+        language = file.name.removesuffix(".json")
+        library += translations(english, language, json.loads(file.read_text("utf-8")))
+    if len({s.id for s in library}) != len(library):
+        raise ValueError("strategy ids must be unique across the library's files")
+    return library

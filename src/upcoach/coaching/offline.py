@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from upcoach.coaching.library import Strategy
 from upcoach.coaching.strategies import StrategyRepository
 from upcoach.language import identify
 from upcoach.llm.base import ChatMessage
@@ -36,16 +37,17 @@ async def offline_answer(
     strategies: StrategyRepository, messages: Sequence[ChatMessage], *, self_harm: bool = False
 ) -> OfflineAnswer:
     last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-    found = await strategies.get_many([SELF_HARM_STRATEGY]) if self_harm else []
+    language = identify(last_user)
+    found = await _in_language(strategies, [SELF_HARM_STRATEGY], language) if self_harm else []
     found += [
         hit.strategy
-        for hit in await strategies.search(last_user, limit=MAX_STRATEGIES)
+        for hit in await strategies.search(last_user, limit=MAX_STRATEGIES, language=language)
         if hit.strategy.id not in {s.id for s in found}
     ]
     found = found[:MAX_STRATEGIES]
     if not found:
-        found = await strategies.get_many(list(DEFAULT_STRATEGIES))
-    parts = [crisis_resources(identify(last_user))] if self_harm else []
+        found = await _in_language(strategies, list(DEFAULT_STRATEGIES), language)
+    parts = [crisis_resources(language)] if self_harm else []
     parts += [
         "I can't reach a coaching model right now, so here "
         + ("is a strategy" if len(found) == 1 else "are strategies")
@@ -55,3 +57,11 @@ async def offline_answer(
         steps = "\n".join(f"{n}. {step}" for n, step in enumerate(strategy.steps, 1))
         parts.append(f"**{strategy.title}**: {strategy.summary}\n{steps}")
     return OfflineAnswer("\n\n".join(parts), [s.id for s in found], flags=["self_harm"] if self_harm else [])
+
+
+async def _in_language(strategies: StrategyRepository, english_ids: list[str], language: str) -> list[Strategy]:
+    """The named strategies as written in ``language`` (English where the library has no such translation)."""
+    if language == "en":
+        return await strategies.get_many(english_ids)
+    found = {s.id: s for s in await strategies.get_many([*english_ids, *(f"{i}-{language}" for i in english_ids)])}
+    return [found.get(f"{i}-{language}") or found[i] for i in english_ids if f"{i}-{language}" in found or i in found]

@@ -93,17 +93,17 @@ class CoachingPrompts:
     async def retrieve(self, messages: Sequence[ChatMessage], language: str = "en") -> list[Strategy]:
         """The library's best strategies for the conversation: the last user turn first, the one before as context.
 
-        Only strategies written in the conversation's language: the full-text search is English-stemmed, and an
-        English query word that happens to appear in a French question picks unrelated material (measured: a French
-        sleep question grounded in "arrive five minutes early")."""
+        Only strategies written in the conversation's language, found by that language's full-text search: an
+        English query word that happens to appear in a French question would pick unrelated English material
+        (measured: a French sleep question grounded in "arrive five minutes early")."""
         if self.strategies is None:
             return []
         users = [m.content for m in messages if m.role == "user"]
         if not users:
             return []
-        hits = await self.strategies.search(users[-1], limit=MAX_MATERIAL)
+        hits = await self.strategies.search(users[-1], limit=MAX_MATERIAL, language=language)
         if len(hits) < MAX_MATERIAL and len(users) > 1:
-            hits += await self.strategies.search(users[-2], limit=MAX_MATERIAL)
+            hits += await self.strategies.search(users[-2], limit=MAX_MATERIAL, language=language)
         chosen: dict[str, Strategy] = {}
         for hit in hits:
             if (hit.score > MIN_SCORE or hit.score < 0) and hit.strategy.locale.split("-")[0] == language:

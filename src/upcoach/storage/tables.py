@@ -235,9 +235,11 @@ class PrivacySettingsHistoryRow(Base):
 
 
 class StrategyRow(Base):
-    """One coaching strategy of the offline library (coaching/data/strategies.json), as currently published.
+    """One coaching strategy of the offline library (coaching/data/strategies.json and strategies/<lang>.json), as
+    currently published.
 
-    ``search_text`` is what full-text search indexes: an FTS5 table mirrors it on SQLite (coaching_strategies_fts,
+    ``search_text`` is what full-text search indexes, the terms coaching/textsearch.py makes of the strategy in its
+    language (title's on the first line): an FTS5 table mirrors it on SQLite (coaching_strategies_fts,
     kept in step by coaching/strategies.py) and a GIN expression index covers it on PostgreSQL; neither is a model
     here (see FTS_OBJECTS).
     """
@@ -279,8 +281,8 @@ class StrategyVersionRow(Base):
     manifest: Mapped[dict[str, str]] = mapped_column(JSON)
 
 
-# Full-text search objects that are not SQLAlchemy models (created by migration 0005): the SQLite FTS5 virtual
-# table with its shadow tables, and PostgreSQL's GIN expression index. Schema comparisons skip exactly these.
+# Full-text search objects that are not SQLAlchemy models (created by migration 0005, rebuilt by 0016): the SQLite
+# FTS5 virtual table with its shadow tables, and PostgreSQL's GIN expression index. Schema comparisons skip these.
 FTS_TABLE = "coaching_strategies_fts"
 FTS_INDEX = "ix_coaching_strategies_fts"
 FTS_OBJECTS = frozenset(
