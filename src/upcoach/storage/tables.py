@@ -281,7 +281,7 @@ class StrategyVersionRow(Base):
     manifest: Mapped[dict[str, str]] = mapped_column(JSON)
 
 
-# Full-text search objects that are not SQLAlchemy models (created by migration 0005, rebuilt by 0016): the SQLite
+# Full-text search objects that are not SQLAlchemy models (created by migration 0005, rebuilt by 0012): the SQLite
 # FTS5 virtual table with its shadow tables, and PostgreSQL's GIN expression index. Schema comparisons skip these.
 FTS_TABLE = "coaching_strategies_fts"
 FTS_INDEX = "ix_coaching_strategies_fts"
