@@ -115,3 +115,21 @@ def test_corrupt_model_file_keeps_server_up_and_unready(tmp_path: Path) -> None:
         assert httpx.get(server.base_url + "/healthz").status_code == 200
     finally:
         stop_server(server)
+
+
+def test_client_disconnect_stops_a_non_streamed_generation(live_server: LiveServer) -> None:
+    """No write fails for a non-streamed answer: the server notices the closed connection itself
+    (api/disconnect.py) and the sequence is cancelled instead of generating 1500 tokens for nobody."""
+    before = local_status(live_server)["cancelled"]
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+        httpx.post(live_server.v1 + "/chat/completions", timeout=httpx.Timeout(60, read=3), json={
+            "model": "default", "max_tokens": 1500,
+            "messages": [{"role": "user", "content": "Write a very long essay about habits."}],
+        })  # fmt: skip
+    deadline = time.monotonic() + 60
+    status = local_status(live_server)
+    while time.monotonic() < deadline and (status["queue_depth"] != 0 or status["cancelled"] == before):
+        time.sleep(0.1)
+        status = local_status(live_server)
+    assert status["cancelled"] == before + 1
+    assert status["queue_depth"] == 0

@@ -16,6 +16,7 @@ from typing import get_args
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from upcoach.api.disconnect import unless_disconnected
 from upcoach.api.errors import error_body
 from upcoach.api.offline import OFFLINE_ERRORS, answer_offline, openai_extension
 from upcoach.api.openai_schemas import (
@@ -80,7 +81,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     engine = services.hybrid
     try:
         if not body.stream:
-            outcome = await engine.process(hybrid)
+            outcome = await unless_disconnected(request, engine.process(hybrid))
             model = outcome.model or services.local_model_id
             text: str | None = outcome.text
             calls = []
