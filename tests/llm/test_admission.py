@@ -70,7 +70,7 @@ pytestmark_real = pytest.mark.asyncio(loop_scope="session")
 def background_chips(question: str) -> ChatRequest:
     messages = (ChatMessage("system", system_prompt("default", "en")),
                 ChatMessage("user", f"User: {question}\nWrite 3 replies."))  # fmt: skip
-    return ChatRequest(messages, GenerationParams(max_tokens=4, temperature=0.0), grammar=chip_grammar(1),
+    return ChatRequest(messages, GenerationParams(max_tokens=12, temperature=0.0), grammar=chip_grammar(1),
                        branches=3, background=True)  # fmt: skip
 
 
@@ -84,12 +84,15 @@ async def test_a_user_request_arriving_while_chips_are_computed_ahead_is_admitte
     # Each takes 3 sequence ids: the first ones take every id there is, so the last waits, and the user needs one.
     spare_ids = engine.config.parallel + 4
     questions = [f"I keep putting off task number {i} at work." for i in range(spare_ids // 3 + 1)]
-    background = [await admitted(engine, background_chips(q)) for q in questions]
+    gave_way = scheduler.step.preempted + scheduler.step.dropped
+    background = list(await asyncio.gather(*(admitted(engine, background_chips(q)) for q in questions)))
     user = await admitted(engine, ask("How do I sleep better before exams?", 8))
     first = await anext(user)  # type: ignore[call-overload]
-    # At the user's first token, background work that arrived before it is still waiting: it was overtaken.
+    # At the user's first token, background work that arrived before it is still waiting (it was overtaken), or
+    # gave its sequence ids up to the user (preempted: every id was taken when the user came), or, on a machine so
+    # loaded that it waited past BACKGROUND_MAX_WAIT_S, was dropped. Never the other way round.
     overtaken = [s for s in scheduler.waiting if s.job.request.background]
-    assert first.text and overtaken, (first, scheduler.step.preempted)
+    assert first.text and (overtaken or scheduler.step.preempted + scheduler.step.dropped > gave_way), first
     _, final = await drain(user)
     await user.aclose()  # type: ignore[attr-defined]
     assert final.finish_reason == "length" and final.usage.completion_tokens == 8
