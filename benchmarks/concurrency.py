@@ -36,6 +36,7 @@ from benchmarks.common import (
     COACH_SYSTEM_PROMPT,
     ROOT,
     USER_MESSAGES,
+    Server,
     free_port,
     median,
     pct,
@@ -175,18 +176,18 @@ def bench_upcoach(model: Path, threads: int, ctx: int, data_dir: Path, parallel:
         env={"UPCOACH_THREADS": str(threads), "UPCOACH_CONTEXT_SIZE": str(ctx), "UPCOACH_DATA_DIR": str(data_dir),
              "UPCOACH_AUTH": "off", "UPCOACH_QUEUE_DEPTH": "64"},
     )  # fmt: skip
-    try:
-        result = asyncio.run(_measure(f"upcoach serve --parallel {parallel}", server.base_url))
-        result.rss_mb = server.rss_mb()[1]
-    finally:
-        server.stop()
-    return result
+    return _measured(server, f"upcoach serve --parallel {parallel}")
 
 
 def bench_llama_cpp_server(model: Path, threads: int, ctx: int) -> Result:
     server = start_llama_cpp_server("llama_cpp.server-concurrency", model, threads, ctx)
+    return _measured(server, "python -m llama_cpp.server (defaults)")
+
+
+def _measured(server: Server, name: str) -> Result:
+    """Measure a started server, read its peak memory, and stop it."""
     try:
-        result = asyncio.run(_measure("python -m llama_cpp.server (defaults)", server.base_url))
+        result = asyncio.run(_measure(name, server.base_url))
         result.rss_mb = server.rss_mb()[1]
     finally:
         server.stop()
@@ -233,12 +234,7 @@ def bench_llama_server(model: Path, threads: int, ctx: int, parallel: int) -> Re
         "/health",
         timeout=300,
     )  # fmt: skip
-    try:
-        result = asyncio.run(_measure(f"llama-server -np {parallel}", server.base_url))
-        result.rss_mb = server.rss_mb()[1]
-    finally:
-        server.stop()
-    return result
+    return _measured(server, f"llama-server -np {parallel}")
 
 
 def run(model: Path, threads: int, ctx: int, data_dir: Path, parallel: int, peers: bool = True) -> list[Result]:
