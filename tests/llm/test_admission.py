@@ -64,7 +64,7 @@ def test_the_first_token_estimate_counts_the_prompt_tokens_ahead_and_the_step_ti
     assert admission.ttft_estimate_ms(1000.0, 0, 100, 128, 50.0) == 1000.0 + idle
 
 
-pytestmark_real = pytest.mark.asyncio(loop_scope="session")
+on_the_real_model = pytest.mark.asyncio(loop_scope="session")
 
 
 def background_chips(question: str) -> ChatRequest:
@@ -74,7 +74,7 @@ def background_chips(question: str) -> ChatRequest:
                        branches=3, background=True)  # fmt: skip
 
 
-@pytestmark_real
+@on_the_real_model
 async def test_a_user_request_arriving_while_chips_are_computed_ahead_is_admitted_before_them(
     llama_engine: LlamaCppEngine,
 ) -> None:
