@@ -112,3 +112,20 @@ async def test_a_user_request_arriving_while_chips_are_computed_ahead_is_admitte
     assert "done" in results, results
     assert engine._background == 0 and engine.pending == 0
     assert live_cells(engine) == [-1] * len(live_cells(engine))
+
+
+@on_the_real_model
+async def test_the_router_reads_the_first_token_estimate_of_the_live_batch(llama_engine: LlamaCppEngine) -> None:
+    from upcoach.routing.engine import _estimate_local_ttft
+
+    await llama_engine.chat(ask("How do I keep calm in long meetings?", 4))  # a step is measured
+    idle = llama_engine.estimated_ttft_ms()
+    assert idle is not None and idle > 0
+    assert _estimate_local_ttft(llama_engine, 0) == llama_engine.info().details["estimated_ttft_ms"]
+    long_question = "Here is my week, hour by hour: " + " ".join(f"at {h} I worked on task {h}." for h in range(40))
+    streams = [await admitted(llama_engine, ask(long_question, 4)) for _ in range(2)]
+    # Two long prompts still to prefill ahead of a newcomer: its first token is further away than when idle.
+    busy = llama_engine.estimated_ttft_ms()
+    for stream in streams:
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert busy is not None and busy > idle, (busy, idle)
