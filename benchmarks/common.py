@@ -130,6 +130,7 @@ class Server:
 def start_server(
     name: str, args: list[str], port: int, ready_path: str, env: dict[str, str] | None = None, timeout: float = 180
 ) -> Server:
+    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)  # a standalone run may come first
     log = open(ROOT / "benchmarks" / "results" / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     server = Server(name, process, f"http://127.0.0.1:{port}")

@@ -1,4 +1,5 @@
-"""Concurrency benchmark: many users on one local model, our continuous-batching engine vs `llama_cpp.server`.
+"""Concurrency benchmark: many users on one local model, our continuous-batching engine vs llama.cpp's
+`llama-server -np N` and `llama_cpp.server`.
 
 Measures, on the same GGUF file and thread count, through each server's OpenAI-compatible streaming API:
 - aggregate and per-stream decode tokens/s with 1, 2, 4, 8 and 16 streams started together (each a new
@@ -7,12 +8,24 @@ Measures, on the same GGUF file and thread count, through each server's OpenAI-c
 - whether any stream was lost (an error or no content), and the server's resident memory after the run.
 
 `benchmarks/run.py --only concurrency` writes the section of docs/benchmarks.md.
+
+The `llama-server` peer is built once from the llama.cpp that the installed llama-cpp-python's sdist vendors (the
+same kernels our engine runs), with the Makefile's flags: ggml's AMX kernels off (they crash on this host's CPU),
+-march=native otherwise. The sdist comes through pip; the build (a few minutes on 2 cores) goes to
+benchmarks/.peers/, which is never committed. `python -m benchmarks.concurrency --build-peer` builds it alone.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import importlib.metadata
 import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +34,9 @@ import httpx
 
 from benchmarks.common import (
     COACH_SYSTEM_PROMPT,
+    ROOT,
     USER_MESSAGES,
+    Server,
     free_port,
     median,
     pct,
@@ -29,6 +44,10 @@ from benchmarks.common import (
     start_llama_cpp_server,
     start_server,
 )
+
+PEERS = ROOT / "benchmarks" / ".peers"
+# The Makefile's LLAMA_CPU_FLAGS: the wheel our engine runs is built the same way.
+AMX_OFF = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 HEADING = "## Concurrency:"
 LEVELS = (1, 2, 4, 8, 16)
@@ -157,27 +176,71 @@ def bench_upcoach(model: Path, threads: int, ctx: int, data_dir: Path, parallel:
         env={"UPCOACH_THREADS": str(threads), "UPCOACH_CONTEXT_SIZE": str(ctx), "UPCOACH_DATA_DIR": str(data_dir),
              "UPCOACH_AUTH": "off", "UPCOACH_QUEUE_DEPTH": "64"},
     )  # fmt: skip
-    try:
-        result = asyncio.run(_measure(f"upcoach serve --parallel {parallel}", server.base_url))
-        result.rss_mb = server.rss_mb()[1]
-    finally:
-        server.stop()
-    return result
+    return _measured(server, f"upcoach serve --parallel {parallel}")
 
 
 def bench_llama_cpp_server(model: Path, threads: int, ctx: int) -> Result:
     server = start_llama_cpp_server("llama_cpp.server-concurrency", model, threads, ctx)
+    return _measured(server, "python -m llama_cpp.server (defaults)")
+
+
+def _measured(server: Server, name: str) -> Result:
+    """Measure a started server, read its peak memory, and stop it."""
     try:
-        result = asyncio.run(_measure("python -m llama_cpp.server (defaults)", server.base_url))
+        result = asyncio.run(_measure(name, server.base_url))
         result.rss_mb = server.rss_mb()[1]
     finally:
         server.stop()
     return result
+
+
+def llama_server_binary() -> Path:
+    """benchmarks/.peers/llama-server-<version>-noamx, built on first use from the llama-cpp-python sdist's vendored
+    llama.cpp (the version installed here, so the same kernels as our engine)."""
+    version = importlib.metadata.version("llama-cpp-python")
+    binary = PEERS / f"llama-server-{version}-noamx" / "llama-server"
+    if binary.exists():
+        return binary
+    PEERS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=PEERS, prefix="llama-server-build-") as tmp:
+        work = Path(tmp)
+        subprocess.run([python(), "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        f"llama-cpp-python=={version}", "-d", str(work)], check=True)  # fmt: skip
+        with tarfile.open(next(work.glob("llama_cpp_python-*.tar.gz"))) as sdist:
+            sdist.extractall(work, filter="data")
+        source = next(p for p in work.glob("llama_cpp_python-*") if p.is_dir()) / "vendor" / "llama.cpp"
+        build = work / "build"
+        subprocess.run(
+            ["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_BUILD_SERVER=ON",
+             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF", "-DBUILD_SHARED_LIBS=OFF",
+             f"-DCMAKE_C_FLAGS={AMX_OFF}", f"-DCMAKE_CXX_FLAGS={AMX_OFF}"],
+            check=True,
+        )  # fmt: skip
+        jobs = str(os.cpu_count() or 2)
+        subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs], check=True)
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(build / "bin" / "llama-server", binary)
+    return binary
+
+
+def bench_llama_server(model: Path, threads: int, ctx: int, parallel: int) -> Result:
+    """`llama-server -np N`: N slots sharing one context of N x ``ctx`` tokens (each slot ``ctx``, as ours)."""
+    port = free_port()
+    server = start_server(
+        "llama-server-concurrency",
+        [str(llama_server_binary()), "-m", str(model), "-t", str(threads), "-c", str(ctx * parallel),
+         "-np", str(parallel), "--host", "127.0.0.1", "--port", str(port)],
+        port,
+        "/health",
+        timeout=300,
+    )  # fmt: skip
+    return _measured(server, f"llama-server -np {parallel}")
 
 
 def run(model: Path, threads: int, ctx: int, data_dir: Path, parallel: int, peers: bool = True) -> list[Result]:
     results = [bench_upcoach(model, threads, ctx, data_dir, parallel)]
     if peers:
+        results.append(bench_llama_server(model, threads, ctx, parallel))
         results.append(bench_llama_cpp_server(model, threads, ctx))
     return results
 
@@ -202,3 +265,10 @@ def to_markdown(results: list[Result]) -> str:
         rss = f"{result.rss_mb:.0f}" if result.rss_mb else "-"
         rows.append(f"| {result.name} | " + " | ".join(cells) + f" | {speedup} | {ttft_cell} | {result.lost} | {rss} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Build the llama-server peer (the measurement runs from run.py).")
+    parser.add_argument("--build-peer", action="store_true", help="build benchmarks/.peers/llama-server and exit")
+    if parser.parse_args().build_peer:
+        print(llama_server_binary())

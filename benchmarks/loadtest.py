@@ -5,7 +5,12 @@ system prompt), streamed; some users leave mid-answer (the client closes the str
 The verdict is about behaviour, not speed: no 5xx, every 429 carries Retry-After, every stream either completes
 (a finish reason and ``[DONE]``) or was closed by its own client.
 
+    .venv/bin/python -m benchmarks.loadtest --users 40 --duration 180
     .venv/bin/python -m benchmarks.loadtest --url http://127.0.0.1:8080 --users 40 --duration 180
+
+Without ``--url`` it starts `upcoach serve` itself (the default catalog model, a fresh data folder, auth off) and
+also reports the server's peak resident memory. The report: requests by status (5xx among them), 429s with and
+without Retry-After, streams completed, closed by their client, or broken, and the time to first token P50/P95.
 
 tests/api/test_load.py runs a short variant of the same simulation against a live server.
 """
@@ -16,13 +21,15 @@ import argparse
 import asyncio
 import json
 import random
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
-from benchmarks.common import COACH_SYSTEM_PROMPT, USER_MESSAGES
+from benchmarks.common import COACH_SYSTEM_PROMPT, USER_MESSAGES, free_port, pct, python, start_server
 
 
 @dataclass
@@ -34,6 +41,7 @@ class LoadReport:
     refused_without_retry_after: int = 0
     broken_streams: list[str] = field(default_factory=list)  # neither completed nor closed by the client
     ttft_ms: list[float] = field(default_factory=list)
+    peak_rss_mb: float | None = None  # the server's, when this run started it
 
     @property
     def server_errors(self) -> int:
@@ -46,7 +54,12 @@ class LoadReport:
         return {
             "requests": self.requests, "completed": self.completed, "cancelled_by_client": self.cancelled_by_client,
             "statuses": dict(self.statuses), "refused_without_retry_after": self.refused_without_retry_after,
-            "broken_streams": self.broken_streams[:10], "ttft_ms_count": len(self.ttft_ms), "ok": self.ok(),
+            "server_errors": self.server_errors,
+            "refused_with_retry_after": self.statuses.get(429, 0) - self.refused_without_retry_after,
+            "broken_streams": self.broken_streams[:10], "ttft_ms_count": len(self.ttft_ms),
+            "ttft_ms_p50": round(pct(self.ttft_ms, 50)) if self.ttft_ms else None,
+            "ttft_ms_p95": round(pct(self.ttft_ms, 95)) if self.ttft_ms else None,
+            "peak_rss_mb": round(self.peak_rss_mb) if self.peak_rss_mb else None, "ok": self.ok(),
         }  # fmt: skip
 
 
@@ -123,9 +136,29 @@ async def simulate(base_url: str, users: int, duration_s: float, think_s: float 
     return report
 
 
+def _against_own_server(users: int, duration_s: float, think_s: float, max_tokens: int) -> LoadReport:
+    from upcoach.config import Settings
+    from upcoach.modelstore.catalog import DEFAULT_MODEL, get_entry
+    from upcoach.modelstore.fetch import fetch
+
+    model = fetch(get_entry(DEFAULT_MODEL), Settings().models_dir)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "models").mkdir()
+        (Path(tmp) / "models" / model.name).symlink_to(model)
+        env = {"UPCOACH_DATA_DIR": tmp, "UPCOACH_PORT": str(port), "UPCOACH_AUTH": "off"}
+        server = start_server("loadtest", [python(), "-m", "upcoach.cli", "serve"], port, "/readyz", env)
+        try:
+            report = asyncio.run(simulate(server.base_url, users, duration_s, think_s, max_tokens))
+            report.peak_rss_mb = server.rss_mb()[1]
+        finally:
+            server.stop()
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default="http://127.0.0.1:8080")
+    parser.add_argument("--url", default=None, help="a running server (default: start `upcoach serve` here)")
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--duration", type=float, default=180)
     parser.add_argument("--think", type=float, default=3.0, help="mean seconds between a user's requests")
@@ -133,7 +166,10 @@ def main() -> None:
     parser.add_argument("--api-key", default=None)
     args = parser.parse_args()
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else None
-    report = asyncio.run(simulate(args.url, args.users, args.duration, args.think, args.max_tokens, headers))
+    if args.url is not None:
+        report = asyncio.run(simulate(args.url, args.users, args.duration, args.think, args.max_tokens, headers))
+    else:
+        report = _against_own_server(args.users, args.duration, args.think, args.max_tokens)
     print(json.dumps(report.to_json(), indent=2))
     raise SystemExit(0 if report.ok() else 1)
 

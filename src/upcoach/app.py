@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
 
@@ -33,14 +33,16 @@ from upcoach.api.openai_routes import router as openai_router
 from upcoach.api.privacy_routes import router as privacy_router
 from upcoach.api.security_routes import router as security_router
 from upcoach.api.token_routes import router as token_router
+from upcoach.coaching.chips_ahead import ChipsAhead
 from upcoach.coaching.journal import Journal
 from upcoach.coaching.ratings import Ratings
-from upcoach.coaching.service import start_coach
+from upcoach.coaching.service import Coach, start_coach
 from upcoach.config import Settings
 from upcoach.devices.wiring import wire_devices
 from upcoach.errors import LocalUnavailable, UpcoachError
 from upcoach.experiments.service import Experiments
 from upcoach.llm.base import Backend
+from upcoach.llm.engine_chips import EngineChips
 from upcoach.llm.llamacpp import EngineConfig, LlamaCppEngine
 from upcoach.llm.openai_compat import OpenAICompatBackend
 from upcoach.llm.pool import BackendPool
@@ -198,6 +200,28 @@ def _wire_journal_ratings_experiments(services: Services, db: Database, settings
         services.rights.register("experiments", experiments.export_for_user, experiments.delete_for_user)
 
 
+def _wire_chips(
+    services: Services, coach: Coach, settings: Settings, redis: object | None, engine_pool: BackendPool | None,
+    stack: AsyncExitStack,
+) -> None:  # fmt: skip
+    """Who writes chips (the model in this process, or the engine process's over its socket), and the chips
+    computed ahead after every coaching answer (shared through Redis when several workers may be asked)."""
+    chips_backend: Callable[[], Backend | None] = lambda: services.local  # noqa: E731
+    if engine_pool is not None and settings.engine_socket is not None:
+        engine_chips = EngineChips(engine_pool, str(settings.engine_socket))
+        stack.push_async_callback(engine_chips.aclose)
+        chips_backend = lambda: engine_chips  # noqa: E731
+    coach.chips_backend = chips_backend
+    if settings.chips_ahead:
+        ahead = ChipsAhead(coach.chips, chips_backend, ttl_seconds=settings.chips_ahead_ttl_seconds,
+                           redis=redis if settings.workers > 1 else None)  # fmt: skip
+        stack.push_async_callback(ahead.aclose)
+        coach.ahead = ahead
+        services.hybrid.on_answer = lambda request, outcome: ahead.answered(
+            request.user_id, request.messages, outcome.text
+        )
+
+
 async def _start_configured(engine: LlamaCppEngine, name: str) -> Loaded:
     await engine.start()
     if not engine.ready:
@@ -349,6 +373,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.model_signer = ManifestSigner.from_settings(settings)
             _wire_journal_ratings_experiments(services, db, settings)
             services.coach = coach
+            _wire_chips(services, coach, settings, redis, engine_pool, stack)
             wire_devices(services, ApiKeys(ApiKeyRepository(db), audit), registry)  # devices and sync (#19)
             app.state.services = services
             if engine is not None:

@@ -199,6 +199,14 @@ class Settings(BaseSettings):
     chips_budget_ms: float = Field(
         default=2000.0, gt=0, le=60_000, description="Chips wait this long for the local model, then use the library."
     )
+    chips_ahead: bool = Field(
+        default=True,
+        description="Write the chips of every coaching answer in the background (low priority), so the suggestions "
+        "request that follows is answered from that result.",
+    )
+    chips_ahead_ttl_seconds: float = Field(
+        default=300.0, gt=0, le=3600, description="How long chips computed ahead are kept for their conversation."
+    )
 
     # Experiments, voice journal, ratings (#8 part B)
     journal_master_key: SecretStr | None = Field(

@@ -23,11 +23,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from upcoach.api import errors as api_errors
+from upcoach.api.disconnect import unless_disconnected
 from upcoach.api.errors import error_body
 from upcoach.api.openai_schemas import ChatCompletionRequest, chunk_dict, completion_dict, new_completion_id
 from upcoach.config import Settings
 from upcoach.errors import BackendError, LocalUnavailable, UpcoachError
 from upcoach.llm.base import ChatRequest, Chunk, collect
+from upcoach.llm.engine_chips import GENERATE_PATH, GenerateRequest, generated_body
 from upcoach.llm.llamacpp import LlamaCppEngine
 from upcoach.modelstore.catalog import model_id_for
 from upcoach.modelstore.crypto import model_key_provider
@@ -156,5 +158,13 @@ def create_engine_app(settings: Settings) -> FastAPI:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
+
+    @app.post(GENERATE_PATH)
+    async def generate(body: GenerateRequest, request: Request) -> Response:
+        """Chips for the API workers: grammar, branches and priority, which the OpenAI wire cannot carry."""
+        completion = await unless_disconnected(request, collect(backend.stream(body.internal())))
+        if completion is None:
+            raise BackendError("the local model ended without a result", backend="engine")
+        return JSONResponse(generated_body(completion))
 
     return app

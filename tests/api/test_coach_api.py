@@ -124,6 +124,26 @@ def test_latency_budget_falls_back_to_the_library(chips_server: LiveServer) -> N
     assert chips(chips_server, CONVERSATIONS[1][1], count=2).json()["modelLatencyMs"] is not None
 
 
+def test_chips_of_an_answer_are_computed_ahead_and_served_to_the_next_suggestions_request(
+    chips_server: LiveServer,
+) -> None:
+    question = "I keep procrastinating on my thesis and I feel guilty all the time."
+    answered = httpx.post(chips_server.base_url + "/api/ai/hybrid/process", timeout=180, json={
+        "messages": [{"role": "user", "content": question}], "maxTokens": 40,
+    })  # fmt: skip
+    assert answered.status_code == 200, answered.text
+    answer = answered.json()["response"]["content"]
+    conversation = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    body = chips(chips_server, conversation, count=2).json()
+    assert body["precomputed"] is True and body["source"] == "model", body
+    assert_chips(body, 2)
+    # Another conversation state (one more turn) has nothing computed ahead: written for this request.
+    later = [*conversation, {"role": "user", "content": "Where do I start?"}]
+    fresh = model_chips(chips_server, later, count=2)
+    assert fresh["precomputed"] is False
+    assert_chips(fresh, 2)
+
+
 # ---- no model: library chips, search, bundle, offline fallback ----------------------------------------------------
 def test_without_a_model_chips_come_from_the_matching_strategies(offline_server: LiveServer) -> None:
     body = chips(offline_server, [{"role": "user", "content": "My mind races at night and I can't sleep"}]).json()

@@ -16,6 +16,16 @@ def local_status(server: LiveServer) -> dict[str, object]:
     return httpx.get(server.base_url + "/readyz", timeout=10).json()["local"]
 
 
+def after_cancel(server: LiveServer, cancelled_before: object, within: float) -> dict[str, object]:
+    """The engine's status once nothing is in flight and a sequence more was cancelled (or ``within`` s passed)."""
+    deadline = time.monotonic() + within
+    status = local_status(server)
+    while time.monotonic() < deadline and (status["queue_depth"] != 0 or status["cancelled"] == cancelled_before):
+        time.sleep(0.05)
+        status = local_status(server)
+    return status
+
+
 def chat(server: LiveServer, system: str, user: str, **extra: object) -> dict[str, object]:
     response = httpx.post(server.v1 + "/chat/completions", timeout=120, json={
         "model": "default", "max_tokens": 4, "temperature": 0,
@@ -51,11 +61,7 @@ def test_client_disconnect_stops_generation(live_server: LiveServer) -> None:
                 received += 1
             if received >= 5:
                 break  # leaving the block closes the connection mid-stream
-    deadline = time.monotonic() + 10
-    status = local_status(live_server)
-    while time.monotonic() < deadline and (status["queue_depth"] != 0 or status["cancelled"] == before):
-        time.sleep(0.05)
-        status = local_status(live_server)
+    status = after_cancel(live_server, before, within=10)
     assert status["cancelled"] == before + 1
     assert status["queue_depth"] == 0
     # 1500 tokens would take >20 s: the slot is free long before that, and the server answers at once.
@@ -115,3 +121,17 @@ def test_corrupt_model_file_keeps_server_up_and_unready(tmp_path: Path) -> None:
         assert httpx.get(server.base_url + "/healthz").status_code == 200
     finally:
         stop_server(server)
+
+
+def test_client_disconnect_stops_a_non_streamed_generation(live_server: LiveServer) -> None:
+    """No write fails for a non-streamed answer: the server notices the closed connection itself
+    (api/disconnect.py) and the sequence is cancelled instead of generating 1500 tokens for nobody."""
+    before = local_status(live_server)["cancelled"]
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+        httpx.post(live_server.v1 + "/chat/completions", timeout=httpx.Timeout(60, read=3), json={
+            "model": "default", "max_tokens": 1500,
+            "messages": [{"role": "user", "content": "Write a very long essay about habits."}],
+        })  # fmt: skip
+    status = after_cancel(live_server, before, within=60)
+    assert status["cancelled"] == before + 1
+    assert status["queue_depth"] == 0

@@ -36,7 +36,7 @@ COMPLEX = (
     "12-week plan with weekly milestones to become a better team lead."
 )
 RATE_BURST = 5
-KEY_NAMES = ("admin", "answers", "limit", "breaker", "kill", "restart")
+KEY_NAMES = ("admin", "answers", "limit", "breaker", "kill", "restart", "chips")
 
 
 @dataclass
@@ -90,6 +90,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Itera
                 "UPCOACH_BREAKER_COOLDOWN_SECONDS": "600",
                 "UPCOACH_RATE_LIMIT_BURST": str(RATE_BURST),
                 "UPCOACH_RATE_LIMIT_PER_MINUTE": "0.01",
+                # Chips are checked for who wrote them, not for speed: the shared machine may be slow.
+                "UPCOACH_CHIPS_BUDGET_MS": "60000",
             },
             extra_args=["--workers", "2"],
             timeout=300,
@@ -243,6 +245,23 @@ def wait_for(condition: Callable[[], bool], seconds: float) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"not within {seconds} s")
+
+
+def test_both_workers_get_model_written_chips_from_the_engine_process(cluster: Cluster) -> None:
+    conversation = [{"role": "user", "content": "I keep procrastinating on my thesis and I feel guilty."}]
+
+    def ask(client: httpx.Client) -> dict[str, Any]:
+        response = client.post("/api/coach/suggestions", json={"messages": conversation, "count": 3},
+                               headers=cluster.headers("chips"))  # fmt: skip
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    for body in on_each_worker(cluster, ask).values():
+        # The grammar and the branches reached the engine's model over its socket (llm/engine_chips.py): before,
+        # a worker could only fall back to the library ("the local backend cannot constrain output").
+        assert body["modelLatencyMs"] is not None, body
+        assert body["source"] == "model" or body["reason"] == "the model wrote no usable chip", body
+        assert len(body["suggestions"]) == 3
 
 
 def test_killing_a_worker_does_not_lose_the_engine(cluster: Cluster) -> None:

@@ -9,6 +9,7 @@ rest of the plan's API.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -88,6 +89,8 @@ def _chips_body(result: ChipsResult, body: SuggestionsRequest, request_id: str, 
         "count": len(result.chips),
         "requestId": request_id,
         "flags": ["self_harm"] if self_harm else [],
+        # Written in the background right after the answer (coaching/chips_ahead.py), not for this request.
+        "precomputed": result.precomputed,
     }
 
 
@@ -106,16 +109,27 @@ async def suggestions(body: SuggestionsRequest, request: Request) -> dict[str, A
                 details={"flags": ["prompt_injection_blocked"], "endpoint": "chips"},
             )  # fmt: skip
         raise PromptInjection("the conversation looks like a prompt injection and was refused", param="messages")
-    result = await coach.chips.suggest(
-        services.local,
-        messages,
-        count=body.count,
-        locale=body.locale,
-        style=body.style,
-        budget_ms=body.max_latency_ms,
-        self_harm=inspection.self_harm,
-        request_id=request_id,
-    )
+    result = None
+    if coach.ahead is not None and not inspection.self_harm:
+        started = time.perf_counter()
+        ahead = await coach.ahead.lookup(
+            user_id, messages, count=body.count, locale=body.locale, style=body.style,
+            wait_ms=body.max_latency_ms or coach.chips.budget_ms,
+        )  # fmt: skip
+        if ahead is not None:
+            result = await coach.chips.topped_up(ahead, messages, body.count, body.style)
+            result.latency_ms = (time.perf_counter() - started) * 1000
+    if result is None:
+        result = await coach.chips.suggest(
+            coach.chips_backend(),
+            messages,
+            count=body.count,
+            locale=body.locale,
+            style=body.style,
+            budget_ms=body.max_latency_ms,
+            self_harm=inspection.self_harm,
+            request_id=request_id,
+        )
     return _chips_body(result, body, request_id, inspection.self_harm)
 
 

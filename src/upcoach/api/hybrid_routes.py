@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from upcoach.api.deps import RECORD_READERS, caller
+from upcoach.api.disconnect import unless_disconnected
 from upcoach.api.errors import error_body
 from upcoach.api.hybrid_schemas import (
     HybridProcessRequest,
@@ -56,7 +57,8 @@ async def process(body: HybridProcessRequest, request: Request) -> JSONResponse 
     sse_headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     try:
         if not body.stream:
-            return JSONResponse(outcome_body(await services.hybrid.process(engine_request)))
+            outcome = await unless_disconnected(request, services.hybrid.process(engine_request))
+            return JSONResponse(outcome_body(outcome))
         events = services.hybrid.stream(engine_request)
         await anext(events)  # admitted: routing and admission errors still answer with their status code
     except OFFLINE_ERRORS as exc:

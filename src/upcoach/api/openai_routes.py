@@ -16,6 +16,7 @@ from typing import Any, get_args
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from upcoach.api.disconnect import unless_disconnected
 from upcoach.api.errors import error_body
 from upcoach.api.offline import OFFLINE_ERRORS, answer_offline, openai_extension
 from upcoach.api.openai_schemas import (
@@ -83,7 +84,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     want_logprobs = hybrid.params.logprobs is not None
     try:
         if not body.stream:
-            answer = await collect_choices(engine.stream(hybrid))
+            answer = await unless_disconnected(request, collect_choices(engine.stream(hybrid)))
             outcome = answer.outcome
             model = outcome.model or services.local_model_id
             choices = [

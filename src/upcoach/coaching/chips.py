@@ -200,6 +200,14 @@ class Chip:
     strategy_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Declined:
+    """Why the model wrote no chips this time (the library answers instead)."""
+
+    reason: str
+    model_latency_ms: float | None = None  # the model ran, but nothing it wrote was usable
+
+
 @dataclass
 class ChipsResult:
     chips: list[Chip]
@@ -210,6 +218,7 @@ class ChipsResult:
     reason: str | None = None
     strategy_ids: list[str] = field(default_factory=list)
     locale: str = "en"
+    precomputed: bool = False  # written in the background after the answer (coaching/chips_ahead.py)
 
 
 def _conversation(messages: Sequence[ChatMessage], count: int) -> str:
@@ -251,13 +260,40 @@ class ChipService:
         request_id: str = "",
     ) -> ChipsResult:
         started = time.perf_counter()
-        budget = budget_ms or self.budget_ms
         if self_harm:
             reason = "signs of distress: support suggestions from the library"
             # Support chips first whatever the style: never reordered for an experiment.
             return await self._library(messages, count, started, reason, preferred=SELF_HARM_STRATEGY)
+        written = await self.from_model(
+            backend, messages, count=count, locale=locale, style=style, budget_ms=budget_ms, request_id=request_id
+        )
+        if isinstance(written, Declined):
+            return await self._library(
+                messages, count, started, written.reason, style, model_latency_ms=written.model_latency_ms
+            )
+        result = await self.topped_up(written, messages, count, style)
+        result.latency_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    async def from_model(
+        self,
+        backend: Backend | None,
+        messages: Sequence[ChatMessage],
+        *,
+        count: int,
+        locale: str,
+        style: str = "default",
+        budget_ms: float | None = None,
+        request_id: str = "",
+        background: bool = False,
+    ) -> ChipsResult | Declined:
+        """Chips the local model wrote (possibly fewer than ``count``), or why it did not. ``background``: work
+        nobody waits for yet (chips computed ahead), queued behind every user request and never refused for a
+        busy model here (the engine decides, llm/admission.py)."""
+        started = time.perf_counter()
+        budget = budget_ms or self.budget_ms
         reason = self._unfit(backend)
-        if reason is None:
+        if reason is None and not background:
             assert backend is not None
             health = await backend.health()
             if not health.ok:
@@ -267,15 +303,15 @@ class ChipService:
                 if wait > budget:
                     reason = f"local model busy (about {wait:.0f} ms of work queued ahead)"
         if reason is not None:
-            return await self._library(messages, count, started, reason, style)
+            return Declined(reason)
         assert backend is not None
         sequential = ChatRequest(
             (ChatMessage("system", system_prompt(style, locale)), ChatMessage("user", _conversation(messages, count))),
             GenerationParams(max_tokens=count * TOKENS_PER_CHIP, temperature=0.0),
             request_id=request_id,
             grammar=chip_grammar(count, locale),
+            background=background,
         )
-        model_started = time.perf_counter()
         try:
             async with asyncio.timeout(budget / 1000):
                 completion = None
@@ -293,29 +329,33 @@ class ChipService:
                 if completion is None:
                     completion = await collect(backend.stream(sequential))
         except TimeoutError:
-            return await self._library(messages, count, started, f"local model over the {budget:.0f} ms budget", style)
+            return Declined(f"local model over the {budget:.0f} ms budget")
         except (Overloaded, Unavailable) as exc:
-            return await self._library(messages, count, started, f"local model unavailable ({exc.code})", style)
-        model_ms = (time.perf_counter() - model_started) * 1000
+            return Declined(f"local model unavailable ({exc.code})")
+        model_ms = (time.perf_counter() - started) * 1000
         texts = parse_chips(completion.text if completion else "", count)
-        if not texts:
-            reason = "the model wrote no usable chip"
-            return await self._library(messages, count, started, reason, style, model_latency_ms=model_ms)
-        chips = [Chip(text, "model") for text in texts]
-        strategy_ids: list[str] = []
-        if len(chips) < count:
-            extra = await self._library_chips(messages, count, style, exclude={c.text.casefold() for c in chips})
-            chips += extra[: count - len(chips)]
-            strategy_ids = list(dict.fromkeys(c.strategy_id for c in chips if c.strategy_id))
+        if not texts or (completion is not None and completion.finish_reason == "cancelled"):
+            return Declined("the model wrote no usable chip", model_latency_ms=model_ms)
         return ChipsResult(
-            chips=chips,
+            chips=[Chip(text, "model") for text in texts],
             source="model",
             model=completion.model if completion else None,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=model_ms,
             model_latency_ms=model_ms,
-            strategy_ids=strategy_ids,
             locale=locale,
         )
+
+    async def topped_up(
+        self, result: ChipsResult, messages: Sequence[ChatMessage], count: int, style: str
+    ) -> ChipsResult:
+        """``result``'s first ``count`` chips, and library chips after them when the model wrote fewer."""
+        chips = result.chips[:count]
+        if len(chips) == count:
+            return replace(result, chips=chips)
+        extra = await self._library_chips(messages, count, style, exclude={c.text.casefold() for c in chips})
+        chips += extra[: count - len(chips)]
+        strategy_ids = list(dict.fromkeys(c.strategy_id for c in chips if c.strategy_id))
+        return replace(result, chips=chips, strategy_ids=strategy_ids)
 
     @staticmethod
     def _unfit(backend: Backend | None) -> str | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from upcoach.coaching.bundle import BundleBuilder, SigningKey, load_or_create_signing_key
 from upcoach.coaching.chips import ChipService
+from upcoach.coaching.chips_ahead import ChipsAhead
 from upcoach.coaching.library import load_builtin
 from upcoach.coaching.strategies import StrategyRepository
 from upcoach.config import Settings
+from upcoach.llm.base import Backend
 from upcoach.storage.database import Database
 
 
@@ -18,6 +21,10 @@ class Coach:
     bundles: BundleBuilder
     chips: ChipService
     signing_key: SigningKey
+    # Who writes the chips: the local model (in this process, or the engine process's, llm/engine_chips.py).
+    # create_app sets it, with the chips computed ahead after each coaching answer.
+    chips_backend: Callable[[], Backend | None] = lambda: None
+    ahead: ChipsAhead | None = None
 
 
 async def start_coach(settings: Settings, db: Database) -> Coach:

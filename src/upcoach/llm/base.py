@@ -110,6 +110,10 @@ class ChatRequest:
     # Legacy text completion (/v1/completions): continue this raw text instead of the messages rendered with the
     # chat template. Only the local engine honours it; remote backends refuse it.
     prompt: str | None = None
+    # Work nobody waits for yet (suggestion chips computed ahead, coaching/chips_ahead.py): the local engine admits
+    # it after every user request, gives its slot to a user request that needs one, and drops it if it waited too
+    # long (llm/admission.py). Other backends ignore it.
+    background: bool = False
 
 
 @dataclass

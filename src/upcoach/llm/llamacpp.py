@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from upcoach.errors import ContextLengthExceeded, InvalidRequest, Overloaded, Unavailable, UpcoachError
+from upcoach.llm.admission import drain_seconds, retry_after_seconds, ttft_estimate_ms
 from upcoach.llm.base import (
     BackendInfo,
     ChatRequest,
@@ -34,7 +35,7 @@ from upcoach.llm.channel import Channel
 from upcoach.llm.prefix_cache import PrefixCache
 from upcoach.llm.prompt import PromptFormatter, RenderedPrompt
 from upcoach.llm.sampling import MAX_CHOICES
-from upcoach.llm.scheduler import Scheduler, Sequence, drain_seconds, new_sequence, retry_after_seconds
+from upcoach.llm.scheduler import Scheduler, Sequence, new_sequence
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class LlamaCppEngine:
         self.stats = EngineStats()
         self._queue: queue.Queue[_Job | object] = queue.Queue()
         self._pending = 0  # streams admitted and not closed; touched on the event loop only
+        self._background = 0  # the same for background work (ChatRequest.background), which never fills the room
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._load_error: str | None = None
@@ -255,6 +257,10 @@ class LlamaCppEngine:
             "prefix_cache_hits": step.prefix_hits,
             "service_rate_per_s": scheduler.service_rate(),
             "estimated_wait_ms": self.estimated_wait_ms(),
+            "estimated_ttft_ms": self.estimated_ttft_ms(),
+            "background_pending": self._background,
+            "background_preempted": step.preempted,
+            "background_dropped": step.dropped,
         }
 
     def estimated_wait_ms(self) -> float | None:
@@ -268,6 +274,18 @@ class LlamaCppEngine:
         if ahead < 0:
             return 0.0
         return drain_seconds(ahead + 1, self.config.parallel, scheduler.service_rate(), self.stats.service_ms) * 1000
+
+    def estimated_ttft_ms(self) -> float | None:
+        """First token of a request arriving now, from the live batch: the wait for a slot, then the steps that
+        prefill the prompt tokens ahead of it and its own (the measured average), at the measured step time.
+        None until a step has been measured."""
+        scheduler = self._scheduler
+        wait = self.estimated_wait_ms()
+        if scheduler is None or wait is None or scheduler.step.step_ms is None:
+            return None
+        step = scheduler.step
+        own = step.own_prefill if step.own_prefill is not None else float(self.config.prefill_chunk)
+        return ttft_estimate_ms(wait, scheduler.prefill_ahead(), own, self.config.prefill_chunk, step.step_ms)
 
     @property
     def capacity(self) -> int:
@@ -313,7 +331,10 @@ class LlamaCppEngine:
             # released here, on the loop, so the next request sees it free as soon as this one has its answer;
             # a cancelled generation stops within one token, before the worker takes the next job.
             job.cancel.set()
-            self._pending -= 1
+            if request.background:
+                self._background -= 1
+            else:
+                self._pending -= 1
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
         """``text`` as this model's token ids (``special``: with BOS, and control tokens parsed as such). Reads only
@@ -336,7 +357,11 @@ class LlamaCppEngine:
     def _admit(self, request: ChatRequest) -> _Job:
         if not self.ready:
             raise Unavailable(self._load_error or "local model is not loaded yet")
-        if self._pending >= self.capacity:
+        if request.background:
+            # Best effort: at most one background job per slot outstanding; beyond that it is not worth queueing.
+            if self._background >= self.config.parallel:
+                raise Overloaded("background work: the local engine has enough queued already")
+        elif self._pending >= self.capacity:
             scheduler = self._scheduler
             rate = scheduler.service_rate() if scheduler is not None else None
             raise Overloaded(
@@ -354,7 +379,10 @@ class LlamaCppEngine:
             raise InvalidRequest(f"n is 1..{MAX_CHOICES} and not combined with branches (got {n})", param="n")
         loop = asyncio.get_running_loop()
         job = _Job(request, Channel(loop))
-        self._pending += 1
+        if request.background:
+            self._background += 1
+        else:
+            self._pending += 1
         self._queue.put(job)
         return job
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
-import math
 import random
 import time
 from collections import deque
@@ -32,7 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from upcoach.errors import Unavailable, UpcoachError
+from upcoach.errors import Overloaded, Unavailable, UpcoachError
+from upcoach.llm import admission
 from upcoach.llm.base import Chunk, Completion, FinishReason, TokenLogprob, Usage
 from upcoach.llm.constrained import GrammarSampler
 from upcoach.llm.prefix_cache import PrefixCache, Tokens, common_prefix
@@ -128,6 +128,9 @@ class StepStats:
     admitted: int = 0
     prefix_hits: int = 0
     kv_cells: int = 0
+    own_prefill: float | None = None  # EWMA of the prompt tokens an admitted sequence had to prefill itself
+    preempted: int = 0  # background sequences that gave their slot to a user request
+    dropped: int = 0  # background sequences that waited too long and never ran
 
 
 class Scheduler:
@@ -188,15 +191,20 @@ class Scheduler:
 
     # ---- admission -------------------------------------------------------------------------------------------
     def enqueue(self, sequence: Sequence) -> None:
-        # Suggestion chips are short and interactive: they go ahead of waiting answers, never ahead of each other.
-        if sequence.branches > 1:
-            index = next((i for i, s in enumerate(self.waiting) if s.branches <= 1), len(self.waiting))
-            self.waiting.insert(index, sequence)
-        else:
-            self.waiting.append(sequence)
+        """Into the waiting room by class, then arrival (llm/admission.py)."""
+        self.waiting.insert(admission.position(self.waiting, sequence, time.perf_counter()), sequence)
+
+    def prefill_ahead(self) -> int:
+        """Prompt tokens the batch and the waiting user requests still have to prefill (read from other threads)."""
+        ahead = [s for s in (*self.active, *self.waiting) if not s.job.request.background]
+        return sum(len(s.tokens) - s.prefilled for s in ahead if not s.decoding)
 
     def admit(self) -> None:
-        """Move waiting sequences into the batch, in order, while slots, sequence ids and KV cells allow."""
+        """Move waiting sequences into the batch, in order, while slots, sequence ids and KV cells allow; a user
+        request at the head takes the slot of a running background sequence rather than wait for it."""
+        for late in admission.expired(self.waiting, time.perf_counter()):
+            self.step.dropped += 1
+            self.fail(late, Overloaded("background work dropped: it waited too long for a slot"))
         while self.waiting:
             sequence = self.waiting[0]
             if sequence.job.cancel.is_set():
@@ -206,7 +214,12 @@ class Scheduler:
             need_ids = sequence.width
             over_budget = self.step.kv_cells + sequence.reserved_cells > self.kv_cells - len(self._prefix)
             if len(self.active) >= self.parallel or len(self._free_ids) < need_ids or (self.active and over_budget):
-                return  # in order: nobody overtakes the head of the queue, so nobody starves
+                preempted = admission.victim(sequence, self.active)
+                if preempted is None:
+                    return  # in order: nobody overtakes the head of the queue, so nobody starves
+                self.step.preempted += 1
+                self.fail(preempted, Overloaded("background work preempted by a user request"))
+                continue
             self.waiting.popleft()
             sequence.seq_ids = [self._free_ids.pop(0) for _ in range(need_ids)]
             self.step.kv_cells += sequence.reserved_cells
@@ -216,6 +229,7 @@ class Scheduler:
             self.step.queue_wait_ms = _ewma(self.step.queue_wait_ms, wait * 1000)
             sequence.started = time.perf_counter()
             self._reuse_prefix(sequence)
+            self.step.own_prefill = _ewma(self.step.own_prefill, len(sequence.tokens) - sequence.prefilled)
             self.active.append(sequence)
 
     def _reuse_prefix(self, sequence: Sequence) -> None:
@@ -484,7 +498,7 @@ class Scheduler:
             Chunk(
                 final=Completion(
                     text="",
-                    finish_reason=sequence.finish,  # type: ignore[arg-type]
+                    finish_reason=sequence.finish,
                     usage=Usage(len(sequence.tokens), n_generated, sequence.cached),
                     model=self.model_id,
                     first_token_ms=ttft_ms,
@@ -567,19 +581,6 @@ def new_sequence(job: _Job, tokens: Tokens, boundary: int, max_tokens: int, stop
         reserved_cells=len(tokens) + lanes * max_tokens,
         seed=seed,
     )
-
-
-def drain_seconds(count: int, parallel: int, rate: float | None, service_ms: float | None) -> float:
-    """Time for ``count`` more sequences to finish at the measured service rate (completions per second); before
-    any rate is measured, ``parallel`` slots each taking the mean service time (5 s when unknown)."""
-    if rate is None or rate <= 0:
-        rate = parallel / ((service_ms or 5000) / 1000)
-    return count / rate
-
-
-def retry_after_seconds(waiting: int, parallel: int, rate: float | None, service_ms: float | None) -> float:
-    """Retry-After for a refused request: the time for the queue ahead of it plus itself to drain, 1-120 s."""
-    return float(min(120, max(1, math.ceil(drain_seconds(waiting + 1, parallel, rate, service_ms)))))
 
 
 def _ewma(old: float | None, new: float) -> float:

@@ -114,6 +114,9 @@ class HybridEngine:
         # One canary per process, not per request: a per-request token would change the system prompt every
         # time and defeat the prefix cache.
         self.canary = make_canary()
+        # Called with every coaching answer that reached its user (not for self-harm, where chips come from the
+        # library): create_app hooks the chips computed ahead here (coaching/chips_ahead.py). Must not block.
+        self.on_answer: Callable[[HybridRequest, Outcome], None] | None = None
 
     async def aclose(self) -> None:
         """Close the cloud clients (the legacy endpoint and every region's); local backends belong to the caller."""
@@ -385,10 +388,11 @@ class HybridEngine:
                     await cloud.breaker.record_success()
                 if run.flags and self._on_flag is not None:
                     await self._on_flag(request, run.flags)
-                answered, cloud_cost = finished(request, decision, features, run, started, cloud, self.prices)
+                outcome, cloud_cost = finished(request, decision, features, run, started, cloud, self.prices)
                 await self.budget.add(cloud_cost)
-                await self._settle(answered)
-                outcome = answered
+                await self._settle(outcome)
+                if self.on_answer is not None and run.coaching and not inspection.self_harm:
+                    self.on_answer(request, outcome)
                 yield Event("final", outcome=outcome)
                 return
             raise last_error or LocalUnavailable("; ".join(run.reasons))
@@ -482,6 +486,10 @@ def _forced(decision: Decision, target: Target, state: LiveState) -> Decision:
 
 def _estimate_local_ttft(backend: Backend, queue_depth: int) -> float:
     details = backend.info().details
+    estimate = details.get("estimated_ttft_ms")
+    if isinstance(estimate, int | float):
+        # The batching engine's own estimate from its live batch: slot wait, prompt tokens ahead, step time.
+        return float(estimate)
     ttft = details.get("ttft_ms_ewma")
     wait = details.get("estimated_wait_ms")
     if isinstance(wait, int | float):
