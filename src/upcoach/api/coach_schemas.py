@@ -29,6 +29,7 @@ class SuggestionsOut(_Out):
     count: int
     request_id: str
     flags: list[str]
+    precomputed: bool = Field(description="answered from the chips written ahead, after this conversation's answer")
 
 
 class StrategyOut(_Out):
