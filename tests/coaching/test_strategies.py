@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import pytest
@@ -115,3 +116,18 @@ async def test_languages_are_searched_with_their_own_stems_and_stop_words(repo: 
     # No language: a listing across all of them.
     every = await repo.search(None, category="sleep", limit=100, language=None)
     assert {h.strategy.locale for h in every} >= {"en", "de", "fr", "es", "it"}
+
+
+async def test_two_processes_starting_at_once_publish_the_library_once(migrated_db: Database) -> None:
+    """Two workers start on one database together: the second waits for the first and finds the work done (on
+    SQLite the two read-then-write transactions used to collide on the strategies' primary key)."""
+    other = Database(migrated_db.url)  # a second engine: its own connections, as another process has
+    try:
+        library = load_builtin()
+        first, second = await asyncio.gather(
+            StrategyRepository(migrated_db).publish(library), StrategyRepository(other).publish(library)
+        )
+        assert first.version == second.version
+        assert len(await StrategyRepository(other).search("sleep", limit=3)) == 3
+    finally:
+        await other.engine.dispose()

@@ -92,8 +92,7 @@ class StrategyRepository:
         version = library_version(strategies)
         manifest = {s.id: s.content_hash for s in strategies}
         async with self._db.engine.begin() as conn:
-            if self._db.dialect == "postgresql":
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            await self._db.serialize(conn, _LOCK_KEY)
             row = (await conn.execute(select(StrategyVersionRow).where(StrategyVersionRow.version == version))).first()
             indexed = {
                 sid: (digest, text)

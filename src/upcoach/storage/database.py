@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -101,12 +101,19 @@ class Database:
                 # Another process may migrate for longer than the lock timeout: wait for it as long as it takes.
                 await conn.execute(text("SET LOCAL lock_timeout = 0"))
                 await conn.execute(text("SET LOCAL statement_timeout = 0"))
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-            elif self.dialect == "sqlite":
-                # The sqlite3 driver would run DDL outside any transaction; an explicit write transaction makes
-                # the upgrade atomic and serializes concurrent migrators.
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # On SQLite the driver would also run DDL outside any transaction: the explicit one makes it atomic.
+            await self.serialize(conn, _MIGRATION_LOCK_KEY)
             await conn.run_sync(_upgrade, config)
+
+    async def serialize(self, conn: AsyncConnection, key: int) -> None:
+        """Make the transaction just begun on ``conn`` the only one holding ``key`` (PostgreSQL: an advisory lock
+        until it ends) or, on SQLite, the one writer of the whole file from its first statement on: the sqlite3
+        driver begins only at the first write, so a read-then-write done by two processes at once (two workers
+        starting) would otherwise both read the old state and then collide on the write."""
+        if self.dialect == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        elif self.dialect == "sqlite":
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     async def schema_revision(self) -> str | None:
         """The alembic revision the database is at (None before the first migration)."""
