@@ -174,7 +174,9 @@ class SwappableBackend:
                     if chunk.final is not None:
                         # Counted before the final chunk is handed on: a consumer may close this stream as soon as
                         # it has the final chunk (the answer checks do), and nothing after the yield would run.
-                        experiment = self._experiment
+                        # Background work (chips written ahead) is not a user's request: the comparison counts
+                        # answers people asked for, once each.
+                        experiment = None if request.background else self._experiment
                         if experiment is not None and slot.loaded.version_id is not None:
                             experiment.observe(slot.loaded.version_id, request, chunk.final)
                     yield chunk
