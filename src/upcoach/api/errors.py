@@ -154,7 +154,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database connection pool exhausted: request refused as overloaded")
         busy = Overloaded("the server is busy: every database connection is in use; try again shortly", retry_after=1)
         return await _on_upcoach_error(request, busy)
-    if isinstance(exc, DBAPIError) and transient(exc):  # from a middleware (the API key check): same as a route's
+    if isinstance(exc, DBAPIError | ConnectionError) and transient(exc):  # met in a middleware (the key check)
         return await _on_database_error(request, exc)
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal error", code="internal_error", type_="server_error")
@@ -172,4 +172,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(DBAPIError, _on_database_error)
+    # The database's connection pool can raise the socket's own error (a reset met while checking a pooled
+    # connection out), which SQLAlchemy does not wrap.
+    app.add_exception_handler(ConnectionError, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)
