@@ -135,27 +135,25 @@ async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
-    """Handled here, not by the catch-all: Starlette re-raises what reaches the catch-all after answering, and
-    uvicorn then closes the keep-alive connection under the client's next request."""
-    if transient(exc):
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """The database's own troubles (it went away, its pool is spent) answered as what they are, anything else a 500.
+
+    Installed for the database's errors (``DBAPIError``, and ``ConnectionError``: a pooled connection's checkout can
+    raise the socket's own reset, which SQLAlchemy does not wrap) as well as for every exception: a route's error
+    handled by its own type keeps the keep-alive connection, where Starlette re-raises what reaches the catch-all
+    after answering and uvicorn then closes the connection under the client's next request. The catch-all still
+    sees them when they come from a middleware (the API key check), where route-level handlers do not reach."""
+    if isinstance(exc, DatabasePoolTimeout):
+        # Every database connection stayed in use for the pool's whole wait: a burst beyond what the database takes,
+        # answered like any other overload (429 with Retry-After), not as a fault.
+        log.warning("database connection pool exhausted: request refused as overloaded")
+        busy = Overloaded("the server is busy: every database connection is in use; try again shortly", retry_after=1)
+        return await _on_upcoach_error(request, busy)
+    if isinstance(exc, DBAPIError | ConnectionError) and transient(exc):
         # The database went away under the request (restart, failover): unavailable now, not a bug.
         log.warning("database unavailable: %s", type(exc).__name__)
         return error_response(503, "storage is unavailable now; retry shortly", code="storage_unavailable",
                               type_="server_error", retry_after=UNAVAILABLE_RETRY_AFTER)  # fmt: skip
-    return await _on_unexpected(request, exc)
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, DatabasePoolTimeout):
-        # Every database connection stayed in use for the pool's whole wait: a burst beyond what the database takes,
-        # answered like any other overload (429 with Retry-After), not as a fault. Caught here because it can come
-        # from the middleware (the API key check), where route-level handlers do not reach.
-        log.warning("database connection pool exhausted: request refused as overloaded")
-        busy = Overloaded("the server is busy: every database connection is in use; try again shortly", retry_after=1)
-        return await _on_upcoach_error(request, busy)
-    if isinstance(exc, DBAPIError | ConnectionError) and transient(exc):  # met in a middleware (the key check)
-        return await _on_database_error(request, exc)
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal error", code="internal_error", type_="server_error")
 
@@ -171,8 +169,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(UpcoachError, _on_upcoach_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(DBAPIError, _on_database_error)
-    # The database's connection pool can raise the socket's own error (a reset met while checking a pooled
-    # connection out), which SQLAlchemy does not wrap.
-    app.add_exception_handler(ConnectionError, _on_database_error)
-    app.add_exception_handler(Exception, _on_unexpected)
+    for kind in (DBAPIError, ConnectionError, Exception):
+        app.add_exception_handler(kind, _on_unexpected)
